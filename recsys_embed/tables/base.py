@@ -77,7 +77,8 @@ class TableOptimizer:
 class FusedTables(nn.Module):
     """fbgemm's batched embedding kernel (TBE) with a fused optimizer.
 
-    ``rows[t]`` x ``dims[t]`` is table t; ``slot_tables[s]`` names the table slot s reads.
+    ``rows[t]`` x ``dims[t]`` is table t; ``slot_tables[s]`` names the table slot s reads
+    (non-decreasing: the slots of one table are contiguous, as fbgemm's CPU backward needs).
     ``forward(indices, offsets)`` takes the ids of all slots, slot-major then sample
     (``offsets`` has ``S * B + 1`` entries), sums each bag and returns ``[B, sum(slot dims)]``.
     """
@@ -99,6 +100,13 @@ class FusedTables(nn.Module):
             raise ValueError(
                 f"table optimizer {optimizer.name!r} has no CPU kernel in fbgemm; "
                 "use 'rowwise_adagrad', 'adagrad' or 'sgd' on CPU"
+            )
+        if any(b < a for a, b in zip(slot_tables, slot_tables[1:])):
+            # fbgemm's CPU backward for the Adagrad family fails ("num of rows processed by
+            # adagrad ... does not match c_block size") when a table's slots are not contiguous.
+            raise ValueError(
+                f"slot_tables must be grouped by table (non-decreasing), got {slot_tables}; "
+                "order the slots by table and map output columns back to features"
             )
         location = EmbeddingLocation.DEVICE if on_gpu else EmbeddingLocation.HOST
         compute = ComputeDevice.CUDA if on_gpu else ComputeDevice.CPU

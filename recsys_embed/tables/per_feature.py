@@ -50,9 +50,14 @@ class PerFeatureTables(nn.Module):
         self.rows = {t: int(num_embeddings[t]) for t in self.table_names}
         dims = {t: schema.tables[t][0].embedding_dim for t in self.table_names}
         table_index = {t: i for i, t in enumerate(self.table_names)}
+        # the kernel reads slots grouped by table; features keep schema order in the output
+        self.slot_order = sorted(self.features, key=lambda f: table_index[f.table])  # type: ignore[index]
         slot_tables: list[int] = []
-        for spec in self.features:
-            slot_tables += [table_index[spec.table]] * (spec.max_len if spec.is_sequence else 1)  # type: ignore[index]
+        self.columns: dict[str, int] = {}  # feature -> first output column
+        for spec in self.slot_order:
+            slots = spec.max_len if spec.is_sequence else 1
+            self.columns[spec.name] = sum(dims[self.table_names[t]] for t in slot_tables)
+            slot_tables += [table_index[spec.table]] * slots  # type: ignore[index]
         self.kernel = FusedTables(
             rows=[self.rows[t] for t in self.table_names],
             dims=[dims[t] for t in self.table_names],
@@ -67,7 +72,7 @@ class PerFeatureTables(nn.Module):
         """The (indices, offsets) the kernel reads for this batch."""
         by_key = kjt.to_dict()
         values, lengths = [], []
-        for spec in self.features:
+        for spec in self.slot_order:
             if spec.name not in by_key:
                 raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
             jt = by_key[spec.name]
@@ -88,18 +93,14 @@ class PerFeatureTables(nn.Module):
         flat = self.kernel(indices, offsets)
         batch = flat.shape[0]
         out = Embeddings()
-        col = 0
         for spec in self.features:
-            dim = spec.embedding_dim
+            dim, col = spec.embedding_dim, self.columns[spec.name]
             if spec.is_sequence:
-                width = spec.max_len * dim
-                out.sequences[spec.name] = flat[:, col : col + width].reshape(batch, spec.max_len, dim)
+                out.sequences[spec.name] = flat[:, col : col + spec.max_len * dim].reshape(batch, spec.max_len, dim)
                 lengths = kjt[spec.name].lengths().clamp(max=spec.max_len)
                 out.masks[spec.name] = torch.arange(spec.max_len, device=flat.device)[None, :] < lengths[:, None]
             else:
-                width = dim
-                out.pooled[spec.name] = flat[:, col : col + width]
-            col += width
+                out.pooled[spec.name] = flat[:, col : col + dim]
         return out
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:

@@ -1,0 +1,260 @@
+"""The Trainer: ``Trainer(model, config, run_dir).fit(train, valid)`` for scripts.
+
+Tables are updated by the optimizer fused into their kernel (inside ``backward``); every
+other parameter by a torch Adam. Each epoch ends with an evaluation; early stopping on
+``config.metric``; checkpoints every ``config.checkpoint_every`` steps make ``resume=True``
+after a kill reach the same final weights as an uninterrupted run (data order is a
+function of the seed and the epoch, so the interrupted epoch is replayed from its start and
+the batches already trained on are skipped).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recsys_embed import metrics
+from recsys_embed.batch import Batch
+from recsys_embed.checkpoint import load_state, save_state
+from recsys_embed.ranking import RankingModel
+
+_HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False}
+
+
+@dataclass
+class TrainerConfig:
+    """Args:
+    epochs: passes over the training data.
+    lr / weight_decay: Adam for the dense parameters (tables carry their own fused optimizer).
+    metric: validation metric for early stopping and best-model selection (auc, gauc, logloss).
+    patience: epochs without improvement before stopping.
+    checkpoint_every: steps between checkpoints (0: only at the end of each epoch).
+    max_steps: stop after this many steps in total (0: no limit).
+    seed: seeds torch, numpy and random.
+    progress: show a tqdm bar with running loss and samples/s.
+    """
+
+    epochs: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    metric: str = "auc"
+    patience: int = 1
+    checkpoint_every: int = 0
+    max_steps: int = 0
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.metric not in _HIGHER_IS_BETTER:
+            raise ValueError(f"trainer.metric={self.metric!r} is not one of {sorted(_HIGHER_IS_BETTER)}")
+        if self.epochs < 1:
+            raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: per-epoch validation metrics, step losses, throughput."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    steps: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+    best: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds else 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains a :class:`RankingModel` on re-iterable streams of :class:`Batch`.
+
+    A stream with ``set_epoch(e)`` is told the epoch before each pass (so its shuffle
+    differs per epoch yet is reproducible).
+    """
+
+    def __init__(self, model: RankingModel, config: TrainerConfig | None = None, run_dir: str | Path | None = None) -> None:
+        self.model = model
+        self.config = config or TrainerConfig()
+        self.run_dir = Path(run_dir) if run_dir else None
+        seed_everything(self.config.seed)
+        self.optimizer = torch.optim.Adam(model.dense_param_groups(self.config.lr, self.config.weight_decay))
+
+    # ---- evaluation -------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities, labels and groups over a stream, in stream order."""
+        was_training = self.model.training
+        self.model.eval()
+        scores, labels, groups = [], [], []
+        for batch in data:
+            scores.append(torch.sigmoid(self.model(batch)).cpu().numpy())
+            labels.append(batch.labels.cpu().numpy())
+            if batch.groups is not None:
+                groups.append(batch.groups.cpu().numpy())
+        self.model.train(was_training)
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+        return cat(scores), cat(labels), (cat(groups) if groups else None)
+
+    def evaluate(self, data: Iterable[Batch]) -> dict[str, float]:
+        """AUC, logloss and (when batches carry groups) GAUC."""
+        scores, labels, groups = self.predict(data)
+        out = {"auc": metrics.auc(scores, labels), "logloss": metrics.logloss(scores, labels), "rows": float(len(labels))}
+        if groups is not None:
+            out["gauc"] = metrics.gauc(scores, labels, groups)
+        return out
+
+    # ---- training ---------------------------------------------------------------------
+    def fit(self, train: Iterable[Batch], valid: Iterable[Batch] | None = None, resume: bool = False) -> FitResult:
+        cfg = self.config
+        result = FitResult()
+        start_epoch, skip = 0, 0
+        best_score, stale, best_state = None, 0, None
+        if resume:
+            start_epoch, skip, result, best_score, stale, best_state = self._restore()
+        self.model.train()
+        start = time.perf_counter()
+        for epoch in range(start_epoch, cfg.epochs):
+            if hasattr(train, "set_epoch"):
+                train.set_epoch(epoch)
+            bar = tqdm(desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not cfg.progress, dynamic_ncols=True)
+            running = None
+            for index, batch in enumerate(train):
+                if index < skip:
+                    continue
+                loss, _ = self.model.loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"training loss became {value} at step {result.steps + 1}; lower the learning rates")
+                result.steps += 1
+                result.samples += batch.batch_size
+                running = value if running is None else 0.98 * running + 0.02 * value
+                if result.steps % 20 == 0 or result.steps == 1:
+                    result.losses.append((result.steps, value))
+                    elapsed = time.perf_counter() - start + result.train_seconds
+                    bar.set_postfix(loss=f"{running:.4f}", samples_s=f"{result.samples / max(elapsed, 1e-9):,.0f}")
+                bar.update(1)
+                if cfg.checkpoint_every and result.steps % cfg.checkpoint_every == 0:
+                    self._checkpoint(epoch, index + 1, result, start, best_score, stale, best_state)
+                if cfg.max_steps and result.steps >= cfg.max_steps:
+                    break
+            bar.close()
+            skip = 0
+            epoch_metrics: dict[str, float] = {"epoch": float(epoch + 1), "steps": float(result.steps)}
+            if valid is not None:
+                epoch_metrics.update(self.evaluate(valid))
+                score = epoch_metrics[cfg.metric]
+                better = best_score is None or (score > best_score if _HIGHER_IS_BETTER[cfg.metric] else score < best_score)
+                if better:
+                    best_score, stale, result.best = score, 0, dict(epoch_metrics)
+                    best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    stale += 1
+            result.epochs.append(epoch_metrics)
+            self._checkpoint(epoch + 1, 0, result, start, best_score, stale, best_state)
+            if stale >= cfg.patience or (cfg.max_steps and result.steps >= cfg.max_steps):
+                break
+        result.train_seconds += time.perf_counter() - start
+        if best_state is not None and stale:
+            self.model.load_state_dict(best_state)
+        if self.run_dir:
+            self.write_reports(result)
+        return result
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def _checkpoint(
+        self, epoch: int, batch_index: int, result: FitResult, start: float, best: float | None, stale: int, best_state: dict | None
+    ) -> None:
+        if not self.run_dir:
+            return
+        state: dict[str, Any] = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "numpy_rng": _numpy_rng_state(),
+            "epoch": epoch,
+            "batch_index": batch_index,
+            "result": {**asdict(result), "train_seconds": result.train_seconds + time.perf_counter() - start},
+            "best_score": best,
+            "stale": stale,
+            "best_model": best_state,
+        }
+        save_state(self.run_dir / "checkpoint", state)
+
+    def _restore(self) -> tuple[int, int, FitResult, float | None, int, dict | None]:
+        if not self.run_dir or not (self.run_dir / "checkpoint").exists():
+            raise FileNotFoundError(f"resume=True but {self.run_dir}/checkpoint does not exist")
+        state = load_state(self.run_dir / "checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        rng = state["numpy_rng"]
+        np.random.set_state(("MT19937", rng["keys"].numpy().astype(np.uint32), rng["pos"], rng["has_gauss"], rng["cached"]))
+        r = state["result"]
+        result = FitResult(
+            epochs=r["epochs"], losses=[tuple(x) for x in r["losses"]], steps=r["steps"],
+            samples=r["samples"], train_seconds=r["train_seconds"], best=r["best"],
+        )
+        return state["epoch"], state["batch_index"], result, state["best_score"], state["stale"], state["best_model"]
+
+    # ---- reports ----------------------------------------------------------------------
+    def write_reports(self, result: FitResult) -> None:
+        """``metrics.json`` and ``training_curves.png`` in the run directory."""
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        report = {
+            "epochs": result.epochs, "best": result.best, "steps": result.steps, "samples": result.samples,
+            "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
+            "config": asdict(self.config),
+        }
+        tmp = self.run_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.rename(self.run_dir / "metrics.json")
+        plot_curves(result, self.run_dir / "training_curves.png", self.config.metric)
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def plot_curves(result: FitResult, path: Path, metric: str) -> None:
+    """Training loss by step and the validation metric by epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if result.losses:
+        steps, losses = zip(*result.losses)
+        left.plot(steps, losses)
+    left.set(xlabel="step", ylabel="training loss", title="loss")
+    epochs = [e for e in result.epochs if metric in e]
+    right.plot([e["epoch"] for e in epochs], [e[metric] for e in epochs], marker="o")
+    right.set(xlabel="epoch", ylabel=f"validation {metric}", title=metric)
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".tmp.png"))
+    plt.close(fig)
+    path.with_suffix(".tmp.png").rename(path)
