@@ -1,0 +1,61 @@
+"""Save and load a trained model: fitted pipeline + table layout + model, one artifact.
+
+The artifact (``recsys_embed.artifacts``) holds tensors in safetensors and everything else
+in a JSON manifest: the schema and fitted pipeline state (so scoring uses exactly the
+training vocabularies), the layout and model names and configs. Loading never unpickles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys_embed.artifacts import load_artifact, save_artifact
+from recsys_embed.builders import build_model
+from recsys_embed.pipelines import Pipeline
+from recsys_embed.ranking import RankingModel
+from recsys_embed.tables import MultiplexedTables, PerFeatureTables
+
+LAYOUT_CLASSES = {"per_feature": PerFeatureTables, "multiplexed": MultiplexedTables}
+
+
+@dataclass
+class LoadedModel:
+    pipeline: Pipeline
+    model: RankingModel
+    manifest: dict[str, Any]
+
+
+def save_model(path: str | Path, pipeline: Pipeline, model: RankingModel, layout: dict[str, Any], model_spec: dict[str, Any]) -> Path:
+    """Write ``pipeline`` + ``model`` to the artifact directory ``path`` (atomically)."""
+    table_tensors, table_config = model.tables.export_state()
+    tensors = {f"tables.{k}": v for k, v in table_tensors.items()}
+    tensors.update({f"model.{k}": v for k, v in model.model.state_dict().items()})
+    manifest = {
+        "pipeline": pipeline.to_dict(),
+        "layout": dict(layout),
+        "layout_state": table_config,
+        "model": dict(model_spec),
+    }
+    save_artifact(path, tensors, manifest)
+    return Path(path)
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Rebuild the pipeline and the model saved by :func:`save_model` (eval mode)."""
+    tensors, manifest = load_artifact(path)
+    for key in ("pipeline", "layout", "layout_state", "model"):
+        if key not in manifest:
+            raise ValueError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
+    pipeline = Pipeline.from_dict(manifest["pipeline"])
+    layout_name = manifest["layout"]["name"]
+    if layout_name not in LAYOUT_CLASSES:
+        raise ValueError(f"artifact {path}: unknown layout {layout_name!r}; expected one of {sorted(LAYOUT_CLASSES)}")
+    table_tensors = {k[len("tables."):]: v for k, v in tensors.items() if k.startswith("tables.")}
+    tables = LAYOUT_CLASSES[layout_name].from_state(pipeline.schema, table_tensors, manifest["layout_state"])
+    model = build_model(manifest["model"], tables.shapes(len(pipeline.schema.dense_features)))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    ranking = RankingModel(tables, model)
+    ranking.eval()
+    return LoadedModel(pipeline, ranking, manifest)
