@@ -1,0 +1,41 @@
+"""The wheel installs models/ and pipelines/ as recsys_embed subpackages and nothing top-level."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_installs_subpackages_only_under_recsys_embed(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True, cwd=tmp_path,
+    )
+    (wheel,) = (tmp_path / "dist").glob("recsys_embed-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top_level == {"recsys_embed"}, top_level
+    # every package folder of the repo made it into the wheel
+    for folder, package in (("models", "recsys_embed/models"), ("pipelines", "recsys_embed/pipelines"), ("recsys_embed", "recsys_embed")):
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.relative_to(REPO / folder).as_posix()
+            assert f"{package}/{rel}" in names, f"{package}/{rel} missing from the wheel: list it in setup.cfg packages"
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True)
+    assert not (target / "models").exists() and not (target / "pipelines").exists()
+    code = (
+        "import recsys_embed, recsys_embed.models, recsys_embed.pipelines, recsys_embed.tables, importlib.util;"
+        "assert recsys_embed.__file__.startswith(%r), recsys_embed.__file__;"
+        "assert importlib.util.find_spec('models') is None and importlib.util.find_spec('pipelines') is None;"
+        "print('ok')" % str(target)
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
