@@ -1,0 +1,32 @@
+"""Models: embeddings and dense tensors in, logits or item scores out.
+
+CTR models (``forward(embeddings, dense) -> logits [B]``, built from a table layout's
+``EmbeddingShapes``): :class:`DIN`, :class:`AutoInt` (AutoInt+ with ``dnn``), :class:`MLP`.
+Sequential models over item ids (``score_next(history) -> [B, num_items + 2]``):
+:class:`BERT4Rec`, :class:`Popularity`, ranked by :func:`rank_of`.
+"""
+
+from recsys_embed.models.autoint import AutoInt, AutoIntConfig
+from recsys_embed.models.bert4rec import BERT4Rec, BERT4RecConfig, append_mask, cloze_mask
+from recsys_embed.models.din import DIN, DINConfig
+from recsys_embed.models.mlp import MLP, MLPConfig
+from recsys_embed.models.popularity import Popularity
+from recsys_embed.models.ranking import rank_of, sample_negatives
+from recsys_embed.models.regularization import mini_batch_aware_l2
+
+__all__ = [
+    "DIN",
+    "MLP",
+    "AutoInt",
+    "AutoIntConfig",
+    "BERT4Rec",
+    "BERT4RecConfig",
+    "DINConfig",
+    "MLPConfig",
+    "Popularity",
+    "append_mask",
+    "cloze_mask",
+    "mini_batch_aware_l2",
+    "rank_of",
+    "sample_negatives",
+]

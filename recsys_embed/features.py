@@ -5,8 +5,8 @@ and one :class:`FeatureSpec` per input. It round-trips through JSON and travels 
 every saved artifact, so scoring uses exactly the training vocabularies.
 
 Id layout of every categorical or sequence feature (fitted by ``recsys_embed.pipelines``):
-``0`` is missing (null), ``1`` is out-of-vocabulary, ``2..`` are fitted values (vocabulary)
-or hash buckets (hashing). An unseen value never maps to another value's id.
+``0`` is missing (null, or an empty string), ``1`` is out-of-vocabulary, ``2..`` are fitted
+values (vocabulary) or hash buckets (hashing). An unseen value never maps to another value's id.
 
 Example::
 
@@ -17,14 +17,31 @@ Example::
     ... ])
     >>> Schema.from_json(schema.to_json()) == schema
     True
+
+Schemas are also written by hand in YAML or TOML (:meth:`Schema.load` picks the format by
+suffix); every key is checked and an error names the file, the feature and what was expected::
+
+    >>> Schema.from_yaml('''
+    ... label: click
+    ... features:
+    ...   - {name: item_id, ids: hashing, hash_buckets: 1000}
+    ...   - {name: hist_item_id, kind: sequence, table: item_id, max_len: 20, ids: hashing, hash_buckets: 1000}
+    ... ''').tables["item_id"][1].name
+    'hist_item_id'
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 MISSING_ID = 0
 OOV_ID = 1
@@ -61,6 +78,8 @@ class FeatureSpec:
         source: column in the data; defaults to ``name``.
         ids: ``vocabulary`` (fitted, with ``min_count``/``max_size``) or ``hashing``
             (``hash_buckets`` buckets, salted by ``salt``, stable across versions).
+        salt: hashing salt; defaults to the table group name. Features of one table group
+            share it (and ``hash_buckets``, ``min_count``, ``max_size``): they share one id space.
         table: table group: features with the same ``table`` share a vocabulary and an
             embedding table (``hist_item_id`` with ``table="item_id"``). Defaults to ``name``.
         max_len: sequences keep their most recent ``max_len`` ids.
@@ -87,13 +106,15 @@ class FeatureSpec:
     fill_value: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         self.kind = _enum(FeatureKind, self.kind, self.name, "kind")
         self.ids = _enum(IdStrategy, self.ids, self.name, "ids")
         self.transform = _enum(NumericTransform, self.transform, self.name, "transform")
         self.source = self.source or self.name
         self.table = self.table or self.name
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError(f"feature name must be a non-empty string, got {self.name!r}")
+        self.salt = self.salt or self.table
+        if not self.name:
+            raise ValueError("feature name must be a non-empty string")
         if self.embedding_dim <= 0:
             raise ValueError(f"feature {self.name!r}: embedding_dim must be > 0, got {self.embedding_dim}")
         if self.kind is FeatureKind.SEQUENCE and self.max_len <= 0:
@@ -104,6 +125,18 @@ class FeatureSpec:
             raise ValueError(f"feature {self.name!r}: transform='bucketize' needs num_buckets >= 2")
         if self.min_count < 1:
             raise ValueError(f"feature {self.name!r}: min_count must be >= 1, got {self.min_count}")
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError(f"feature {self.name!r}: max_size must be >= 1 or None, got {self.max_size}")
+        if self.kind is not FeatureKind.SEQUENCE and (self.max_len or self.delimiter is not None):
+            raise ValueError(
+                f"feature {self.name!r}: max_len and delimiter are for sequence features; set kind='sequence' or drop them"
+            )
+        if self.ids is IdStrategy.VOCABULARY and self.hash_buckets:
+            raise ValueError(f"feature {self.name!r}: hash_buckets is set but ids='vocabulary'; set ids='hashing'")
+        if self.kind is not FeatureKind.NUMERIC and self.transform is not NumericTransform.NONE:
+            raise ValueError(f"feature {self.name!r}: transform={self.transform.value!r} needs kind='numeric'")
+        if self.num_buckets and self.transform is not NumericTransform.BUCKETIZE:
+            raise ValueError(f"feature {self.name!r}: num_buckets is set but transform is not 'bucketize'")
 
     @property
     def is_sparse(self) -> bool:
@@ -122,6 +155,8 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        if not isinstance(data, dict):
+            raise ValueError(f"feature spec must be a mapping with at least 'name', got {data!r}")
         known = {f.name for f in fields(cls)}
         name = data.get("name", "<unnamed>")
         unknown = sorted(set(data) - known)
@@ -142,6 +177,24 @@ def _enum(enum_type: type[Enum], value: Any, feature: str, key: str) -> Any:
         raise ValueError(f"feature {feature!r}: {key}={value!r} is not one of {allowed}") from None
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "source": (str, type(None)), "min_count": (int,), "max_size": (int, type(None)),
+    "hash_buckets": (int,), "salt": (str,), "embedding_dim": (int,), "table": (str, type(None)),
+    "max_len": (int,), "delimiter": (str, type(None)), "num_buckets": (int,), "fill_value": (int, float),
+}  # fmt: skip
+
+
+def _check_field_types(spec: FeatureSpec) -> None:
+    for key, allowed in _FIELD_TYPES.items():
+        value = getattr(spec, key)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise TypeError(f"feature {spec.name!r}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+_SHARED_BY_TABLE = ("embedding_dim", "ids", "hash_buckets", "salt", "min_count", "max_size")
+
+
 @dataclass
 class Schema:
     """All model inputs, the label and the group column, in a fixed order.
@@ -157,18 +210,34 @@ class Schema:
 
     def __post_init__(self) -> None:
         self.features = [f if isinstance(f, FeatureSpec) else FeatureSpec.from_dict(f) for f in self.features]
+        self.label = self.label or None
+        self.group = self.group or None
+        for key in ("label", "group"):
+            if not isinstance(getattr(self, key), (str, type(None))):
+                raise TypeError(f"schema: {key} must be a column name or null, got {getattr(self, key)!r}")
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"schema: duplicate feature name(s) {dupes}")
         by_table: dict[str, FeatureSpec] = {}
         for spec in self.sparse_features:
-            owner = by_table.setdefault(spec.table, spec)
-            if owner.embedding_dim != spec.embedding_dim or owner.ids != spec.ids:
+            owner = by_table.setdefault(spec.table, spec)  # type: ignore[arg-type]
+            if owner is spec:
+                continue
+            if NumericTransform.BUCKETIZE in (owner.transform, spec.transform):
                 raise ValueError(
-                    f"features {owner.name!r} and {spec.name!r} share table {spec.table!r} but differ in "
-                    "embedding_dim or ids; a table group needs one dim and one id strategy"
+                    f"features {owner.name!r} and {spec.name!r} share table {spec.table!r}, but a bucketized "
+                    "numeric feature needs a table of its own (its ids are its buckets)"
                 )
+            for key in _SHARED_BY_TABLE:
+                a, b = getattr(owner, key), getattr(spec, key)
+                if a != b:
+                    show = (lambda v: v.value if isinstance(v, Enum) else v)  # noqa: E731
+                    raise ValueError(
+                        f"features {owner.name!r} and {spec.name!r} share table {spec.table!r} but differ in "
+                        f"{key} ({show(a)!r} vs {show(b)!r}); features of a table group share one id space, "
+                        f"so set the same {key} on both"
+                    )
 
     def __getitem__(self, name: str) -> FeatureSpec:
         for spec in self.features:
@@ -208,8 +277,14 @@ class Schema:
             raise ValueError(f"schema: unknown key(s) {unknown}; expected 'features', 'label', 'group'")
         if not isinstance(data.get("features"), list):
             raise ValueError("schema: 'features' must be a list of feature specs")
+        features = []
+        for index, spec in enumerate(data["features"]):
+            try:
+                features.append(FeatureSpec.from_dict(spec))
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"schema: features[{index}]: {err}") from None
         return cls(
-            features=[FeatureSpec.from_dict(f) for f in data["features"]],
+            features=features,
             label=data.get("label", "label"),
             group=data.get("group"),
         )
@@ -219,7 +294,66 @@ class Schema:
 
     @classmethod
     def from_json(cls, text: str) -> Schema:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(_mapping(json.loads(text), "JSON"))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Schema:
+        """A schema from YAML text with the keys of :meth:`to_dict`."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"schema: invalid YAML: {err}") from None
+        return cls.from_dict(_mapping(data, "YAML"))
+
+    @classmethod
+    def from_toml(cls, text: str) -> Schema:
+        """A schema from TOML text: top-level ``label``/``group`` and one ``[[features]]`` table per
+        feature. TOML has no null: leave ``group`` out, or write ``label = ""`` for no label."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"schema: invalid TOML: {err}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Schema:
+        """Read a schema file; the format follows the suffix (.json, .yaml/.yml, .toml)."""
+        path = Path(path)
+        readers = {".json": cls.from_json, ".yaml": cls.from_yaml, ".yml": cls.from_yaml, ".toml": cls.from_toml}
+        reader = readers.get(path.suffix.lower())
+        if reader is None:
+            raise ValueError(f"schema file {path}: unknown suffix {path.suffix!r}; expected one of {sorted(readers)}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ValueError(f"schema file {path}: cannot read it ({err.strerror})") from None
+        try:
+            return reader(text)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"schema file {path}: {err}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the schema as JSON or YAML (by suffix), atomically (temp file + rename)."""
+        path = Path(path)
+        if path.suffix.lower() == ".json":
+            text = self.to_json()
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        else:
+            raise ValueError(f"schema file {path}: can write .json, .yaml or .yml, not {path.suffix!r}")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of everything a fitted pipeline depends on: the schema without the
+        embedding dims. A fitted state records it; a state from another schema is refused."""
+        data = self.to_dict()
+        for spec in data["features"]:
+            del spec["embedding_dim"]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def summary(self) -> str:
         """A readable table: one line per feature."""
@@ -236,3 +370,9 @@ class Schema:
 
     def __repr__(self) -> str:
         return f"Schema(\n{self.summary()}\n)"
+
+
+def _mapping(data: Any, fmt: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ValueError(f"schema: the {fmt} document must be a mapping with 'features', got {type(data).__name__}")
+    return data

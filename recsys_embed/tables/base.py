@@ -6,6 +6,8 @@ Shape notation: B batch size, L a sequence feature's ``max_len``, D an embedding
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +19,9 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
     SplitTableBatchedEmbeddingBagsCodegen,
 )
 from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_embed.features import FeatureSpec
 
 _OPTIMIZERS = {
     "sgd": EmbOptimType.EXACT_SGD,
@@ -27,6 +32,16 @@ _OPTIMIZERS = {
     "lamb": EmbOptimType.LAMB,
 }
 _GPU_ONLY = {"adam", "partial_rowwise_adam", "lamb"}
+# names of the per-table states fbgemm's split_optimizer_states() returns, in its order
+_STATE_NAMES = {
+    "sgd": (),
+    "adagrad": ("momentum1",),
+    "rowwise_adagrad": ("momentum1",),
+    "adam": ("momentum1", "momentum2"),
+    "partial_rowwise_adam": ("momentum1", "momentum2"),
+    "lamb": ("momentum1", "momentum2"),
+}
+_STATE_PREFIXES = ("weights", "momentum1", "momentum2", "prev_iter", "row_counter")
 
 
 @dataclass
@@ -42,6 +57,12 @@ class Embeddings:
     pooled: dict[str, torch.Tensor] = field(default_factory=dict)
     sequences: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def concat_pooled(self) -> torch.Tensor:
+        """The pooled embeddings side by side, ``[B, sum of D]`` in feature order."""
+        if not self.pooled:
+            raise ValueError("concat_pooled: these embeddings have no pooled (categorical) feature")
+        return torch.cat(list(self.pooled.values()), dim=1)
 
 
 @dataclass
@@ -108,11 +129,17 @@ class FusedTables(nn.Module):
                 f"slot_tables must be grouped by table (non-decreasing), got {slot_tables}; "
                 "order the slots by table and map output columns back to features"
             )
+        names = list(table_names) if table_names else [f"table{t}" for t in range(len(rows))]
+        odd = {n: d for n, d in zip(names, dims) if d % 4}
+        if odd:
+            raise ValueError(f"embedding dims must be multiples of 4 (fbgemm's kernel needs it), got {odd}")
         location = EmbeddingLocation.DEVICE if on_gpu else EmbeddingLocation.HOST
         compute = ComputeDevice.CUDA if on_gpu else ComputeDevice.CPU
         self.rows = list(rows)
         self.dims = list(dims)
         self.slot_tables = list(slot_tables)
+        self.optimizer = optimizer
+        self.table_names = names
         self.tbe = SplitTableBatchedEmbeddingBagsCodegen(
             embedding_specs=[(r, d, location, compute) for r, d in zip(rows, dims)],
             feature_table_map=self.slot_tables,
@@ -135,25 +162,72 @@ class FusedTables(nn.Module):
         """One ``[rows, dim]`` view per table (writes go into the kernel's storage)."""
         return self.tbe.split_embedding_weights()
 
+    def optimizer_states(self) -> list[dict[str, torch.Tensor]]:
+        """Per table, the fused optimizer's state views by name (e.g. ``momentum1`` ``[rows]``
+        for rowwise Adagrad, ``[rows, dim]`` for Adagrad; nothing for SGD)."""
+        names = _STATE_NAMES[self.optimizer.name]
+        if not names:
+            return [{} for _ in self.rows]
+        return [dict(zip(names, states)) for states in self.tbe.split_optimizer_states()]
+
+    def current_optimizer(self) -> TableOptimizer:
+        """The optimizer config with the learning rate the kernel uses now (schedules change it)."""
+        return dataclasses.replace(self.optimizer, lr=float(self.tbe.get_learning_rate()))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Copies of every table's weight and optimizer state: ``<table>.weight``,
+        ``<table>.<state>`` (see :meth:`optimizer_states`) and ``step`` (the kernel's counter)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, weight, states in zip(self.table_names, self.weights(), self.optimizer_states()):
+            out[f"{name}.weight"] = weight.detach().cpu().clone()
+            out.update({f"{name}.{key}": value.detach().cpu().clone() for key, value in states.items()})
+        out["step"] = self.tbe.iter.detach().cpu().clone()
+        return out
+
+    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], source: str = "state") -> None:
+        """Copy tensors written by :meth:`state_tensors` into the kernel (names and shapes must match)."""
+        targets = {"step": self.tbe.iter}
+        for name, weight, states in zip(self.table_names, self.weights(), self.optimizer_states()):
+            targets[f"{name}.weight"] = weight
+            targets.update({f"{name}.{key}": value for key, value in states.items()})
+        missing, unexpected = sorted(set(targets) - set(tensors)), sorted(set(tensors) - set(targets))
+        if missing or unexpected:
+            raise ValueError(f"{source}: table tensors do not fit this layout: missing {missing}, unexpected {unexpected}")
+        with torch.no_grad():
+            for key, target in targets.items():
+                value = tensors[key]
+                if tuple(value.shape) != tuple(target.shape):
+                    raise ValueError(
+                        f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the layout expects {tuple(target.shape)}"
+                    )
+                target.copy_(value.to(device=target.device, dtype=target.dtype))
+
     def num_parameters(self) -> int:
         return sum(r * d for r, d in zip(self.rows, self.dims))
 
     def memory_bytes(self) -> int:
-        """Weights plus optimizer state, as allocated by the kernel."""
+        """Weights plus optimizer state, as allocated by the kernel (padding included)."""
         total = 0
-        for name in ("weights_host", "weights_dev", "momentum1_host", "momentum1_dev", "momentum2_host", "momentum2_dev"):
-            tensor = getattr(self.tbe, name, None)
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
+        for prefix in _STATE_PREFIXES:
+            for place in ("host", "dev", "uvm"):
+                tensor = getattr(self.tbe, f"{prefix}_{place}", None)
+                if isinstance(tensor, torch.Tensor):
+                    total += tensor.numel() * tensor.element_size()
         return total
 
+    def table_bytes(self) -> list[int]:
+        """Per table, the bytes of its weight and optimizer state views."""
+        return [
+            weight.numel() * weight.element_size() + sum(s.numel() * s.element_size() for s in states.values())
+            for weight, states in zip(self.weights(), self.optimizer_states())
+        ]
 
-def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spread a jagged sequence feature over ``max_len`` position slots.
 
-    Keeps the most recent ``max_len`` ids of each row (the last ones), left-aligned: slot p
-    holds the p-th kept id. Returns ``(values, lengths)`` ordered slot-major then sample,
-    ``lengths`` of shape ``[max_len * B]`` holding 0 or 1.
+def sequence_grid(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A jagged sequence feature as a ``[L, B]`` grid of ids and a ``[L, B]`` presence mask.
+
+    Keeps the most recent ``max_len`` ids of each row (the last ones), left-aligned: position
+    p holds the p-th kept id. Empty positions hold 0 and are False in the mask.
     """
     batch = lengths.numel()
     lengths = lengths.to(torch.int64)
@@ -163,9 +237,21 @@ def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) ->
     pos = torch.arange(values.numel(), device=values.device) - torch.repeat_interleave(starts, lengths)
     pos = pos - (lengths - kept)[row]  # drop the oldest ids beyond max_len
     keep = pos >= 0
-    grid = torch.full((max_len, batch), -1, dtype=torch.int64, device=values.device)
+    grid = torch.zeros((max_len, batch), dtype=torch.int64, device=values.device)
+    present = torch.zeros((max_len, batch), dtype=torch.bool, device=values.device)
     grid[pos[keep], row[keep]] = values[keep].to(torch.int64)
-    present = grid >= 0
+    present[pos[keep], row[keep]] = True
+    return grid, present
+
+
+def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spread a jagged sequence feature over ``max_len`` position slots.
+
+    Keeps the most recent ``max_len`` ids of each row (the last ones), left-aligned: slot p
+    holds the p-th kept id. Returns ``(values, lengths)`` ordered slot-major then sample,
+    ``lengths`` of shape ``[max_len * B]`` holding 0 or 1.
+    """
+    grid, present = sequence_grid(values, lengths, max_len)
     return grid[present], present.reshape(-1).to(torch.int64)
 
 
@@ -179,3 +265,70 @@ def check_ids(name: str, values: torch.Tensor, rows: int) -> None:
             f"feature {name!r}: ids must lie in [0, {rows}) for its table, got min {lo} max {hi}; "
             "ids come from the fitted pipeline (0 missing, 1 out-of-vocabulary)"
         )
+
+
+def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
+    """Bag offsets ``[N + 1]`` (int64) from bag lengths ``[N]``."""
+    offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
+    torch.cumsum(lengths.to(torch.int64), 0, out=offsets[1:])
+    return offsets
+
+
+def unpack_output(
+    flat: torch.Tensor,
+    slot_order: Sequence[FeatureSpec],
+    dims: Mapping[str, int],
+    masks: Mapping[str, torch.Tensor],
+    features: Sequence[FeatureSpec],
+) -> Embeddings:
+    """Split the kernel's ``[B, W]`` output into per-feature views.
+
+    ``slot_order``: the features in the order their slots were fed to the kernel; ``dims``:
+    feature -> D (per position for sequences); ``masks``: sequence feature -> ``[B, L]``;
+    ``features``: the order of the returned dicts. One ``split`` (not slicing per feature)
+    keeps backward to a single concatenation of the gradients.
+    """
+    widths = [dims[f.name] * (f.max_len if f.is_sequence else 1) for f in slot_order]
+    pieces = dict(zip((f.name for f in slot_order), flat.split(widths, dim=1)))
+    batch = flat.shape[0]
+    out = Embeddings()
+    for spec in features:
+        if spec.is_sequence:
+            out.sequences[spec.name] = pieces[spec.name].reshape(batch, spec.max_len, dims[spec.name])
+            out.masks[spec.name] = masks[spec.name]
+        else:
+            out.pooled[spec.name] = pieces[spec.name]
+    return out
+
+
+def kjt_from_ids(ids: Mapping[str, torch.Tensor], padding_id: int | None = None) -> KeyedJaggedTensor:
+    """A ``KeyedJaggedTensor`` from dense id tensors, for models that hold ids as tensors.
+
+    ``ids``: feature -> ``[B]`` (one id per row) or ``[B, L]`` (a sequence per row, oldest
+    first); in ``[B, L]`` tensors, entries equal to ``padding_id`` are dropped.
+
+    Example::
+
+        >>> kjt = kjt_from_ids({"user": torch.tensor([3, 4]), "hist": torch.tensor([[5, 0], [6, 7]])}, padding_id=0)
+        >>> kjt.keys(), kjt.lengths().tolist(), kjt.values().tolist()
+        (['user', 'hist'], [1, 1, 1, 2], [3, 4, 5, 6, 7])
+    """
+    if not ids:
+        raise ValueError("kjt_from_ids: no features given")
+    batch = {name: int(t.shape[0]) for name, t in ids.items()}
+    if len(set(batch.values())) != 1:
+        raise ValueError(f"kjt_from_ids: every feature needs the same batch size, got {batch}")
+    values, lengths = [], []
+    for name, tensor in ids.items():
+        if tensor.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+            raise TypeError(f"kjt_from_ids: feature {name!r} holds {tensor.dtype}; ids must be an integer tensor")
+        if tensor.dim() == 1:
+            values.append(tensor.to(torch.int64))
+            lengths.append(torch.ones_like(values[-1]))
+        elif tensor.dim() == 2:
+            keep = torch.ones_like(tensor, dtype=torch.bool) if padding_id is None else tensor != padding_id
+            values.append(tensor[keep].to(torch.int64))
+            lengths.append(keep.sum(dim=1).to(torch.int64))
+        else:
+            raise ValueError(f"kjt_from_ids: feature {name!r} has shape {tuple(tensor.shape)}; expected [B] or [B, L]")
+    return KeyedJaggedTensor(keys=list(ids), values=torch.cat(values), lengths=torch.cat(lengths))

@@ -103,7 +103,7 @@ def evolutionary_search(
     top: list[list[int]] = []
     history: list[float] = []
     for _ in range(config.rounds):
-        pool = {tuple(d): d for d in top + population}  # distinct candidates, first copy kept
+        pool = {tuple(d): d for d in top + population}  # distinct candidates
         top = sorted(pool.values(), key=score, reverse=True)[: config.top_k]
         history.append(score(top[0]))
         population = [

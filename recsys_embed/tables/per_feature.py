@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, TableOptimizer, check_ids, sequence_slots
+from recsys_embed.features import FeatureSpec, IdStrategy, Schema
+from recsys_embed.tables.accounting import FeatureAccount, expected_collision_rate, format_summary
+from recsys_embed.tables.base import (
+    Embeddings,
+    EmbeddingShapes,
+    FusedTables,
+    TableOptimizer,
+    check_ids,
+    offsets_of,
+    sequence_grid,
+    unpack_output,
+)
+
+LAYOUT = "per_feature"
 
 
 class PerFeatureTables(nn.Module):
@@ -17,8 +31,9 @@ class PerFeatureTables(nn.Module):
 
     Input: a ``KeyedJaggedTensor`` with (at least) the schema's sparse features as keys.
     Output: :class:`Embeddings`; categorical feature f gives ``pooled[f]`` of ``[B, D_f]``
-    (the sum over its bag, which has one id for categorical features), sequence feature s
-    gives ``sequences[s]`` of ``[B, L_s, D_s]`` and ``masks[s]`` of ``[B, L_s]``.
+    (the sum over its bag, which has one id for categorical features; an empty bag gives
+    zeros), sequence feature s gives ``sequences[s]`` of ``[B, L_s, D_s]`` and ``masks[s]``
+    of ``[B, L_s]``. Ids outside ``[0, rows)`` of their table raise ``IndexError``.
 
     Example::
 
@@ -31,6 +46,10 @@ class PerFeatureTables(nn.Module):
         >>> out = tables(kjt)
         >>> out.pooled["item_id"].shape, out.sequences["hist"].shape, out.masks["hist"].tolist()
         (torch.Size([2, 4]), torch.Size([2, 3, 4]), [[True, True, True], [False, False, False]])
+        >>> tables.num_parameters()   # 10 rows x 4
+        40
+        >>> tables.memory_bytes()     # 160 B weights + 40 B rowwise Adagrad state + 72 B fbgemm placeholders
+        272
     """
 
     def __init__(
@@ -48,16 +67,17 @@ class PerFeatureTables(nn.Module):
         if missing:
             raise ValueError(f"num_embeddings has no row count for table(s) {missing}")
         self.rows = {t: int(num_embeddings[t]) for t in self.table_names}
+        bad = {t: r for t, r in self.rows.items() if r < 1}
+        if bad:
+            raise ValueError(f"num_embeddings: every table needs >= 1 row, got {bad}")
         dims = {t: schema.tables[t][0].embedding_dim for t in self.table_names}
+        self.dims = {f.name: f.embedding_dim for f in self.features}
         table_index = {t: i for i, t in enumerate(self.table_names)}
         # the kernel reads slots grouped by table; features keep schema order in the output
         self.slot_order = sorted(self.features, key=lambda f: table_index[f.table])  # type: ignore[index]
         slot_tables: list[int] = []
-        self.columns: dict[str, int] = {}  # feature -> first output column
         for spec in self.slot_order:
-            slots = spec.max_len if spec.is_sequence else 1
-            self.columns[spec.name] = sum(dims[self.table_names[t]] for t in slot_tables)
-            slot_tables += [table_index[spec.table]] * slots  # type: ignore[index]
+            slot_tables += [table_index[spec.table]] * (spec.max_len if spec.is_sequence else 1)  # type: ignore[index]
         self.kernel = FusedTables(
             rows=[self.rows[t] for t in self.table_names],
             dims=[dims[t] for t in self.table_names],
@@ -70,38 +90,30 @@ class PerFeatureTables(nn.Module):
 
     def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (indices, offsets) the kernel reads for this batch."""
+        indices, offsets, _ = self._inputs(kjt)
+        return indices, offsets
+
+    def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         by_key = kjt.to_dict()
-        values, lengths = [], []
+        values, lengths, masks = [], [], {}
         for spec in self.slot_order:
             if spec.name not in by_key:
                 raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
             jt = by_key[spec.name]
             check_ids(spec.name, jt.values(), self.rows[spec.table])  # type: ignore[index]
             if spec.is_sequence:
-                v, l = sequence_slots(jt.values(), jt.lengths(), spec.max_len)
+                grid, present = sequence_grid(jt.values(), jt.lengths(), spec.max_len)
+                values.append(grid[present])
+                lengths.append(present.reshape(-1).to(torch.int64))
+                masks[spec.name] = present.T
             else:
-                v, l = jt.values(), jt.lengths()
-            values.append(v.to(torch.int64))
-            lengths.append(l.to(torch.int64))
-        lengths_all = torch.cat(lengths)
-        offsets = torch.zeros(lengths_all.numel() + 1, dtype=torch.int64, device=lengths_all.device)
-        torch.cumsum(lengths_all, 0, out=offsets[1:])
-        return torch.cat(values), offsets
+                values.append(jt.values().to(torch.int64))
+                lengths.append(jt.lengths().to(torch.int64))
+        return torch.cat(values), offsets_of(torch.cat(lengths)), masks
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
-        indices, offsets = self.kernel_inputs(kjt)
-        flat = self.kernel(indices, offsets)
-        batch = flat.shape[0]
-        out = Embeddings()
-        for spec in self.features:
-            dim, col = spec.embedding_dim, self.columns[spec.name]
-            if spec.is_sequence:
-                out.sequences[spec.name] = flat[:, col : col + spec.max_len * dim].reshape(batch, spec.max_len, dim)
-                lengths = kjt[spec.name].lengths().clamp(max=spec.max_len)
-                out.masks[spec.name] = torch.arange(spec.max_len, device=flat.device)[None, :] < lengths[:, None]
-            else:
-                out.pooled[spec.name] = flat[:, col : col + dim]
-        return out
+        indices, offsets, masks = self._inputs(kjt)
+        return unpack_output(self.kernel(indices, offsets), self.slot_order, self.dims, masks, self.features)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""
@@ -119,12 +131,49 @@ class PerFeatureTables(nn.Module):
         return self.kernel.num_parameters()
 
     def memory_bytes(self) -> int:
+        """Bytes the kernel allocated: weights plus fused optimizer state."""
         return self.kernel.memory_bytes()
 
-    def summary(self) -> str:
-        lines = [f"{'table':<20} {'rows':>10} {'dim':>5} {'bytes':>12}  features"]
-        for name, weight in self.table_weights().items():
-            feats = [f.name for f in self.features if f.table == name]
-            lines.append(f"{name:<20} {weight.shape[0]:>10} {weight.shape[1]:>5} {weight.numel() * 4:>12}  {', '.join(feats)}")
-        lines.append(f"total parameters {self.num_parameters():,}  memory {self.memory_bytes():,} bytes (weights + optimizer state)")
-        return "\n".join(lines)
+    def summary(self, distinct_values: Mapping[str, int] | None = None) -> str:
+        """One line per feature: table, rows, dim, bytes, and for hashed features
+        (``ids="hashing"``) the expected collision rate given ``distinct_values[feature]``,
+        the number of distinct raw values (from the fitted pipeline or the data)."""
+        sizes = dict(zip(self.table_names, self.kernel.table_bytes()))
+        distinct = distinct_values or {}
+        accounts, seen = [], set()
+        for spec in self.features:
+            table = spec.table  # type: ignore[assignment]
+            rate = None
+            if spec.ids is IdStrategy.HASHING and spec.name in distinct:
+                rate = expected_collision_rate(distinct[spec.name], spec.hash_buckets)
+            accounts.append(FeatureAccount(
+                spec.name, table, self.rows[table], spec.embedding_dim, LAYOUT,
+                None if table in seen else sizes[table], rate,
+            ))
+            seen.add(table)
+        return format_summary(accounts, self.num_parameters(), self.memory_bytes())
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, config)``: weights and optimizer state by name, and the JSON-ready config
+        :meth:`from_state` rebuilds this layout from (with the schema)."""
+        config = {
+            "layout": LAYOUT,
+            "num_embeddings": dict(self.rows),
+            "optimizer": dataclasses.asdict(self.kernel.current_optimizer()),
+        }
+        return self.kernel.state_tensors(), config
+
+    @classmethod
+    def from_state(
+        cls,
+        schema: Schema,
+        tensors: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+    ) -> PerFeatureTables:
+        """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
+        if config.get("layout") != LAYOUT:
+            raise ValueError(f"from_state: config describes layout {config.get('layout')!r}, not {LAYOUT!r}")
+        tables = cls(schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device)
+        tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
+        return tables

@@ -1,0 +1,223 @@
+"""Training throughput of the table layouts, side by side in one process.
+
+Forward + backward (+ optimizer update) lookups per second for F features x R rows x dim D,
+batch B, one id per feature, one thread:
+
+* ``raw_tbe``: fbgemm's TBE with fused rowwise Adagrad on prepared (indices, offsets);
+* ``per_feature``: ``PerFeatureTables`` (same kernel) from a ``KeyedJaggedTensor`` to ``Embeddings``;
+* ``per_feature_sgd``: the same with fused SGD, to compare like for like with the SGD loop below;
+* ``multiplexed``: ``MultiplexedTables`` with the same parameters (one ``F*R`` x D table, chunk D,
+  1 probe, so the same number of lookups), hashing included;
+* ``embedding_bag_sgd`` / ``embedding_bag_adagrad``: a loop of F ``nn.EmbeddingBag(sparse=True)``
+  and ``torch.optim.SGD`` / ``Adagrad``.
+
+Every contender gets the same upstream gradient per feature. After a warm-up, the contenders
+run round-robin for ``--reps`` rounds (so a noisy neighbour slows all of them alike). Each step
+is timed twice: wall clock and process CPU time (user + system, all threads). Rates and ratios
+use the median CPU time, which a shared, oversubscribed machine distorts far less than the
+wall clock; both are written. Writes ``benchmarks/results/tables.json`` and ``.png``.
+
+    python benchmarks/tables.py [--reps 15] [--rows 100000] [--batch 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from fbgemm_gpu.split_embedding_configs import EmbOptimType
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import PoolingMode
+from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+    ComputeDevice,
+    EmbeddingLocation,
+    SplitTableBatchedEmbeddingBagsCodegen,
+)
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_embed.artifacts import versions
+from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.tables.base import TableOptimizer
+from recsys_embed.tables.multiplexed import MultiplexedConfig, MultiplexedTables
+from recsys_embed.tables.per_feature import PerFeatureTables
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LR = 0.01
+# label -> (slower, faster, bound): time(slower) / time(faster) must be >= bound
+TARGETS = {
+    "raw_tbe / per_feature": ("raw_tbe", "per_feature", 1 / 1.3),
+    "per_feature / multiplexed": ("per_feature", "multiplexed", 1 / 1.5),
+    "embedding_bag_adagrad / per_feature": ("embedding_bag_adagrad", "per_feature", 3.0),
+    "embedding_bag_sgd / per_feature_sgd": ("embedding_bag_sgd", "per_feature_sgd", 3.0),
+    "embedding_bag_sgd / per_feature": ("embedding_bag_sgd", "per_feature", 3.0),
+}
+
+
+def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> dict[str, Callable[[int], None]]:
+    """Name -> ``step(i)`` running forward + backward (+ update) on prepared batch ``i % batches``."""
+    names = [f"f{i}" for i in range(features)]
+    gen = torch.Generator().manual_seed(0)
+    ids = [torch.randint(0, rows, (features * batch,), generator=gen) for _ in range(batches)]
+    kjts = [KeyedJaggedTensor(keys=names, values=v, lengths=torch.ones_like(v)) for v in ids]
+    grad = torch.randn(batch, features * dim, generator=gen)
+    grads = list(grad.split(dim, dim=1))
+    offsets = torch.arange(features * batch + 1)
+    optimizer = TableOptimizer("rowwise_adagrad", lr=LR)
+    schema = Schema([FeatureSpec(n, embedding_dim=dim) for n in names], label=None)
+
+    raw = SplitTableBatchedEmbeddingBagsCodegen(
+        embedding_specs=[(rows, dim, EmbeddingLocation.HOST, ComputeDevice.CPU)] * features,
+        optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+        learning_rate=LR,
+        pooling_mode=PoolingMode.SUM,
+        device=torch.device("cpu"),
+    )
+    per_feature = PerFeatureTables(schema, dict.fromkeys(names, rows), optimizer)
+    per_feature_sgd = PerFeatureTables(schema, dict.fromkeys(names, rows), TableOptimizer("sgd", lr=LR))
+    multiplexed = MultiplexedTables(schema, MultiplexedConfig.from_budget(features * rows * dim, chunk_dim=dim, probes=1), optimizer)
+
+    def ours(tables: nn.Module) -> Callable[[int], None]:
+        def step(i: int) -> None:
+            out = tables(kjts[i % batches])
+            torch.autograd.backward(list(out.pooled.values()), grads)
+        return step
+
+    def raw_step(i: int) -> None:
+        raw(ids[i % batches], offsets).backward(grad)
+
+    def bag_loop(opt_cls: type[torch.optim.Optimizer]) -> Callable[[int], None]:
+        bags = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for _ in names)
+        opt = opt_cls(bags.parameters(), lr=LR)
+        bag_offsets = torch.arange(batch)
+
+        def step(i: int) -> None:
+            per_feature_ids = ids[i % batches].view(features, batch)
+            outs = [bag(per_feature_ids[f], bag_offsets) for f, bag in enumerate(bags)]
+            torch.autograd.backward(outs, grads)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    return {
+        "raw_tbe": raw_step,
+        "per_feature": ours(per_feature),
+        "per_feature_sgd": ours(per_feature_sgd),
+        "multiplexed": ours(multiplexed),
+        "embedding_bag_sgd": bag_loop(torch.optim.SGD),
+        "embedding_bag_adagrad": bag_loop(torch.optim.Adagrad),
+    }
+
+
+def measure(steps: dict[str, Callable[[int], None]], reps: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds per step of every contender, round-robin after ``warmup`` steps each."""
+    for step in steps.values():
+        for i in range(warmup):
+            step(i)
+    times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
+    for rep in range(reps):
+        for name, step in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            step(rep)
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
+    return times
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["contenders"])
+    rates = [result["contenders"][n]["lookups_per_s"] / 1e6 for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    bars = ax.barh(names[::-1], rates[::-1], color="#4c72b0")
+    ax.bar_label(bars, fmt="%.2f")
+    c = result["config"]
+    ax.set_xlabel("million lookups per CPU second (forward + backward + update), higher is better")
+    ax.set_title(f"{c['features']} features x {c['rows']:,} rows x dim {c['dim']}, batch {c['batch']}, 1 thread")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--features", type=int, default=26)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=4, help="distinct prepared batches, cycled")
+    parser.add_argument("--out", type=Path, default=RESULTS / "tables.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    load_before = os.getloadavg()
+    times = measure(contenders(args.features, args.rows, args.dim, args.batch, args.batches), args.reps, args.warmup)
+    lookups = args.features * args.batch
+    cpu = {name: statistics.median(t["cpu"]) for name, t in times.items()}
+    wall = {name: statistics.median(t["wall"]) for name, t in times.items()}
+    result = {
+        "config": {k: getattr(args, k) for k in ("features", "rows", "dim", "batch", "reps", "warmup", "batches")},
+        "metric": "median process CPU seconds per forward+backward+update step; wall clock alongside",
+        "environment": {
+            **versions(),
+            "python": sys.version.split()[0],
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
+        "contenders": {
+            name: {
+                "cpu_median_ms": round(1e3 * cpu[name], 3),
+                "wall_median_ms": round(1e3 * wall[name], 3),
+                "wall_min_ms": round(1e3 * min(t["wall"]), 3),
+                "lookups_per_s": round(lookups / cpu[name]),
+                "lookups_per_wall_s": round(lookups / wall[name]),
+            }
+            for name, t in times.items()
+        },
+        "ratios": {
+            label: {
+                "speedup": round(cpu[slow] / cpu[fast], 3),
+                "wall_speedup": round(wall[slow] / wall[fast], 3),
+                "target_at_least": round(bound, 3),
+                "met": cpu[slow] / cpu[fast] >= bound,
+            }
+            for label, (slow, fast, bound) in TARGETS.items()
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(args.out)
+    plot(result, args.out.with_suffix(".png"))
+
+    print(f"{'contender':<24} {'cpu ms':>8} {'wall ms':>8} {'Mlookups/cpu-s':>15} {'cpu time / per_feature':>23}")
+    for name, stats in result["contenders"].items():
+        print(
+            f"{name:<24} {stats['cpu_median_ms']:>8.2f} {stats['wall_median_ms']:>8.2f} "
+            f"{stats['lookups_per_s'] / 1e6:>15.2f} {cpu[name] / cpu['per_feature']:>23.2f}"
+        )
+    print(f"\n{'speedup (time of first / time of second)':<42} {'cpu':>6} {'wall':>6}  target")
+    for label, r in result["ratios"].items():
+        verdict = "met" if r["met"] else "NOT met"
+        print(f"{label:<42} {r['speedup']:>6.2f} {r['wall_speedup']:>6.2f}  >= {r['target_at_least']:.2f} {verdict}")
+    print(f"load average before/after: {result['environment']['load_average_before_after']}; wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

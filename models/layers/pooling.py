@@ -1,0 +1,80 @@
+"""Pooling of sequence embeddings over their masks, and the flat input vector of a CTR model.
+
+Shape notation: B batch, L sequence length, D embedding dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from recsys_embed.tables.base import Embeddings, EmbeddingShapes
+
+
+def masked_sum(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of ``sequence [B, L, D]`` over the positions where ``mask [B, L]`` is True -> ``[B, D]``."""
+    return (sequence * mask.unsqueeze(-1).to(sequence.dtype)).sum(1)
+
+
+def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``sequence [B, L, D]`` over ``mask [B, L]`` -> ``[B, D]``; zeros for an empty row.
+
+    Example::
+
+        >>> seq = torch.tensor([[[1.0], [3.0], [100.0]], [[5.0], [5.0], [5.0]]])
+        >>> mask = torch.tensor([[True, True, False], [False, False, False]])
+        >>> masked_mean(seq, mask).tolist()
+        [[2.0], [0.0]]
+    """
+    count = mask.sum(1, keepdim=True).clamp(min=1).to(sequence.dtype)
+    return masked_sum(sequence, mask) / count
+
+
+def require_features(embeddings: Embeddings, pooled: Iterable[str], sequences: Iterable[str]) -> None:
+    """Raise a ``ValueError`` naming the features a model needs but ``embeddings`` lacks."""
+    missing = [f"pooled {f!r}" for f in pooled if f not in embeddings.pooled]
+    missing += [f"sequence {f!r}" for f in sequences if f not in embeddings.sequences or f not in embeddings.masks]
+    if missing:
+        raise ValueError(
+            f"embeddings lack {', '.join(missing)}; they hold pooled {sorted(embeddings.pooled)} "
+            f"and sequences {sorted(embeddings.sequences)} (build the model from the table layout's shapes())"
+        )
+
+
+class FlatInputs(nn.Module):
+    """The flat input of an MLP: every pooled feature, every sequence feature not in ``skip``
+    mean-pooled over its mask, then the dense features, concatenated in ``shapes`` order.
+
+    ``forward(embeddings, dense [B, num_dense]) -> [B, width]``.
+
+    Example::
+
+        >>> shapes = EmbeddingShapes(pooled={"item": 4}, sequences={"hist": (3, 4)}, num_dense=2)
+        >>> flat = FlatInputs(shapes)
+        >>> emb = Embeddings(pooled={"item": torch.ones(5, 4)},
+        ...                  sequences={"hist": torch.ones(5, 3, 4)},
+        ...                  masks={"hist": torch.ones(5, 3, dtype=torch.bool)})
+        >>> flat.width, flat(emb, torch.zeros(5, 2)).shape
+        (10, torch.Size([5, 10]))
+    """
+
+    def __init__(self, shapes: EmbeddingShapes, skip: Iterable[str] = ()) -> None:
+        super().__init__()
+        skip = set(skip)
+        self.pooled = list(shapes.pooled)
+        self.sequences = [s for s in shapes.sequences if s not in skip]
+        self.num_dense = shapes.num_dense
+        self.width = (
+            sum(shapes.pooled.values()) + sum(shapes.sequences[s][1] for s in self.sequences) + shapes.num_dense
+        )
+
+    def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
+        require_features(embeddings, self.pooled, self.sequences)
+        if dense.dim() != 2 or dense.shape[1] != self.num_dense:
+            raise ValueError(f"dense must be [B, {self.num_dense}] (num_dense of the shapes), got {tuple(dense.shape)}")
+        parts = [embeddings.pooled[f] for f in self.pooled]
+        parts += [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
+        parts.append(dense.to(parts[0].dtype) if parts else dense)
+        return torch.cat(parts, dim=1)

@@ -1,0 +1,165 @@
+"""What ``Pipeline.fit`` learns: per table group an id space, per numeric feature its stats.
+
+Everything round-trips through :meth:`FittedState.to_dict` / :meth:`FittedState.from_dict`
+as plain JSON types (no pickle), and records the fingerprint of the schema it was fitted
+for, so a state is never applied to another schema.
+
+    >>> import pyarrow as pa
+    >>> state = FittedState(
+    ...     schema_fingerprint="abc",
+    ...     tables={"item_id": TableState("vocabulary", key_type="int", vocabulary=pa.array([7, 3]))},
+    ...     numeric={"price": NumericState(mean=1.5, std=0.5)},
+    ... )
+    >>> state.tables["item_id"].num_embeddings  # 0 missing, 1 OOV, 2 -> 7, 3 -> 3
+    4
+    >>> FittedState.from_dict(state.to_dict()) == state
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from recsys_embed.features import FIRST_VALUE_ID
+
+ID_KINDS = ("vocabulary", "hashing", "buckets")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TableState:
+    """The id space of one table group.
+
+    Attributes:
+        ids: ``vocabulary`` (fitted values), ``hashing`` (stable hash buckets) or
+            ``buckets`` (quantile buckets of a bucketized numeric feature).
+        key_type: ``int`` or ``str``: every column of the group is read as this type.
+        vocabulary: the values ordered by id (value ``vocabulary[i]`` has id ``2 + i``).
+        seed: the hashing seed (``recsys_embed.hashing.seed_of(salt)``).
+        size: number of value ids: vocabulary length, ``hash_buckets`` or ``num_buckets``.
+    """
+
+    ids: str
+    key_type: str = ""
+    vocabulary: pa.Array | None = None
+    seed: int | None = None
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ids not in ID_KINDS:
+            raise ValueError(f"table state: ids={self.ids!r} is not one of {ID_KINDS}")
+        if self.ids == "vocabulary":
+            if self.vocabulary is None:
+                raise ValueError("table state: ids='vocabulary' needs a vocabulary")
+            self.size = len(self.vocabulary)
+        if self.ids == "hashing" and (self.seed is None or self.size < 1):
+            raise ValueError("table state: ids='hashing' needs a seed and size >= 1")
+
+    @property
+    def num_embeddings(self) -> int:
+        """Rows of the table: the value ids plus the missing and OOV rows."""
+        return self.size + FIRST_VALUE_ID
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TableState):
+            return NotImplemented
+        same_vocab = (self.vocabulary is None and other.vocabulary is None) or (
+            self.vocabulary is not None and other.vocabulary is not None and self.vocabulary.equals(other.vocabulary)
+        )
+        return same_vocab and (self.ids, self.key_type, self.seed, self.size) == (
+            other.ids, other.key_type, other.seed, other.size,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ids": self.ids, "key_type": self.key_type, "size": self.size}
+        if self.vocabulary is not None:
+            out["vocabulary"] = self.vocabulary.to_pylist()
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str) -> TableState:
+        vocabulary = data.get("vocabulary")
+        key_type = data.get("key_type", "")
+        if vocabulary is not None:
+            arrow_type = pa.int64() if key_type == "int" else pa.large_string()
+            try:
+                vocabulary = pa.array(vocabulary, type=arrow_type)
+            except (pa.ArrowException, TypeError, OverflowError) as err:
+                raise ValueError(f"fitted state: table {name!r}: vocabulary is not a list of {key_type} values ({err})") from None
+        try:
+            return cls(ids=data["ids"], key_type=key_type, vocabulary=vocabulary, seed=data.get("seed"), size=data.get("size", 0))
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"fitted state: table {name!r}: {err}") from None
+
+
+@dataclass
+class NumericState:
+    """Stats of one numeric feature after fill and ``log1p`` (when its transform has it).
+
+    ``boundaries`` are the ``num_buckets - 1`` inner quantile cut points of a bucketized
+    feature: value x falls in bucket ``searchsorted(boundaries, x, side="right")``.
+    """
+
+    mean: float = 0.0
+    std: float = 1.0
+    boundaries: list[float] = field(default_factory=list)
+    count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "boundaries": list(self.boundaries), "count": self.count}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str) -> NumericState:
+        try:
+            return cls(float(data["mean"]), float(data["std"]), [float(b) for b in data["boundaries"]], int(data["count"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"fitted state: numeric feature {name!r}: bad stats {data!r} ({err})") from None
+
+
+@dataclass
+class FittedState:
+    """The fitted state of a pipeline.
+
+    Attributes:
+        schema_fingerprint: :meth:`recsys_embed.features.Schema.fingerprint` of the schema.
+        tables: table group -> :class:`TableState`.
+        numeric: numeric feature name -> :class:`NumericState`.
+        rows: rows seen by the fit.
+    """
+
+    schema_fingerprint: str
+    tables: dict[str, TableState] = field(default_factory=dict)
+    numeric: dict[str, NumericState] = field(default_factory=dict)
+    rows: int = 0
+
+    @property
+    def num_embeddings(self) -> dict[str, int]:
+        return {name: table.num_embeddings for name, table in self.tables.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "schema_fingerprint": self.schema_fingerprint,
+            "rows": self.rows,
+            "tables": {name: t.to_dict() for name, t in self.tables.items()},
+            "numeric": {name: n.to_dict() for name, n in self.numeric.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FittedState:
+        if not isinstance(data, dict) or "schema_fingerprint" not in data:
+            raise ValueError("fitted state: expected a mapping with 'schema_fingerprint', 'tables' and 'numeric'")
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"fitted state: format_version {version} is not supported (this library reads {FORMAT_VERSION})")
+        return cls(
+            schema_fingerprint=str(data["schema_fingerprint"]),
+            tables={name: TableState.from_dict(t, name) for name, t in data.get("tables", {}).items()},
+            numeric={name: NumericState.from_dict(n, name) for name, n in data.get("numeric", {}).items()},
+            rows=int(data.get("rows", 0)),
+        )

@@ -1,0 +1,285 @@
+"""Multiplexed tables: one shared table for many features (Feature Multiplexing / Unified
+Embedding, Coleman et al. 2023).
+
+One table of ``M`` rows and chunk width ``d_c`` serves a set of features. Value ``v`` of a
+feature in table group ``t``, probe ``j``, reads row
+
+    row_j(v) = hash(v; seed(t, j)) mod M,        j = 0 .. k_t - 1
+
+(``recsys_embed.hashing.bucket_torch``, stable across versions), and the feature's vector is
+its ``k_t`` chunks concatenated, dim ``k_t * d_c``. Seeds are per table group, so features of
+one group (``item_id`` and ``hist_item_id``) read the same rows. Every id is hashed,
+``0`` (missing) and ``1`` (out-of-vocabulary) included, so no row is reserved; negative ids
+raise ``IndexError``, and so do ids at or above a table group's vocabulary size when
+``vocab_sizes`` is given (the layout itself can read any id without going out of bounds).
+
+All (feature, probe[, sequence position]) slots read table 0 of one fbgemm TBE with a fused
+optimizer: one kernel call per batch, never a shared table in an unsharded
+``EmbeddingBagCollection`` (which is catastrophically slow on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.hashing import bucket_torch, seed_of
+from recsys_embed.tables.accounting import FeatureAccount, expected_collision_rate, format_summary
+from recsys_embed.tables.base import (
+    Embeddings,
+    EmbeddingShapes,
+    FusedTables,
+    TableOptimizer,
+    offsets_of,
+    sequence_grid,
+    unpack_output,
+)
+
+LAYOUT = "multiplexed"
+SHARED = "shared"
+
+
+@dataclass
+class MultiplexedConfig:
+    """The shared table's size and how features read it.
+
+    Args:
+        rows: ``M``, rows of the shared table.
+        chunk_dim: ``d_c``, width of one row (a multiple of 4).
+        probes: ``k``, rows read (and concatenated) per value, for every table group ...
+        table_probes: ... except the table groups named here (table group -> k).
+        features: the sparse features this layout embeds; ``None`` means all of them.
+        salt: mixed into every hash seed; two layouts with different salts hash independently.
+        init_scale: weights start uniform in ``[-init_scale, init_scale]``.
+    """
+
+    rows: int
+    chunk_dim: int = 16
+    probes: int = 1
+    table_probes: dict[str, int] = field(default_factory=dict)
+    features: list[str] | None = None
+    salt: str = LAYOUT
+    init_scale: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.chunk_dim < 1:
+            raise ValueError(f"multiplexed: rows and chunk_dim must be >= 1, got rows={self.rows} chunk_dim={self.chunk_dim}")
+        if self.chunk_dim % 4:
+            raise ValueError(f"multiplexed: chunk_dim must be a multiple of 4 (fbgemm's kernel needs it), got {self.chunk_dim}")
+        bad = {t: k for t, k in {"probes": self.probes, **self.table_probes}.items() if k < 1}
+        if bad:
+            raise ValueError(f"multiplexed: probes must be >= 1, got {bad}")
+
+    @classmethod
+    def from_budget(cls, total_parameters: int, chunk_dim: int = 16, probes: int = 1, **options: Any) -> MultiplexedConfig:
+        """The config whose shared table holds ``total_parameters`` weights:
+        ``rows = total_parameters // chunk_dim`` (optimizer state comes on top).
+
+        >>> MultiplexedConfig.from_budget(26 * 100_000 * 16, chunk_dim=16).rows
+        2600000
+        """
+        if total_parameters < chunk_dim:
+            raise ValueError(f"multiplexed: a budget of {total_parameters} parameters is less than one row of {chunk_dim}")
+        return cls(rows=total_parameters // chunk_dim, chunk_dim=chunk_dim, probes=probes, **options)
+
+
+def _signed_seeds(seeds: list[int]) -> torch.Tensor:
+    """64-bit seeds as the int64 tensor holding the same bits."""
+    return torch.from_numpy(np.array(seeds, dtype=np.uint64).view(np.int64))
+
+
+class MultiplexedTables(nn.Module):
+    """One shared ``[M, d_c]`` table read by every feature through ``k_t`` hashed probes.
+
+    Input: a ``KeyedJaggedTensor`` with (at least) this layout's features as keys.
+    Output: :class:`Embeddings` as :class:`PerFeatureTables` gives it, with dim
+    ``D_f = k_t * d_c``: ``pooled[f]`` ``[B, D_f]`` (sum over the bag; an empty bag gives
+    zeros), ``sequences[s]`` ``[B, L_s, D_s]`` and ``masks[s]`` ``[B, L_s]``.
+
+    Example::
+
+        >>> schema = Schema([FeatureSpec("user_id"), FeatureSpec("item_id"),
+        ...                  FeatureSpec("hist", kind="sequence", table="item_id", max_len=3)])
+        >>> config = MultiplexedConfig(rows=1000, chunk_dim=8, table_probes={"item_id": 2})
+        >>> tables = MultiplexedTables(schema, config)
+        >>> kjt = KeyedJaggedTensor.from_lengths_sync(
+        ...     keys=["user_id", "item_id", "hist"], values=torch.tensor([1, 2, 5, 7, 7, 9]),
+        ...     lengths=torch.tensor([1, 1, 1, 1, 2, 0]))
+        >>> out = tables(kjt)
+        >>> out.pooled["user_id"].shape, out.pooled["item_id"].shape, out.sequences["hist"].shape
+        (torch.Size([2, 8]), torch.Size([2, 16]), torch.Size([2, 3, 16]))
+        >>> torch.equal(out.sequences["hist"][0, 0], out.pooled["item_id"][1])   # item 7, shared rows
+        True
+        >>> tables.num_parameters()
+        8000
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        config: MultiplexedConfig,
+        optimizer: TableOptimizer | None = None,
+        device: torch.device | str | None = None,
+        vocab_sizes: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        sparse = {f.name: f for f in schema.sparse_features}
+        names = config.features if config.features is not None else list(sparse)
+        unknown = [n for n in names if n not in sparse]
+        if unknown:
+            raise ValueError(f"multiplexed: features {unknown} are not sparse features of the schema; it has {list(sparse)}")
+        if not names:
+            raise ValueError("multiplexed: no feature to embed")
+        self.features: list[FeatureSpec] = [sparse[n] for n in names]
+        tables = list(dict.fromkeys(f.table for f in self.features))
+        stray = sorted(set(config.table_probes) - set(tables))
+        if stray:
+            raise ValueError(f"multiplexed: table_probes names {stray}, which are not table groups of the embedded features {tables}")
+        self.probes: dict[str, int] = {t: config.table_probes.get(t, config.probes) for t in tables}  # type: ignore[misc]
+        self.vocab_sizes = {t: int(n) for t, n in (vocab_sizes or {}).items() if t in self.probes}
+        self.dims = {f.name: self.probes[f.table] * config.chunk_dim for f in self.features}  # type: ignore[index]
+        self.seeds: dict[str, list[int]] = {
+            t: [seed_of(f"{config.salt}/{t}/{j}") for j in range(k)] for t, k in self.probes.items()
+        }
+        self.kernel = FusedTables(
+            rows=[config.rows],
+            dims=[config.chunk_dim],
+            slot_tables=[0] * sum(self.probes[f.table] * (f.max_len if f.is_sequence else 1) for f in self.features),  # type: ignore[index]
+            optimizer=optimizer or TableOptimizer(),
+            init_scale=config.init_scale,
+            device=device,
+            table_names=[SHARED],
+        )
+        self._seed_tensors = {t: _signed_seeds(s).to(device or "cpu") for t, s in self.seeds.items()}
+
+    def rows_for(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
+        """The shared-table rows ``[N, k]`` that ids ``[N]`` of ``feature`` read, one column per probe."""
+        spec = next((f for f in self.features if f.name == feature), None)
+        if spec is None:
+            raise KeyError(f"multiplexed: no feature {feature!r}; it embeds {[f.name for f in self.features]}")
+        return torch.stack([bucket_torch(ids, seed, self.config.rows) for seed in self.seeds[spec.table]], dim=1)  # type: ignore[index]
+
+    def _check(self, spec: FeatureSpec, values: torch.Tensor) -> None:
+        if values.numel() == 0:
+            return
+        lo, hi = int(values.min()), int(values.max())
+        limit = self.vocab_sizes.get(spec.table)  # type: ignore[arg-type]
+        if lo < 0 or (limit is not None and hi >= limit):
+            bound = f"[0, {limit})" if limit is not None else "[0, 2**63)"
+            raise IndexError(
+                f"feature {spec.name!r}: ids must lie in {bound}, got min {lo} max {hi}; "
+                "ids come from the fitted pipeline (0 missing, 1 out-of-vocabulary)"
+            )
+
+    def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        by_key = kjt.to_dict()
+        values, seeds, lengths, masks = [], [], [], {}
+        for spec in self.features:
+            if spec.name not in by_key:
+                raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
+            jt = by_key[spec.name]
+            ids = jt.values().to(torch.int64)
+            self._check(spec, ids)
+            seed = self._seed_tensors[spec.table]  # type: ignore[index]
+            k = seed.numel()
+            if spec.is_sequence:  # slots (position p, probe j), each over the batch
+                grid, present = sequence_grid(ids, jt.lengths(), spec.max_len)
+                shape = (spec.max_len, k, grid.shape[1])
+                slots = present[:, None, :].expand(shape)
+                values.append(grid[:, None, :].expand(shape)[slots])
+                seeds.append(seed[None, :, None].expand(shape)[slots])
+                lengths.append(slots.reshape(-1).to(torch.int64))
+                masks[spec.name] = present.T
+            else:  # slots (probe j), each over the batch
+                values.append(ids.repeat(k))
+                seeds.append(seed.repeat_interleave(ids.numel()))
+                lengths.append(jt.lengths().to(torch.int64).repeat(k))
+        # bucket_torch(v ^ s, 0, M) == bucket_torch(v, s, M): one hash call for every slot
+        rows = bucket_torch(torch.cat(values) ^ torch.cat(seeds), 0, self.config.rows)
+        return rows, offsets_of(torch.cat(lengths)), masks
+
+    def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (shared-table rows, offsets) the kernel reads for this batch."""
+        rows, offsets, _ = self._inputs(kjt)
+        return rows, offsets
+
+    def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
+        rows, offsets, masks = self._inputs(kjt)
+        return unpack_output(self.kernel(rows, offsets), self.features, self.dims, masks, self.features)
+
+    def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
+        """The output shapes, for building a model on top of this layout."""
+        return EmbeddingShapes(
+            pooled={f.name: self.dims[f.name] for f in self.features if not f.is_sequence},
+            sequences={f.name: (f.max_len, self.dims[f.name]) for f in self.features if f.is_sequence},
+            num_dense=num_dense,
+        )
+
+    def table_weights(self) -> dict[str, torch.Tensor]:
+        """``{"shared": [M, d_c]}`` weight view."""
+        return {SHARED: self.kernel.weights()[0]}
+
+    def num_parameters(self) -> int:
+        return self.kernel.num_parameters()
+
+    def memory_bytes(self) -> int:
+        """Bytes the kernel allocated: weights plus fused optimizer state."""
+        return self.kernel.memory_bytes()
+
+    def collision_rate(self) -> float | None:
+        """Expected fraction of (value, probe) pairs sharing their row with another pair, given
+        ``vocab_sizes`` of every table group (``None`` if one is unknown)."""
+        if set(self.vocab_sizes) != set(self.probes):
+            return None
+        return expected_collision_rate(sum(self.vocab_sizes[t] * k for t, k in self.probes.items()), self.config.rows)
+
+    def summary(self) -> str:
+        """One line per feature: rows and dim it reads, the shared table's bytes (once), and
+        the expected collision rate of the shared table."""
+        rate, size = self.collision_rate(), self.kernel.table_bytes()[0]
+        accounts = [
+            FeatureAccount(f.name, f.table, self.config.rows, self.dims[f.name], LAYOUT, size if i == 0 else None, rate)  # type: ignore[arg-type]
+            for i, f in enumerate(self.features)
+        ]
+        return format_summary(accounts, self.num_parameters(), self.memory_bytes())
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, config)``: the shared weight and optimizer state, and the JSON-ready
+        config :meth:`from_state` rebuilds this layout from (with the schema)."""
+        config = {
+            "layout": LAYOUT,
+            "config": dataclasses.asdict(self.config),
+            "optimizer": dataclasses.asdict(self.kernel.current_optimizer()),
+            "vocab_sizes": dict(self.vocab_sizes),
+        }
+        return self.kernel.state_tensors(), config
+
+    @classmethod
+    def from_state(
+        cls,
+        schema: Schema,
+        tensors: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+    ) -> MultiplexedTables:
+        """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
+        if config.get("layout") != LAYOUT:
+            raise ValueError(f"from_state: config describes layout {config.get('layout')!r}, not {LAYOUT!r}")
+        tables = cls(
+            schema,
+            MultiplexedConfig(**config["config"]),
+            TableOptimizer(**config["optimizer"]),
+            device=device,
+            vocab_sizes=config.get("vocab_sizes"),
+        )
+        tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
+        return tables
