@@ -42,7 +42,7 @@ def mini_batch_aware_l2(
     unique, inverse = torch.unique(ids, return_inverse=True)
     positions = torch.arange(ids.numel(), device=ids.device)
     first = torch.full((unique.numel(),), ids.numel(), device=ids.device).scatter_reduce(0, inverse, positions, "amin")
-    squares = embeddings.pow(2).sum(dim=1); first = positions
+    squares = embeddings[first].pow(2).sum(dim=1)
     if frequency is None:
         return squares.sum()
     counts = frequency[first].to(squares.dtype)

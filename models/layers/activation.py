@@ -43,7 +43,7 @@ class Dice(nn.Module):
             flat, self.running_mean, self.running_var, training=batch_stats, momentum=self.momentum, eps=self.eps
         )
         p = torch.sigmoid(normed).reshape(x.shape)
-        return p * x + (1.0 - p) * 0.25 * x
+        return p * x + (1.0 - p) * self.alpha * x
 
 
 class PReLU(nn.Module):
