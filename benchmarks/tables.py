@@ -3,7 +3,9 @@
 Forward + backward (+ optimizer update) lookups per second for F features x R rows x dim D,
 batch B, one id per feature, one thread:
 
-* ``raw_tbe``: fbgemm's TBE with fused rowwise Adagrad on prepared (indices, offsets);
+* ``raw_tbe``: fbgemm's TBE (F tables) with fused rowwise Adagrad on prepared (indices, offsets);
+* ``raw_tbe_packed``: the same with the F tables packed into one (ids shifted beforehand), as
+  ``FusedTables`` packs them: the kernel floor our layouts run on;
 * ``per_feature``: ``PerFeatureTables`` (same kernel) from a ``KeyedJaggedTensor`` to ``Embeddings``;
 * ``per_feature_sgd``: the same with fused SGD, to compare like for like with the SGD loop below;
 * ``multiplexed``: ``MultiplexedTables`` with the same parameters (one ``F*R`` x D table, chunk D,
@@ -12,7 +14,8 @@ batch B, one id per feature, one thread:
   and ``torch.optim.SGD`` / ``Adagrad``.
 
 Every contender gets the same upstream gradient per feature. After a warm-up, the contenders
-run round-robin for ``--reps`` rounds (so a noisy neighbour slows all of them alike). Each step
+run round-robin, in a fresh random order each round, for ``--reps`` rounds (so a noisy
+neighbour slows all of them alike). Each step
 is timed twice: wall clock and process CPU time (user + system, all threads). Rates and ratios
 use the median CPU time, which a shared, oversubscribed machine distorts far less than the
 wall clock; both are written. Writes ``benchmarks/results/tables.json`` and ``.png``.
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -54,6 +58,7 @@ LR = 0.01
 # label -> (slower, faster, bound): time(slower) / time(faster) must be >= bound
 TARGETS = {
     "raw_tbe / per_feature": ("raw_tbe", "per_feature", 1 / 1.3),
+    "raw_tbe_packed / per_feature": ("raw_tbe_packed", "per_feature", 1 / 1.3),
     "per_feature / multiplexed": ("per_feature", "multiplexed", 1 / 1.5),
     "embedding_bag_adagrad / per_feature": ("embedding_bag_adagrad", "per_feature", 3.0),
     "embedding_bag_sgd / per_feature_sgd": ("embedding_bag_sgd", "per_feature_sgd", 3.0),
@@ -73,13 +78,19 @@ def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> 
     optimizer = TableOptimizer("rowwise_adagrad", lr=LR)
     schema = Schema([FeatureSpec(n, embedding_dim=dim) for n in names], label=None)
 
-    raw = SplitTableBatchedEmbeddingBagsCodegen(
-        embedding_specs=[(rows, dim, EmbeddingLocation.HOST, ComputeDevice.CPU)] * features,
-        optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD,
-        learning_rate=LR,
-        pooling_mode=PoolingMode.SUM,
-        device=torch.device("cpu"),
-    )
+    def raw_tbe(tables: int) -> SplitTableBatchedEmbeddingBagsCodegen:
+        return SplitTableBatchedEmbeddingBagsCodegen(
+            embedding_specs=[(rows * features // tables, dim, EmbeddingLocation.HOST, ComputeDevice.CPU)] * tables,
+            feature_table_map=[f * tables // features for f in range(features)],
+            optimizer=EmbOptimType.EXACT_ROWWISE_ADAGRAD,
+            learning_rate=LR,
+            pooling_mode=PoolingMode.SUM,
+            device=torch.device("cpu"),
+        )
+
+    raw, packed = raw_tbe(features), raw_tbe(1)
+    shift = torch.arange(features).repeat_interleave(batch) * rows
+    packed_ids = [v + shift for v in ids]
     per_feature = PerFeatureTables(schema, dict.fromkeys(names, rows), optimizer)
     per_feature_sgd = PerFeatureTables(schema, dict.fromkeys(names, rows), TableOptimizer("sgd", lr=LR))
     multiplexed = MultiplexedTables(schema, MultiplexedConfig.from_budget(features * rows * dim, chunk_dim=dim, probes=1), optimizer)
@@ -92,6 +103,9 @@ def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> 
 
     def raw_step(i: int) -> None:
         raw(ids[i % batches], offsets).backward(grad)
+
+    def packed_step(i: int) -> None:
+        packed(packed_ids[i % batches], offsets).backward(grad)
 
     def bag_loop(opt_cls: type[torch.optim.Optimizer]) -> Callable[[int], None]:
         bags = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for _ in names)
@@ -108,6 +122,7 @@ def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> 
 
     return {
         "raw_tbe": raw_step,
+        "raw_tbe_packed": packed_step,
         "per_feature": ours(per_feature),
         "per_feature_sgd": ours(per_feature_sgd),
         "multiplexed": ours(multiplexed),
@@ -122,8 +137,10 @@ def measure(steps: dict[str, Callable[[int], None]], reps: int, warmup: int) -> 
         for i in range(warmup):
             step(i)
     times: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in steps}
+    order = random.Random(0)
     for rep in range(reps):
-        for name, step in steps.items():
+        for name in order.sample(list(steps), len(steps)):
+            step = steps[name]
             wall, cpu = time.perf_counter(), time.process_time()
             step(rep)
             times[name]["cpu"].append(time.process_time() - cpu)
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--reps", type=int, default=25)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batches", type=int, default=4, help="distinct prepared batches, cycled")
     parser.add_argument("--out", type=Path, default=RESULTS / "tables.json")

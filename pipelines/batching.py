@@ -100,8 +100,10 @@ class _EncodedShards(IterableDataset):
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         info = get_worker_info()
-        mine = self.shards if info is None else self.shards[info.id :: info.num_workers]
-        return encode_shards(self.encoder, mine, self.batch_rows)
+        if info is None:
+            return encode_shards(self.encoder, self.shards, self.batch_rows)
+        self.encoder.threads = 1  # workers are the parallelism; this is the worker's own copy
+        return encode_shards(self.encoder, self.shards[info.id :: info.num_workers], self.batch_rows)
 
 
 def _as_is(item: pa.RecordBatch) -> pa.RecordBatch:

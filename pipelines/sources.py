@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,12 +151,13 @@ def shards_of(source: Source) -> list[Shard]:
 
 @dataclass(frozen=True)
 class ReadSpec:
-    """What to read: ``columns``; ``text_types`` fixes the type of text-file columns (others
-    are inferred); ``dictionary`` reads Parquet string columns dictionary-encoded."""
+    """What to read: ``columns`` (or ``all_columns``); ``text_types`` fixes the type of
+    text-file columns (others are inferred); ``dictionary`` names the columns to read
+    dictionary-encoded when Parquet stores them as strings."""
 
     columns: tuple[str, ...]
     text_types: tuple[tuple[str, pa.DataType], ...] = ()
-    dictionary: bool = False
+    dictionary: tuple[str, ...] = ()
     all_columns: bool = False
 
 
@@ -178,12 +180,12 @@ def _missing(shard: Shard, have: Sequence[str], want: Sequence[str]) -> None:
 
 def _read_parquet(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
     assert shard.path is not None
-    names = _parquet_file(shard.path).schema_arrow.names
-    columns = names if spec.all_columns else list(spec.columns)
-    _missing(shard, names, columns)
-    schema = _parquet_file(shard.path).schema_arrow
-    strings = [c for c in columns if pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)]
-    file = pq.ParquetFile(shard.path, read_dictionary=strings if spec.dictionary else None)
+    meta = _parquet_file(shard.path)
+    schema = meta.schema_arrow
+    columns = schema.names if spec.all_columns else list(spec.columns)
+    _missing(shard, schema.names, columns)
+    strings = [c for c in spec.dictionary if c in columns and is_plain_string(schema.field(c).type)]
+    file = pq.ParquetFile(shard.path, read_dictionary=strings or None, metadata=meta.metadata)
     groups = None if shard.row_group is None else [shard.row_group]
     row = shard.first_row
     batches = file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns)
@@ -197,6 +199,10 @@ def _read_parquet(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tup
             raise ValueError(f"{shard.name}: cannot read {where} near row {row} (truncated or corrupt?): {err}") from None
         yield row, batch
         row += batch.num_rows
+
+
+def is_plain_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _read_text(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -224,13 +230,45 @@ def _read_text(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tuple[
                 yield row, piece
                 row += piece.num_rows
     except (pa.ArrowException, OSError) as err:
-        raise ValueError(f"{shard.name}: cannot read rows after row {row}: {err}") from None
+        raise ValueError(_text_error(shard, header, dict(spec.text_types), err, row)) from None
+
+
+def _text_error(shard: Shard, header: list[str], types: dict[str, pa.DataType], err: Exception, row: int) -> str:
+    """Name the column and row of a text-file conversion error (pyarrow gives neither)."""
+    match = re.search(r"CSV column #(\d+)", str(err))
+    name = header[int(match.group(1))] if match and int(match.group(1)) < len(header) else None
+    if name is None or name not in types:
+        return f"{shard.name}: cannot read rows after row {row}: {err}"
+    texts = _read_text(shard, ReadSpec(columns=(name,), text_types=((name, pa.large_string()),)), 1 << 16)
+    for first, batch in texts:
+        column = batch.column(0)
+        try:
+            column.cast(types[name])
+            continue
+        except pa.ArrowInvalid:
+            pass
+        low, high = 0, len(column)  # the first value that does not convert lies in [low, high)
+        while high - low > 1:
+            middle = (low + high) // 2
+            try:
+                column.slice(low, middle - low).cast(types[name])
+                low = middle
+            except pa.ArrowInvalid:
+                high = middle
+        return f"{shard.name}: column {name!r}, row {first + low}: value {column[low].as_py()!r} is not a {types[name]} ({err})"
+    return f"{shard.name}: column {name!r}: {err}"
 
 
 def _text_header(shard: Shard) -> list[str]:
     assert shard.path is not None and shard.separator is not None
+    head = b""
     with pa.input_stream(str(shard.path), compression="detect") as stream:
-        line = stream.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        while b"\n" not in head:
+            block = stream.read(1 << 16)
+            if not block:
+                break
+            head += block
+    line = head.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
     if not line:
         raise ValueError(f"{shard.name}: no header line; expected column names separated by {shard.separator!r}")
     return [name.strip('"') for name in line.split(shard.separator)]

@@ -14,7 +14,16 @@ from torch import nn
 from recsys_embed import models
 from recsys_embed.config import from_mapping
 from recsys_embed.features import Schema
-from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, TableOptimizer
+from recsys_embed.tables import (
+    CompactTables,
+    MatryoshkaTables,
+    MultiplexedConfig,
+    MultiplexedTables,
+    OptEmbedConfig,
+    PerFeatureTables,
+    PrunedTables,
+    TableOptimizer,
+)
 from recsys_embed.tables.base import EmbeddingShapes
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
@@ -22,33 +31,62 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "din": (models.DIN, models.DINConfig),
     "autoint": (models.AutoInt, models.AutoIntConfig),
 }
-LAYOUTS = ("per_feature", "multiplexed")
+# layout name (as written in a config and in an artifact's manifest) -> class with from_state
+LAYOUT_CLASSES: dict[str, type[nn.Module]] = {
+    "per_feature": PerFeatureTables,
+    "multiplexed": MultiplexedTables,
+    "pruned": PrunedTables,
+    "matryoshka": MatryoshkaTables,
+    "compact": CompactTables,
+}
+TRAINABLE_LAYOUTS = ("per_feature", "multiplexed", "pruned", "matryoshka")
 
 
 def _split_name(spec: Mapping[str, Any], where: str, allowed: Any) -> tuple[str, dict[str, Any]]:
-    if "name" not in spec:
-        raise ValueError(f"{where}: missing 'name'; expected one of {sorted(allowed)}")
-    rest = {k: v for k, v in spec.items() if k != "name"}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"{where}: expected a mapping with 'name', one of {sorted(allowed)}")
     if spec["name"] not in allowed:
         raise ValueError(f"{where}.name={spec['name']!r} is not one of {sorted(allowed)}")
-    return spec["name"], rest
+    return spec["name"], {k: v for k, v in spec.items() if k != "name"}
 
 
 def build_tables(
     spec: Mapping[str, Any], schema: Schema, num_embeddings: Mapping[str, int], optimizer: TableOptimizer, where: str = "layout"
 ) -> nn.Module:
-    """A fresh table layout from ``{"name": ..., **options}``."""
-    name, rest = _split_name(spec, where, LAYOUTS)
+    """A fresh table layout from ``{"name": ..., **options}``.
+
+    ``per_feature`` (no options), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
+    (OptEmbedConfig keys), ``matryoshka`` (``prefixes`` and a nested ``base`` layout spec).
+    """
+    name, rest = _split_name(spec, where, TRAINABLE_LAYOUTS)
     if name == "per_feature":
         if rest:
             raise ValueError(f"{where}: per_feature takes no options, got {sorted(rest)}")
         return PerFeatureTables(schema, num_embeddings, optimizer)
-    config = from_mapping(MultiplexedConfig, rest, where)
-    return MultiplexedTables(schema, config, optimizer)
+    if name == "multiplexed":
+        return MultiplexedTables(schema, from_mapping(MultiplexedConfig, rest, where), optimizer)
+    if name == "pruned":
+        return PrunedTables(schema, num_embeddings, from_mapping(OptEmbedConfig, rest, where), optimizer)
+    unknown = sorted(set(rest) - {"prefixes", "base"})
+    if unknown or "prefixes" not in rest:
+        raise ValueError(f"{where}: matryoshka takes 'prefixes' (a list of dims) and 'base' (a layout), got {sorted(rest)}")
+    base = build_tables(rest.get("base", {"name": "per_feature"}), schema, num_embeddings, optimizer, f"{where}.base")
+    return MatryoshkaTables(base, prefixes=list(rest["prefixes"]))
 
 
-def build_model(spec: Mapping[str, Any], shapes: EmbeddingShapes, where: str = "model") -> nn.Module:
-    """A fresh model from ``{"name": ..., **config}`` on top of a layout's output shapes."""
+def default_history(schema: Schema) -> dict[str, str]:
+    """Each sequence feature mapped to the categorical feature whose table it shares."""
+    owners = {f.table: f.name for f in schema.sparse_features if not f.is_sequence}
+    return {f.name: owners[f.table] for f in schema.sparse_features if f.is_sequence and f.table in owners}  # type: ignore[index]
+
+
+def build_model(spec: Mapping[str, Any], shapes: EmbeddingShapes, schema: Schema | None = None, where: str = "model") -> nn.Module:
+    """A fresh model from ``{"name": ..., **config}`` on top of a layout's output shapes.
+
+    DIN's ``history`` defaults to the schema's table groups (``hist_item_id`` -> ``item_id``).
+    """
     name, rest = _split_name(spec, where, MODELS)
     model_cls, config_cls = MODELS[name]
+    if name == "din" and "history" not in rest and schema is not None:
+        rest["history"] = default_history(schema)
     return model_cls(shapes, from_mapping(config_cls, rest, where))

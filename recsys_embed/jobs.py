@@ -61,7 +61,7 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(schema).fit(config.data.train)
     tables = build_tables(config.layout, schema, pipeline.num_embeddings, config.table_optimizer)
-    model = build_model(config.model, tables.shapes(len(schema.dense_features)))
+    model = build_model(config.model, tables.shapes(len(schema.dense_features)), schema)
     ranking = RankingModel(tables, model)
     trainer = Trainer(ranking, config.trainer, run_dir)
     b = config.batching

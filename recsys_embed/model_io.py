@@ -12,12 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys_embed.artifacts import load_artifact, save_artifact
-from recsys_embed.builders import build_model
+from recsys_embed.builders import LAYOUT_CLASSES, build_model
 from recsys_embed.pipelines import Pipeline
 from recsys_embed.ranking import RankingModel
-from recsys_embed.tables import MultiplexedTables, PerFeatureTables
-
-LAYOUT_CLASSES = {"per_feature": PerFeatureTables, "multiplexed": MultiplexedTables}
 
 
 @dataclass
@@ -49,12 +46,12 @@ def load_model(path: str | Path) -> LoadedModel:
         if key not in manifest:
             raise ValueError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
     pipeline = Pipeline.from_dict(manifest["pipeline"])
-    layout_name = manifest["layout"]["name"]
+    layout_name = manifest["layout_state"].get("layout")
     if layout_name not in LAYOUT_CLASSES:
         raise ValueError(f"artifact {path}: unknown layout {layout_name!r}; expected one of {sorted(LAYOUT_CLASSES)}")
     table_tensors = {k[len("tables."):]: v for k, v in tensors.items() if k.startswith("tables.")}
     tables = LAYOUT_CLASSES[layout_name].from_state(pipeline.schema, table_tensors, manifest["layout_state"])
-    model = build_model(manifest["model"], tables.shapes(len(pipeline.schema.dense_features)))
+    model = build_model(manifest["model"], tables.shapes(len(pipeline.schema.dense_features)), pipeline.schema)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     ranking = RankingModel(tables, model)
     ranking.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import doctest
+import gzip
 import importlib
 import json
 import random
@@ -90,7 +91,7 @@ def test_criteo_test_set_has_no_label(tmp_path: Path) -> None:
     [
         (criteo_line("1", INTS, CATS)[:-9], r"line 3 has 39 column\(s\) separated by '\\t', expected 40"),
         (criteo_line("1", INTS, CATS) + "\textra", r"line 3 has 41 column\(s\) separated by '\\t', expected 40"),
-        ("", r"line 3 has 1 column\(s\)"),
+        ("", r"line 3 has 1 column\(s\) separated by '\\t' \(it is blank\)"),
         (criteo_line("yes", INTS, CATS), r"line 3, column 'label': expected an integer \(Int8\), got 'yes'"),
         (criteo_line("", INTS, CATS), r"line 3, column 'label': expected an integer"),
         (criteo_line("1", ["3.5"] + INTS[1:], CATS), r"line 3, column 'I1': expected an integer \(Int64\), got '3.5'"),
@@ -102,6 +103,18 @@ def test_criteo_bad_lines_name_file_line_and_expectation(tmp_path: Path, bad_lin
     with pytest.raises(ValueError, match=message) as info:
         read_criteo(path)
     assert str(path) in str(info.value)
+
+
+def test_criteo_gzip_file(tmp_path: Path) -> None:
+    path = tmp_path / "day_0.gz"
+    good = criteo_line("1", INTS, CATS)
+    with gzip.open(path, "wt") as f:
+        f.write(good + "\n" + good + "\n")
+    assert read_criteo(path).collect()["I2"].to_list() == [-1, -1]
+    with gzip.open(path, "wt") as f:
+        f.write(good + "\n" + good[:20] + "\n")
+    with pytest.raises(ValueError, match=r"day_0.gz: line 2 has 9 column"):
+        read_criteo(path)
 
 
 def test_criteo_empty_file_is_an_error(tmp_path: Path) -> None:
@@ -123,7 +136,7 @@ def test_criteo_schema_handles_negative_i2_and_both_id_strategies(tmp_path: Path
     assert {hashed[f"C{i}"].salt for i in range(1, 27)} == {f"C{i}" for i in range(1, 27)}
     assert all(hashed[f"I{i}"].transform is NumericTransform.BUCKETIZE for i in range(1, 14))
     assert Schema.from_json(hashed.to_json()) == hashed
-    with pytest.raises(ValueError, match="categorical_ids"):
+    with pytest.raises(ValueError, match="categorical_ids must be"):
         criteo_schema(categorical_ids="onehot")  # type: ignore[arg-type]
 
 
@@ -136,13 +149,13 @@ AVAZU_HEADER = (
 AVAZU_TAIL = "1005,0,1fbe01fe,f3845767,28905ebd,ecad2386,7801e8d9,07d7df22,a99f214a,ddd2926e,44956a24,1,2,15706,320,50,1722,0,35,-1,79"
 
 
-def test_avazu_parses_hour_renames_click_and_handles_crlf(tmp_path: Path) -> None:
+def test_avazu_parses_hour_renames_click_and_handles_crlf_and_bom(tmp_path: Path) -> None:
     rows = [
         f"1000009418151094273,0,14102100,{AVAZU_TAIL}",
         f"10000169349117863715,1,14102623,{AVAZU_TAIL}",  # id above the Int64 range
     ]
-    path = write(tmp_path / "train.csv", "\n".join([AVAZU_HEADER, *rows]), newline="\r\n", final_newline=False)
-    frame = read_avazu(path).collect()
+    text = "\ufeff" + "\n".join([AVAZU_HEADER, *rows])  # a byte-order mark, as Windows tools write
+    frame = read_avazu(write(tmp_path / "train.csv", text, newline="\r\n", final_newline=False)).collect()
     assert frame.columns[:5] == ["label", "id", "timestamp", "hour_of_day", "weekday"]
     assert frame["label"].dtype == pl.Int8 and frame["label"].to_list() == [0, 1]
     assert frame["id"].to_list() == ["1000009418151094273", "10000169349117863715"]

@@ -148,3 +148,16 @@ def test_budget_subset_and_accounting() -> None:
     assert list(out.pooled) == ["item_id"] and not out.sequences
     with pytest.raises(ValueError, match="less than one row"):
         MultiplexedConfig.from_budget(4, chunk_dim=8)
+
+
+def test_single_id_fast_path_equals_the_general_path() -> None:
+    schema = Schema([FeatureSpec("a"), FeatureSpec("b"), FeatureSpec("c", table="a")])
+    tables = MultiplexedTables(schema, MultiplexedConfig(rows=501, chunk_dim=4, table_probes={"a": 2}), vocab_sizes={"b": 100})
+    ids = {"a": torch.tensor([1, 2, 3]), "b": torch.tensor([4, 99, 0]), "c": torch.tensor([3, 2, 1])}
+    fast = tables(kjt_from_ids(ids))  # keys in layout order, one id per bag
+    general = tables(kjt_from_ids(dict(reversed(ids.items()))))  # another key order takes the general path
+    for name in ids:
+        assert torch.equal(fast.pooled[name], general.pooled[name])
+    torch.testing.assert_close(fast.pooled["a"][2], fast.pooled["c"][0])
+    with pytest.raises(IndexError, match=r"'b'.*\[0, 100\).*max 100"):
+        tables(kjt_from_ids({**ids, "b": torch.tensor([4, 100, 0])}))

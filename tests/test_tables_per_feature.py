@@ -17,8 +17,9 @@ SCHEMA = Schema([
     FeatureSpec("item", embedding_dim=4),
     FeatureSpec("query_item", table="item", embedding_dim=4),
     FeatureSpec("hist", kind="sequence", table="item", max_len=3, embedding_dim=4),
+    FeatureSpec("city", embedding_dim=8),  # packed with user (same dim) into one fbgemm table
 ])
-ROWS = {"user": 50, "item": 30}
+ROWS = {"user": 50, "item": 30, "city": 12}
 
 
 def batch() -> dict[str, torch.Tensor]:
@@ -28,6 +29,7 @@ def batch() -> dict[str, torch.Tensor]:
         "item": torch.tensor([[2, PAD], [5, PAD], [5, PAD], [29, PAD]]),
         "query_item": torch.tensor([[5, PAD], [2, PAD], [0, PAD], [1, PAD]]),
         "hist": torch.tensor([[4, 5, 6, 7, 8], [9, PAD, PAD, PAD, PAD], [PAD] * 5, [1, 2, 3, PAD, PAD]]),
+        "city": torch.tensor([[0, PAD], [11, PAD], [11, PAD], [3, PAD]]),
     }
 
 
@@ -59,15 +61,17 @@ def test_forward_equals_embedding_bag() -> None:
     ids = batch()
     out = tables(kjt_from_ids(ids, padding_id=PAD))
     expected = reference_pooled(reference_bags(tables), ids)
-    assert list(out.pooled) == ["user", "item", "query_item"]
+    assert list(out.pooled) == ["user", "item", "query_item", "city"]
+    assert list(tables.table_weights()) == ["user", "item", "city"]
     for name, value in expected.items():
         torch.testing.assert_close(out.pooled[name], value, rtol=0, atol=1e-6)
     assert torch.equal(out.pooled["user"][2], torch.zeros(8))  # empty bag -> zeros
 
 
-def test_one_fused_sgd_step_equals_manual_update() -> None:
-    lr = 0.1
-    tables = PerFeatureTables(SCHEMA, ROWS, TableOptimizer("sgd", lr=lr))
+@pytest.mark.parametrize("optimizer", ["sgd", "rowwise_adagrad"])
+def test_one_fused_step_equals_manual_update(optimizer: str) -> None:
+    lr, eps = 0.1, 1e-8
+    tables = PerFeatureTables(SCHEMA, ROWS, TableOptimizer(optimizer, lr=lr, eps=eps))
     bags = reference_bags(tables)
     ids = batch()
     out = tables(kjt_from_ids(ids, padding_id=PAD))
@@ -78,7 +82,11 @@ def test_one_fused_sgd_step_equals_manual_update() -> None:
     torch.autograd.backward([expected[n] for n in grads], [grads[n] for n in grads])
     with torch.no_grad():
         for table, bag in bags.items():
-            bag.weight -= lr * bag.weight.grad
+            grad = bag.weight.grad
+            if optimizer == "sgd":
+                bag.weight -= lr * grad
+            else:  # rowwise Adagrad from a zero state: one accumulator per row, the mean squared gradient
+                bag.weight -= lr * grad / (grad.pow(2).mean(1, keepdim=True).sqrt() + eps)
             # item rows 2 and 5 are read by two features in one batch: their gradients add up
             torch.testing.assert_close(tables.table_weights()[table], bag.weight, rtol=0, atol=1e-6)
     assert bags["item"].weight.grad[5].abs().sum() > 0
@@ -121,7 +129,7 @@ def test_missing_feature_is_a_key_error() -> None:
 @pytest.mark.parametrize(("optimizer", "state_per_row"), [("sgd", 0), ("rowwise_adagrad", 1), ("adagrad", None)])
 def test_accounting_counts_weights_and_optimizer_state(optimizer: str, state_per_row: int | None) -> None:
     tables = PerFeatureTables(SCHEMA, ROWS, TableOptimizer(optimizer))
-    assert tables.num_parameters() == 50 * 8 + 30 * 4
+    assert tables.num_parameters() == 50 * 8 + 30 * 4 + 12 * 8
     weight_bytes = 4 * tables.num_parameters()
     state_bytes = weight_bytes if state_per_row is None else 4 * state_per_row * sum(ROWS.values())
     assert sum(tables.kernel.table_bytes()) == weight_bytes + state_bytes

@@ -8,11 +8,11 @@ app_*, device_*, C14..C21`` (the test set has no ``click``). ``hour`` is ``YYMMD
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 
 from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.pipelines.readers.schemas import CategoricalIds, categorical_feature
 from recsys_embed.pipelines.readers.text import TextColumn, scan_delimited
 
 _HOUR = TextColumn(
@@ -88,25 +88,20 @@ def _header(path: str | Path) -> list[str]:
     first = pl.scan_lines(path).head(1).collect()
     if first.height == 0:
         raise ValueError(f"{path}: empty file; expected an Avazu CSV with a header line")
-    return [name.strip() for name in first.item().split(",")]
+    return [name.strip() for name in first.item().lstrip("\ufeff").split(",")]
 
 
 def avazu_schema(
-    categorical_ids: Literal["vocabulary", "hashing"] = "vocabulary",
+    categorical_ids: CategoricalIds = "vocabulary",
     min_count: int = 2,
     hash_buckets: int = 1 << 20,
     embedding_dim: int = 16,
 ) -> Schema:
-    """The default schema for :func:`read_avazu` frames: every categorical column plus
-    ``hour_of_day`` and ``weekday`` as categorical features (a fitted vocabulary with
+    """The default schema for :func:`read_avazu` frames: ``hour_of_day`` and ``weekday``
+    (small fitted vocabularies) and every categorical column (a fitted vocabulary with
     ``min_count``, or ``hash_buckets`` stable hash buckets salted by the column name)."""
-    if categorical_ids not in ("vocabulary", "hashing"):
-        raise ValueError(f"avazu_schema: categorical_ids must be 'vocabulary' or 'hashing', got {categorical_ids!r}")
-    features = []
-    for name in (*TIME_FEATURES, *CATEGORICAL_COLUMNS):
-        if categorical_ids == "hashing" and name not in TIME_FEATURES:
-            features.append(FeatureSpec(name, ids="hashing", hash_buckets=hash_buckets, salt=name, embedding_dim=embedding_dim))
-        else:
-            features.append(FeatureSpec(name, min_count=min_count if name not in TIME_FEATURES else 1,
-                                        embedding_dim=embedding_dim))
+    features = [FeatureSpec(name, embedding_dim=embedding_dim) for name in TIME_FEATURES]
+    features += [
+        categorical_feature(name, categorical_ids, min_count, hash_buckets, embedding_dim) for name in CATEGORICAL_COLUMNS
+    ]
     return Schema(features=features, label="label")

@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 
 from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.pipelines.readers.schemas import CategoricalIds, categorical_feature
 from recsys_embed.pipelines.readers.text import TextColumn, scan_delimited
 
 INTEGER_COLUMNS = tuple(f"I{i}" for i in range(1, 14))
@@ -51,7 +52,7 @@ def read_criteo(path: str | Path, has_label: bool = True, validate: bool = True)
 
 
 def criteo_schema(
-    categorical_ids: Literal["vocabulary", "hashing"] = "vocabulary",
+    categorical_ids: CategoricalIds = "vocabulary",
     min_count: int = 10,
     hash_buckets: int = 1 << 20,
     numeric: Literal["log1p", "bucketize"] = "log1p",
@@ -67,21 +68,16 @@ def criteo_schema(
     ``num_buckets`` quantile buckets instead (quantiles only need an order, so no clipping
     loses the negatives). ``numeric="bucketize"`` buckets all thirteen.
     """
-    if categorical_ids not in ("vocabulary", "hashing"):
-        raise ValueError(f"criteo_schema: categorical_ids must be 'vocabulary' or 'hashing', got {categorical_ids!r}")
     if numeric not in ("log1p", "bucketize"):
         raise ValueError(f"criteo_schema: numeric must be 'log1p' or 'bucketize', got {numeric!r}")
     features = []
     for name in INTEGER_COLUMNS:
         if numeric == "bucketize" or name in NEGATIVE_COLUMNS:
-            features.append(
-                FeatureSpec(name, kind="numeric", transform="bucketize", num_buckets=num_buckets, embedding_dim=embedding_dim)
-            )
+            features.append(FeatureSpec(name, kind="numeric", transform="bucketize", num_buckets=num_buckets,
+                                        embedding_dim=embedding_dim))
         else:
             features.append(FeatureSpec(name, kind="numeric", transform="log1p_standardize"))
-    for name in CATEGORICAL_COLUMNS:
-        if categorical_ids == "hashing":
-            features.append(FeatureSpec(name, ids="hashing", hash_buckets=hash_buckets, salt=name, embedding_dim=embedding_dim))
-        else:
-            features.append(FeatureSpec(name, min_count=min_count, embedding_dim=embedding_dim))
+    features += [
+        categorical_feature(name, categorical_ids, min_count, hash_buckets, embedding_dim) for name in CATEGORICAL_COLUMNS
+    ]
     return Schema(features=features, label="label")

@@ -10,9 +10,10 @@ Events are deduplicated on (user, item, timestamp) and ordered by (timestamp, it
 a user, so ties at one timestamp are ordered by item id but never see each other in their
 histories. Rows with a null user, item or timestamp are dropped.
 
-Memory: events are split by user into ``partitions`` Parquet files in one streaming pass;
-each partition is then processed in memory (its events times ``max_len`` history
-entries), so pick ``partitions`` to make one partition fit.
+Memory: events are split by user into ``partitions`` Parquet files in one streaming pass,
+then each partition's events are held in memory (a few tens of bytes per event) while its
+rows are built with vectorised numpy index arithmetic and written in row groups of about
+260k rows; pick ``partitions`` so that one partition's events fit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from recsys_embed.pipelines.readers.output import atomic_directory
 
 HISTORY_PREFIX = "hist_"
 _SORTED = "sorted.parquet.staged"
-_ROWS_PER_CHUNK = 1 << 20
+_ROWS_PER_CHUNK = 1 << 18
 
 
 def behaviour_histories(
@@ -55,8 +56,8 @@ def behaviour_histories(
     Output columns: ``user``, ``item``, ``category`` (the target's; a sampled item gets its
     most frequent category), ``timestamp``, ``hist_<item>``, ``hist_<category>`` (lists,
     oldest first, at most ``max_len``), ``label`` (Int8). Impressions whose history has
-    fewer than ``min_history`` items are skipped. Rows are ordered by user, time, item, with
-    each positive followed by its negatives. The output is the same for any ``partitions``
+    fewer than ``min_history`` items are skipped. Within a part file rows are ordered by user,
+    time, item, each positive followed by its negatives. The output is the same for any ``partitions``
     and is a deterministic function of ``seed``. Writing is atomic (temporary folder, then
     rename); returns a lazy scan of the result.
 
@@ -76,7 +77,9 @@ def behaviour_histories(
     for arg, column in (("user", user), ("item", item), ("timestamp", timestamp), ("category", category)):
         if column is not None and column not in names:
             hint = " or category=None" if arg == "category" else ""
-            raise ValueError(f"behaviour_histories: events have no column {column!r} (they have {names}); pass {arg}=<column>{hint}")
+            raise ValueError(
+                f"behaviour_histories: events have no column {column!r} (they have {names}); pass {arg}=<column>{hint}"
+            )
     for arg, value, low in (("max_len", max_len, 1), ("negatives", negatives, 0), ("min_history", min_history, 0),
                             ("partitions", partitions, 1)):
         if value < low:
@@ -155,7 +158,7 @@ def _draw_negatives(
     """Item-table codes ``[N, negatives]`` of the sampled items of each impression."""
     codes = items.select(item).with_row_index("_code").with_columns(pl.col("_code").cast(pl.Int64))
     item_codes = frame.select(item).join(codes, on=item, how="left", maintain_order="left")["_code"].to_numpy()
-    seen = np.unique(plan.user_codes * sampler.n_items + item_codes)
+    seen = np.sort(plan.user_codes * sampler.n_items + item_codes)
     users = frame[user].gather(np.flatnonzero(np.diff(plan.user_codes, prepend=-1)))
     keys = user_position_keys(frame[user].gather(plan.events), plan.positions, seed)
     return sampler.sample(keys, plan.user_codes[plan.events], seen, negatives, users)
@@ -173,18 +176,18 @@ def _write_rows(
     try:
         for lo in range(0, max(len(plan.events), 1), step):
             chunk = slice(lo, lo + step)
-            rows = np.repeat(np.arange(len(plan.events))[chunk], per_impression)
-            events = plan.events[rows]
-            sampled = np.concatenate([np.full((len(plan.events[chunk]), 1), -1), drawn[chunk]], axis=1).ravel()
+            impressions = np.repeat(np.arange(len(plan.events))[chunk], per_impression)
+            events = plan.events[impressions]
+            sampled = np.concatenate([np.full((len(events) // per_impression, 1), -1), drawn[chunk]], axis=1).ravel()
             target = np.where(sampled < 0, events, len(frame) + sampled)
-            lengths = plan.length[rows]
+            lengths = plan.length[impressions]
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            flat = np.repeat(plan.start[rows] - offsets[:-1], lengths) + np.arange(offsets[-1])
+            history = np.repeat(plan.start[impressions] - offsets[:-1], lengths) + np.arange(offsets[-1])
             columns = {user: frame[user].gather(events).to_arrow()}
             columns |= {c: targets[c].gather(target).to_arrow() for c in sequence}
             columns[timestamp] = frame[timestamp].gather(events).to_arrow()
             for c in sequence:
-                values = frame[c].gather(flat).to_arrow()
+                values = frame[c].gather(history).to_arrow()
                 columns[f"{HISTORY_PREFIX}{c}"] = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values)
             columns["label"] = pa.array((sampled < 0).astype(np.int8))
             table = pa.table(columns)

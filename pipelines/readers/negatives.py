@@ -62,14 +62,15 @@ class PopularitySampler:
         Args:
             keys: ``[N]`` uint64 from :func:`user_position_keys`.
             user_codes: ``[N]`` int64 code of each impression's user (index into ``users``).
-            seen: sorted int64 ``user_code * n_items + item_code`` of every (user, item) pair
+            seen: sorted int64 ``user_code * n_items + item_code`` of every (user, item) pair (repeats allowed)
                 the users interacted with.
             users: user id per code, for error messages.
         """
         n = len(keys)
         flat = np.empty(n * negatives, dtype=np.int64)
         rows = np.repeat(np.arange(n), negatives)
-        roots = splitmix64_np(keys[rows] ^ splitmix64_np(np.tile(np.arange(negatives, dtype=np.uint64), n) << np.uint64(32)))
+        draw_index = np.tile(np.arange(negatives, dtype=np.uint64), n) << np.uint64(32)
+        roots = splitmix64_np(keys[rows] ^ splitmix64_np(draw_index))
         pending = np.arange(len(rows))
         for attempt in range(self.max_rounds):
             if not len(pending):

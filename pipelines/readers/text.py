@@ -8,7 +8,9 @@ line number (1-based, physical, header included) and what was expected. Readers 
 
 Fields are never quoted in the formats read here (Criteo, Avazu, MovieLens, Taobao), so a
 field is everything between two separators; CRLF line endings and a missing final newline
-are accepted, a blank line is an error (it is a row with one empty field).
+are accepted, a blank line is an error (it is a row with one empty field). Gzip files
+(``day_0.gz``) are read too, but polars decompresses them whole into memory: decompress
+large files first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from polars.datatypes import DataType, DataTypeClass
 _LINE = "line"
 _LINE_NO = "_line_no"
 _FIELDS = "_fields"
+_COUNT = "<column count>"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def check_delimited(path: str | Path, columns: Sequence[TextColumn], separator: 
     ``separator`` may be several characters (MovieLens ``::``).
     """
     fields = pl.col(_FIELDS)
-    checks = {"count": fields.list.len() != len(columns)}
+    checks = {_COUNT: fields.list.len() != len(columns)}
     for i, column in enumerate(columns):
         checks[column.name] = column.is_bad(fields.list.get(i, null_on_oob=True))
     lines = _numbered_lines(path, skip_lines).with_columns(pl.col(_LINE).str.split(separator).alias(_FIELDS))
@@ -100,11 +103,12 @@ def check_delimited(path: str | Path, columns: Sequence[TextColumn], separator: 
         return
     line_no, row, failed = bad
     found = row[_FIELDS]
-    if failed == "count":
+    if failed == _COUNT:
         names = [c.name for c in columns]
         shown = ", ".join(names) if len(names) <= 8 else f"{', '.join(names[:4])}, ..., {names[-1]}"
+        blank = " (it is blank)" if found == [""] else ""
         raise ValueError(
-            f"{path}: line {line_no} has {len(found)} column(s) separated by {separator!r}, "
+            f"{path}: line {line_no} has {len(found)} column(s) separated by {separator!r}{blank}, "
             f"expected {len(columns)} ({shown})"
         )
     column = next(c for c in columns if c.name == failed)

@@ -40,6 +40,7 @@ from recsys_embed.tables.base import (
     TableOptimizer,
     offsets_of,
     sequence_grid,
+    single_ids,
     unpack_output,
 )
 
@@ -160,6 +161,14 @@ class MultiplexedTables(nn.Module):
             table_names=[SHARED],
         )
         self._seed_tensors = {t: _signed_seeds(s).to(device or "cpu") for t, s in self.seeds.items()}
+        # fast path for batches of single ids: slot s (feature, probe) hashes ids[slot_feature[s]]
+        self._names = [f.name for f in self.features]
+        self._all_single = not any(f.is_sequence for f in self.features)
+        self._slot_feature = torch.tensor(
+            [i for i, f in enumerate(self.features) for _ in range(self.probes[f.table])], device=device  # type: ignore[index]
+        )
+        self._slot_seeds = torch.cat([self._seed_tensors[f.table] for f in self.features])  # type: ignore[index]
+        self._limits = torch.tensor([self.vocab_sizes.get(f.table, 2**63 - 1) for f in self.features], device=device)  # type: ignore[arg-type]
 
     def rows_for(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
         """The shared-table rows ``[N, k]`` that ids ``[N]`` of ``feature`` read, one column per probe."""
@@ -180,7 +189,20 @@ class MultiplexedTables(nn.Module):
                 "ids come from the fitted pipeline (0 missing, 1 out-of-vocabulary)"
             )
 
+    def _single_id_inputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows and offsets for ``[F, B]`` single ids: one hash call over a ``[S, B]`` grid."""
+        lo, hi = ids.aminmax(dim=1)
+        if bool(((lo < 0) | (hi >= self._limits)).any()):
+            for spec, row in zip(self.features, ids):
+                self._check(spec, row)
+        slots = ids if len(self._slot_feature) == len(ids) else ids[self._slot_feature]
+        rows = bucket_torch(slots ^ self._slot_seeds[:, None], 0, self.config.rows).reshape(-1)
+        return rows, torch.arange(rows.numel() + 1, device=rows.device)
+
     def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        ids = single_ids(kjt, self._names) if self._all_single else None
+        if ids is not None:
+            return *self._single_id_inputs(ids), {}
         by_key = kjt.to_dict()
         values, seeds, lengths, masks = [], [], [], {}
         for spec in self.features:

@@ -72,20 +72,23 @@ class PerFeatureTables(nn.Module):
             raise ValueError(f"num_embeddings: every table needs >= 1 row, got {bad}")
         dims = {t: schema.tables[t][0].embedding_dim for t in self.table_names}
         self.dims = {f.name: f.embedding_dim for f in self.features}
-        table_index = {t: i for i, t in enumerate(self.table_names)}
-        # the kernel reads slots grouped by table; features keep schema order in the output
+        # the kernel takes tables of one dim side by side (it packs them into one fbgemm table)
+        # and reads slots grouped by table; features keep schema order in the output
+        dim_rank = {d: i for i, d in enumerate(dict.fromkeys(dims.values()))}
+        kernel_tables = sorted(self.table_names, key=lambda t: dim_rank[dims[t]])
+        table_index = {t: i for i, t in enumerate(kernel_tables)}
         self.slot_order = sorted(self.features, key=lambda f: table_index[f.table])  # type: ignore[index]
         slot_tables: list[int] = []
         for spec in self.slot_order:
             slot_tables += [table_index[spec.table]] * (spec.max_len if spec.is_sequence else 1)  # type: ignore[index]
         self.kernel = FusedTables(
-            rows=[self.rows[t] for t in self.table_names],
-            dims=[dims[t] for t in self.table_names],
+            rows=[self.rows[t] for t in kernel_tables],
+            dims=[dims[t] for t in kernel_tables],
             slot_tables=slot_tables,
             optimizer=optimizer or TableOptimizer(),
             init_scale=init_scale,
             device=device,
-            table_names=self.table_names,
+            table_names=kernel_tables,
         )
 
     def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,8 +127,9 @@ class PerFeatureTables(nn.Module):
         )
 
     def table_weights(self) -> dict[str, torch.Tensor]:
-        """Table group -> ``[rows, dim]`` weight view."""
-        return dict(zip(self.table_names, self.kernel.weights()))
+        """Table group -> ``[rows, dim]`` weight view, in schema order."""
+        weights = dict(zip(self.kernel.table_names, self.kernel.weights()))
+        return {t: weights[t] for t in self.table_names}
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()
@@ -138,7 +142,7 @@ class PerFeatureTables(nn.Module):
         """One line per feature: table, rows, dim, bytes, and for hashed features
         (``ids="hashing"``) the expected collision rate given ``distinct_values[feature]``,
         the number of distinct raw values (from the fitted pipeline or the data)."""
-        sizes = dict(zip(self.table_names, self.kernel.table_bytes()))
+        sizes = dict(zip(self.kernel.table_names, self.kernel.table_bytes()))
         distinct = distinct_values or {}
         accounts, seen = [], set()
         for spec in self.features:

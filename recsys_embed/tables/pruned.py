@@ -295,7 +295,7 @@ class PrunedTables(nn.Module):
         lines = [f"{'table':<20} {'rows':>10} {'kept':>10} {'D':>4} {'dim':>4} {'threshold':>10}"]
         for i, (table, mask) in enumerate(self.row_masks().items()):
             lines.append(
-                f"{table:<20} {self.rows[table]:>10} {int(mask.sum()):>10} {self.max_dims[i]:>4} {dims[i]:>4} {float(self.thresholds[i]):>10.4f}"
+                f"{table:<20} {self.rows[table]:>10} {int(mask.sum()):>10} {self.max_dims[i]:>4} {dims[i]:>4} {float(self.thresholds[i].detach()):>10.4f}"
             )
         stage = "retraining (masks frozen)" if self.frozen else "supernet (thresholds learning)"
         lines.append(

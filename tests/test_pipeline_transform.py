@@ -1,0 +1,97 @@
+"""Transform: output layout, missing and unseen values, sequences, groups, key types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.hashing import hash_arrow, seed_of
+from recsys_embed.pipelines import Pipeline, lookup, split
+
+TRAIN = pa.table({
+    "item": ["b", "a", "b", "c", "b", "a"],
+    "hist": pa.array([["a", "b"], ["c"], [], None, ["a", "a", "b", "c"], ["b"]]),
+    "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+    "label": [1, 0, 1, 0, 0, 1],
+    "user": ["u1", "u2", "u1", "u3", "u2", "u1"],
+})  # fmt: skip
+
+
+def schema(group: str | None = "user") -> Schema:
+    return Schema(
+        [FeatureSpec("item"), FeatureSpec("hist", kind="sequence", table="item", max_len=3), FeatureSpec("x", kind="numeric")],
+        label="label",
+        group=group,
+    )
+
+
+def test_lookup_and_split_doctests() -> None:
+    import doctest
+
+    for module in (lookup, split):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_output_columns_and_types(tmp_path: Path) -> None:
+    pq.write_table(TRAIN, tmp_path / "train.parquet")
+    pipe = Pipeline(schema()).fit(tmp_path / "train.parquet")
+    (out,) = list(pipe.transform(tmp_path / "train.parquet"))
+    assert out.schema.names == ["item", "hist", "x", "label", "group"]
+    assert [str(t) for t in out.schema.types] == ["int64", "list<item: int64>", "float", "float", "int64"]
+    vocab = pipe.state.tables["item"].vocabulary.to_pylist()
+    assert vocab == ["b", "a", "c"]  # b 3+3, a 2+2, c 1+2 (hist keeps the last 3: a,b,c of a,a,b,c)
+    ids = {v: i + 2 for i, v in enumerate(vocab)}
+    assert out.column("item").to_pylist() == [ids[v] for v in TRAIN.column("item").to_pylist()]
+    assert out.column("hist").to_pylist() == [[ids["a"], ids["b"]], [ids["c"]], [], [], [ids["a"], ids["b"], ids["c"]], [ids["b"]]]
+    assert out.column("label").to_pylist() == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    expected_groups = hash_arrow(TRAIN.column("user").combine_chunks(), seed_of("user")).view(np.int64)
+    assert out.column("group").to_numpy().tolist() == expected_groups.tolist()
+
+
+def test_unseen_values_get_the_oov_id_and_missing_values_id_zero(tmp_path: Path) -> None:
+    pipe = Pipeline(schema()).fit(TRAIN)
+    new = pa.table({
+        "item": ["zzz", None, "", "a", "b\x00", "B"],
+        "hist": pa.array([["zzz", "a"], [None, "b"], ["", "c"], ["never", "seen", "ids"], ["a"], []]),
+        "x": [None, 1.0, float("nan"), 2.0, 3.0, 4.0],
+        "label": [0, 1, 0, 1, 0, 1],
+        "user": ["u9", "u1", "u2", "u3", "u4", "u5"],
+    })  # fmt: skip
+    out = next(pipe.transform(new))
+    a, b, c = 3, 2, 4
+    assert out.column("item").to_pylist() == [1, 0, 0, a, 1, 1]
+    assert out.column("hist").to_pylist() == [[1, a], [b], [c], [1, 1, 1], [a], []]
+    assert out.column("x").to_pylist()[:3] == [0.0, 1.0, 0.0]  # fill_value for null and NaN
+
+
+def test_integer_table_reads_delimited_and_string_columns_as_integers() -> None:
+    mixed = Schema(
+        [FeatureSpec("item"), FeatureSpec("hist", kind="sequence", table="item", max_len=2, delimiter=";")], label=None
+    )
+    data = pa.table({"item": pa.array([10, 20, 10], pa.int64()), "hist": ["10;20;30", "", None]})
+    pipe = Pipeline(mixed).fit(data)
+    assert pipe.state.tables["item"].key_type == "int"
+    assert pipe.state.tables["item"].vocabulary.to_pylist() == [10, 20, 30]
+    assert next(pipe.transform(data)).column("hist").to_pylist() == [[3, 4], [], []]
+    as_text = pa.table({"item": ["20", "99", None], "hist": ["30", "10;99", "20"]})
+    out = next(pipe.transform(as_text))
+    assert out.column("item").to_pylist() == [3, 1, 0] and out.column("hist").to_pylist() == [[4], [2, 1], [3]]
+
+
+def test_integer_groups_are_kept_and_labels_are_optional() -> None:
+    data = TRAIN.set_column(4, "user", pa.array([7, 8, 7, 9, 8, 7], pa.int64()))
+    pipe = Pipeline(schema()).fit(data)
+    out = next(pipe.transform(data))
+    assert out.column("group").to_pylist() == [7, 8, 7, 9, 8, 7]
+    unlabelled = next(pipe.transform(data.drop_columns(["label"]), labels=False))
+    assert "label" not in unlabelled.schema.names and unlabelled.num_rows == 6
+
+
+def test_batch_rows_bounds_the_output_batches() -> None:
+    pipe = Pipeline(schema(group=None)).fit(TRAIN)
+    sizes = [b.num_rows for b in pipe.transform(TRAIN, batch_rows=4)]
+    assert sizes == [4, 2]
