@@ -13,6 +13,18 @@ buffer, and worker processes.
   over an ``IterableDataset``; worker w takes shards w, w + W, ...; results are consumed
   round-robin), so the order is deterministic for a given seed, epoch and ``num_workers``,
   though it differs from the single-process order.
+
+    >>> import pyarrow as pa
+    >>> from recsys_embed.features import FeatureSpec
+    >>> schema = Schema([FeatureSpec("item"), FeatureSpec("hist", kind="sequence", table="item", max_len=3),
+    ...                  FeatureSpec("price", kind="numeric")])
+    >>> rows = pa.table({"item": [2, 5], "hist": pa.array([[3, 4], []], pa.list_(pa.int64())),
+    ...                  "price": pa.array([0.5, 1.5], pa.float32()), "label": pa.array([1.0, 0.0], pa.float32())})
+    >>> batch = to_batch(rows, schema)
+    >>> batch.sparse.keys(), batch.sparse.values().tolist(), batch.sparse.lengths().tolist()
+    (['item', 'hist'], [2, 5, 3, 4], [1, 1, 2, 0])
+    >>> batch.dense.tolist(), batch.labels.tolist(), batch.groups
+    ([[0.5], [1.5]], [1.0, 0.0], None)
 """
 
 from __future__ import annotations
@@ -49,28 +61,29 @@ def to_batch(rows: pa.Table | pa.RecordBatch, schema: Schema) -> Batch:
     column); ``groups``: ``[B]`` int64 or None.
     """
     n = rows.num_rows
-    values, lengths, per_key = [], [], []
-    for spec in schema.sparse_features:
+    sparse_specs, dense_specs = schema.sparse_features, schema.dense_features
+    values, per_key = [], []
+    lengths = np.ones(n * len(sparse_specs), np.int32)  # categorical bags hold one id
+    for k, spec in enumerate(sparse_specs):
         column = rows.column(spec.name)
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         if spec.is_sequence:
             flat = pc.list_flatten(column).to_numpy()
-            lens = pc.list_value_length(column).to_numpy()
+            lengths[k * n : (k + 1) * n] = pc.list_value_length(column).to_numpy()
         else:
-            flat, lens = column.to_numpy(), np.ones(n, np.int32)
+            flat = column.to_numpy()
         values.append(flat)
-        lengths.append(lens)
         per_key.append(int(flat.size))
     sparse = KeyedJaggedTensor(
-        keys=[s.name for s in schema.sparse_features],
+        keys=[s.name for s in sparse_specs],
         values=torch.from_numpy(np.concatenate(values) if values else np.zeros(0, np.int64)),
-        lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32, copy=False) if lengths else np.zeros(0, np.int32)),
+        lengths=torch.from_numpy(lengths),
         stride=n,
         length_per_key=per_key,
     )
-    dense = np.empty((n, len(schema.dense_features)), np.float32)
-    for i, spec in enumerate(schema.dense_features):
+    dense = np.empty((n, len(dense_specs)), np.float32)
+    for i, spec in enumerate(dense_specs):
         dense[:, i] = _numpy(rows.column(spec.name))
     names = rows.schema.names
     labels = _numpy(rows.column(LABEL_COLUMN)).copy() if LABEL_COLUMN in names else np.zeros(0, np.float32)

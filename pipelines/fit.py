@@ -66,13 +66,15 @@ class VocabularyCounter:
             self._merge()
 
     def _merge(self) -> pa.Table:
-        table = pa.table({"v": pa.chunked_array(self._values), "c": pa.chunked_array(self._counts, pa.int64())})
+        values = pa.chunked_array(self._values).combine_chunks()
+        counts = np.concatenate(self._counts)
         if len(self._values) > 1:
-            table = table.group_by("v").aggregate([("c", "sum")]).rename_columns(["v", "c"])
-        self._values = [table["v"].combine_chunks()]
-        self._counts = [table["c"].to_numpy()]
-        self._merged = self._pending = table.num_rows
-        return table
+            encoded = pc.dictionary_encode(values)  # a hash pass: each distinct value once
+            weights = np.bincount(encoded.indices.to_numpy(), weights=counts, minlength=len(encoded.dictionary))
+            values, counts = encoded.dictionary, weights.astype(np.int64)  # float64 counts are exact below 2**53
+        self._values, self._counts = [values], [counts]
+        self._merged = self._pending = len(values)
+        return pa.table({"v": values, "c": counts})
 
     def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
         """Values seen ``min_count`` times or more, most frequent first (ties by value),

@@ -17,7 +17,7 @@ Each row is one impression of an item to a user at a time, with the user's click
 
 ``v`` are latent unit item vectors clustered by category; ``s`` is a soft maximum of the
 similarity of the candidate to the user's clicked items (0 term for an empty history), what
-DIN's attention over ``hist_item_id`` learns and what mean pooling dilutes. Users have 1-4
+DIN's attention over ``hist_item_id`` learns and what mean pooling dilutes. Users have 1-6
 interest categories; half of the impressions are drawn from them (Zipf popularity inside the
 category), the rest from the global Zipf item popularity. ``hist_item_id`` holds the items the
 user clicked strictly before the row (most recent last, at most 50), after a short pre-period
@@ -56,6 +56,7 @@ from recsys_embed.pipelines.synthetic_sampling import power_law_ranks
 MAX_HISTORY = 50
 BLOCK_ROWS = 50_000  # generation block; the data does not depend on row_group_size
 USER_INIT_BLOCK = 1 << 18  # users initialised per step (bounds the memory of the set-up)
+SIMILARITY_BATCH = 4096  # rows per history-similarity step, sorted by history length
 ROWS_PER_DAY = 75_000
 START_TIMESTAMP = 1_704_067_200  # 2024-01-01 00:00:00 UTC
 HOURLY_TRAFFIC = np.array(
@@ -96,11 +97,11 @@ CTR_ARROW_SCHEMA = pa.schema(
 class ClickModel:
     """The coefficients of the click model (see the module docstring for the formula)."""
 
-    bias: float = -2.55
-    item_quality_std: float = 0.45
+    bias: float = -3.0
+    item_quality_std: float = 0.35
     category_std: float = 0.3
     brand_std: float = 0.25
-    user_std: float = 0.5
+    user_std: float = 0.4
     hour_amplitude: float = 0.2
     device_effects: tuple[float, float, float] = (0.0, 0.15, -0.25)  # android, ios, web
     w_price: float = -0.25
@@ -112,10 +113,11 @@ class ClickModel:
     w_fields: float = 0.5
     latent_dim: int = 16
     item_spread: float = 0.7  # distance of an item's latent vector from its category centre
-    beta: float = 6.0
+    beta: float = 16.0
     s_ref: float = 0.35
-    w_interest: float = 3.0
+    w_interest: float = 5.0
     interest_share: float = 0.5  # impressions drawn from the user's interest categories
+    max_interests: int = 6  # each user has 1..max_interests interest categories
     pre_history_median: float = 6.0  # pre-period history lengths: lognormal, capped at MAX_HISTORY
     pre_history_sigma: float = 1.0
 
@@ -288,7 +290,7 @@ class _CtrWorld:
         self.cat_factor = rng.normal(0, m.field_std, (n_cats, m.field_rank))
         self.brand_factor = rng.normal(0, m.field_std, (n_brands, m.field_rank))
 
-        # users: Zipf activity, demographics, 1-4 interest categories (drawn by item popularity)
+        # users: Zipf activity, demographics, interest categories (drawn by item popularity)
         self.by_activity = rng.permutation(n_users).astype(np.int32)
         act_rank = np.empty(n_users, dtype=np.int64)
         act_rank[self.by_activity] = np.arange(n_users)
@@ -299,7 +301,7 @@ class _CtrWorld:
         self.user_bias = rng.normal(0, m.user_std, n_users).astype(np.float32)
         sessions = np.exp(rng.normal(np.log(8.0), 0.9, n_users)) * ((act_rank + 10.0) / 10.0) ** -0.25
         self.user_activity = (1 + rng.poisson(sessions)).astype(np.int32)
-        self.n_interests = rng.integers(1, 5, n_users).astype(np.int8)
+        self.n_interests = rng.integers(1, m.max_interests + 1, n_users).astype(np.int8)
         self.age_factor = rng.normal(0, m.field_std, (len(AGE_BUCKETS), m.field_rank))
         self.gender_factor = rng.normal(0, m.field_std, (len(GENDERS), m.field_rank))
         self.city_factor = rng.normal(0, m.field_std, (n_cities, m.field_rank))
@@ -310,7 +312,7 @@ class _CtrWorld:
         self.user_seen = np.zeros(n_users, dtype=bool)
         self.item_seen = np.zeros(n_items, dtype=bool)
 
-        self.interests = np.zeros((n_users, 4), dtype=np.int32)
+        self.interests = np.zeros((n_users, m.max_interests), dtype=np.int32)
         self.ring = np.zeros((n_users, MAX_HISTORY), dtype=np.int32)
         pre_len = np.floor(rng.lognormal(np.log(m.pre_history_median), m.pre_history_sigma, n_users))
         self.hist_count = np.minimum(pre_len, MAX_HISTORY).astype(np.int32)
@@ -319,7 +321,8 @@ class _CtrWorld:
 
     def _init_users(self, rng: np.random.Generator, users: np.ndarray) -> None:
         """Interest categories (drawn by item popularity) and pre-period histories drawn from them."""
-        popular = self.by_popularity[power_law_ranks(rng, len(self.by_popularity), 1.0, size=(len(users), 4))]
+        shape = (len(users), self.model.max_interests)
+        popular = self.by_popularity[power_law_ranks(rng, len(self.by_popularity), 1.0, size=shape)]
         self.interests[users] = self.item_cat[popular]
         count = self.hist_count[users]
         owner = np.repeat(users, count)
@@ -427,15 +430,19 @@ class _CtrWorld:
         for size in round_sizes:
             rows = by_round[start : start + size]
             start += size
-            u = user[rows]
-            count = self.hist_count[u].astype(np.int64)
-            length = np.minimum(count, MAX_HISTORY)
-            width = int(length.max())
-            slots = (count - length)[:, None] + np.arange(width)
-            h = self.ring[u[:, None], slots % MAX_HISTORY]
-            hist[rows, :width] = h
+            count = self.hist_count[user[rows]].astype(np.int64)
+            by_length = np.argsort(count, kind="stable")  # slices of similar width below
+            rows, count = rows[by_length], count[by_length]
+            u, length = user[rows], np.minimum(count, MAX_HISTORY)
             hist_len[rows] = length
-            s = self._soft_max_similarity(self.item_vec[item[rows]], h, length)
+            s = np.zeros(size, dtype=np.float64)
+            for lo in range(0, size, SIMILARITY_BATCH):
+                sl = slice(lo, lo + SIMILARITY_BATCH)
+                width = int(length[sl][-1])
+                slots = (count[sl] - length[sl])[:, None] + np.arange(width)
+                h = self.ring[u[sl, None], slots % MAX_HISTORY]
+                hist[rows[sl], :width] = h
+                s[sl] = self._soft_max_similarity(self.item_vec[item[rows[sl]]], h, length[sl])
             interest = np.where(length > 0, s - m.s_ref, 0.0)
             p = _sigmoid(logit[rows] + m.w_interest * interest).astype(np.float32)
             p_true[rows] = p
@@ -450,18 +457,12 @@ class _CtrWorld:
         """``(1/beta) log mean_j exp(beta cos(cand, hist_j))`` over the valid history slots.
 
         cand ``[n, K]`` unit vectors, hist ``[n, W]`` item indices, length ``[n]``; 0 where empty.
+        As ``cos <= 1`` it is computed as ``1 + (1/beta) log mean_j exp(beta (cos_j - 1))``.
         """
-        beta = self.model.beta
-        out = np.zeros(len(cand), dtype=np.float64)
-        step = 8192
-        for lo in range(0, len(cand), step):
-            sl = slice(lo, lo + step)
-            cos = np.einsum("nk,nwk->nw", cand[sl], self.item_vec[hist[sl]])
-            valid = np.arange(hist.shape[1]) < length[sl, None]
-            z = np.where(valid, beta * cos, -np.inf)
-            top = np.max(z, axis=1, initial=-np.inf, where=valid)
-            top = np.where(np.isfinite(top), top, 0.0)
-            total = np.sum(np.exp(z - top[:, None]), axis=1)
-            with np.errstate(divide="ignore"):
-                out[sl] = (top + np.log(total) - np.log(np.maximum(length[sl], 1))) / beta
-        return np.where(length > 0, out, 0.0)
+        beta = np.float32(self.model.beta)
+        cos = np.einsum("nk,nwk->nw", cand, self.item_vec[hist])
+        weight = np.exp(beta * (cos - np.float32(1.0)))
+        weight *= np.arange(hist.shape[1]) < length[:, None]
+        with np.errstate(divide="ignore"):
+            s = 1.0 + np.log(weight.sum(axis=1, dtype=np.float64) / np.maximum(length, 1)) / self.model.beta
+        return np.where(length > 0, s, 0.0)

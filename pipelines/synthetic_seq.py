@@ -51,8 +51,8 @@ class SequenceModel:
     max_len: int = 200
     median_len: float = 30.0
     len_sigma: float = 0.8
-    p_series: float = 0.3
-    p_stay: float = 0.4
+    p_series: float = 0.2
+    p_stay: float = 0.45
     p_noise: float = 0.05
     drift: float = 0.02
     item_exponent: float = 1.0

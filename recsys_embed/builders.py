@@ -56,7 +56,7 @@ def build_tables(
     """A fresh table layout from ``{"name": ..., **options}``.
 
     ``per_feature`` (no options), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
-    (OptEmbedConfig keys), ``matryoshka`` (``prefixes`` and a nested ``base`` layout spec).
+    (OptEmbedConfig keys, plus ``search`` for the dim search), ``matryoshka`` (``prefixes`` and a nested ``base`` layout spec).
     """
     name, rest = _split_name(spec, where, TRAINABLE_LAYOUTS)
     if name == "per_feature":
@@ -65,7 +65,8 @@ def build_tables(
         return PerFeatureTables(schema, num_embeddings, optimizer)
     if name == "multiplexed":
         return MultiplexedTables(schema, from_mapping(MultiplexedConfig, rest, where), optimizer)
-    if name == "pruned":
+    if name == "pruned":  # 'search' (EvolutionConfig keys) is read by the training job
+        rest.pop("search", None)
         return PrunedTables(schema, num_embeddings, from_mapping(OptEmbedConfig, rest, where), optimizer)
     unknown = sorted(set(rest) - {"prefixes", "base"})
     if unknown or "prefixes" not in rest:

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", default="runs/demo")
     demo.add_argument("--model", default="din", choices=["mlp", "din", "autoint"])
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--batch-size", type=int, default=2048)
 
     train = sub.add_parser("train", help="train from a run config (YAML)")
     train.add_argument("--config", required=True)
@@ -65,7 +66,8 @@ def _run(args: argparse.Namespace) -> None:
     from recsys_embed import jobs
 
     if args.command == "demo":
-        report = jobs.demo(jobs.DemoConfig(rows=args.rows, data_dir=args.data_dir, run_dir=args.run_dir, model=args.model, seed=args.seed))
+        report = jobs.demo(jobs.DemoConfig(rows=args.rows, data_dir=args.data_dir, run_dir=args.run_dir, model=args.model, seed=args.seed,
+                                       batch_size=args.batch_size))
         print(report.summary())
     elif args.command == "train":
         from recsys_embed.config import load_run_config

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recsys_embed.builders import build_model, build_tables
-from recsys_embed.config import BatchingConfig, DataConfig, RunConfig
+from recsys_embed.config import BatchingConfig, DataConfig, RunConfig, from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
 from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
 from recsys_embed.ranking import RankingModel
+from recsys_embed.tables import EvolutionConfig, PrunedTables
 from recsys_embed.trainer import Trainer, TrainerConfig
 
 NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
@@ -67,19 +69,45 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     b = config.batching
     train_stream = pipeline.batches(config.data.train, batch_size=b.batch_size, shuffle=b.shuffle, seed=config.trainer.seed, num_workers=b.num_workers)
     valid_stream = pipeline.batches(config.data.valid, batch_size=b.batch_size) if config.data.valid else None
-    result = trainer.fit(train_stream, valid_stream)
+    if isinstance(tables, PrunedTables):
+        if valid_stream is None:
+            raise ValueError("layout 'pruned' needs data.valid: the dimension search scores candidates on it")
+        ranking, trainer, result = _optembed(ranking, trainer, config, train_stream, valid_stream, run_dir)
+    else:
+        result = trainer.fit(train_stream, valid_stream)
     report = TrainReport(run_dir, valid=result.best or (result.epochs[-1] if result.epochs else {}),
                          samples_per_second=result.samples_per_second, steps=result.steps)
     if config.data.test:
         report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))
         if with_oracle:
             report.test["oracle_auc"] = oracle_auc(config.data.test)
+    if isinstance(ranking.tables, PrunedTables):  # serve the compact export: kept rows, chosen dims
+        ranking = RankingModel(ranking.tables.compact(), ranking.model)
     save_model(run_dir / "model", pipeline, ranking, config.layout, config.model)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics["test"] = report.test
     metrics_path.write_text(json.dumps(metrics, indent=2))
     return report
+
+
+def _optembed(
+    ranking: RankingModel, trainer: Trainer, config: RunConfig, train_stream: Any, valid_stream: Any, run_dir: Path
+) -> tuple[RankingModel, Trainer, Any]:
+    """OptEmbed's three stages: supernet training with learned row thresholds, evolutionary
+    search of per-field dims on validation AUC, retraining from the initial weights with the
+    row masks frozen and the chosen dims."""
+    initial_model = copy.deepcopy(ranking.model.state_dict())
+    trainer.fit(train_stream, valid_stream)
+    tables: PrunedTables = ranking.tables  # type: ignore[assignment]
+    ranking.eval()
+    search_config = from_mapping(EvolutionConfig, config.layout.get("search", {}), "layout.search")
+    search = tables.search_dims(lambda: trainer.evaluate(valid_stream)["auc"], search_config)
+    print(f"OptEmbed search: dims {search.dims} validation AUC {search.score:.4f} after {search.evaluations} evaluations")
+    ranking.model.load_state_dict(initial_model)
+    retrained = RankingModel(tables.retrain(search.dims), ranking.model)
+    retrainer = Trainer(retrained, config.trainer, run_dir / "retrain")
+    return retrained, retrainer, retrainer.fit(train_stream, valid_stream)
 
 
 def evaluate(model_path: str | Path, data: str | Path, batch_size: int = 4096) -> dict[str, float]:

@@ -47,6 +47,14 @@ def pipe(data: Path) -> Pipeline:
     return Pipeline(schema).fit(data)
 
 
+def test_module_doctest() -> None:
+    import doctest
+
+    from recsys_embed.pipelines import batching
+
+    assert doctest.testmod(batching).failed == 0
+
+
 def rows_of(batches: list[Batch]) -> np.ndarray:
     """The source row index of every sample (dense column x is the row index)."""
     return np.concatenate([b.dense[:, 0].numpy() for b in batches]).astype(np.int64)

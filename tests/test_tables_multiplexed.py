@@ -161,3 +161,9 @@ def test_single_id_fast_path_equals_the_general_path() -> None:
     torch.testing.assert_close(fast.pooled["a"][2], fast.pooled["c"][0])
     with pytest.raises(IndexError, match=r"'b'.*\[0, 100\).*max 100"):
         tables(kjt_from_ids({**ids, "b": torch.tensor([4, 100, 0])}))
+
+
+def test_an_empty_batch_gives_empty_outputs() -> None:
+    tables = MultiplexedTables(SCHEMA, CONFIG)
+    out = tables(kjt_from_ids({name: ids[:0] for name, ids in batch().items()}, padding_id=PAD))
+    assert out.pooled["item_id"].shape == (0, 12) and out.sequences["hist"].shape == (0, 3, 12)

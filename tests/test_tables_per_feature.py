@@ -146,3 +146,10 @@ def test_summary_lists_every_feature_and_hashed_collision_rates() -> None:
     assert item.rstrip().endswith("-")
     shared = PerFeatureTables(SCHEMA, ROWS).summary()
     assert "(shared)" in next(line for line in shared.splitlines() if line.startswith("query_item"))
+
+
+def test_an_empty_batch_gives_empty_outputs() -> None:
+    tables = PerFeatureTables(SCHEMA, ROWS)
+    empty = {name: ids[:0] for name, ids in batch().items()}
+    out = tables(kjt_from_ids(empty, padding_id=PAD))
+    assert out.pooled["user"].shape == (0, 8) and out.sequences["hist"].shape == (0, 3, 4) and out.masks["hist"].shape == (0, 3)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recsys_embed.checkpoint import load_state
 from recsys_embed.trainer import TrainerConfig
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
@@ -37,7 +38,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     proc.wait(timeout=60)
     assert proc.returncode != 0, "the run finished before it could be killed"
     assert not (killed_dir / "final.safetensors").exists()
-    state = json.loads((killed_dir / "checkpoint" / "state.json").read_text())
+    state = load_state(killed_dir / "checkpoint")
     assert state["epoch"] == 1 and state["batch_index"] > 0  # a mid-epoch checkpoint
 
     resumed = _run(killed_dir, "--resume")

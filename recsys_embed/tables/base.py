@@ -340,6 +340,18 @@ def unpack_output(
     return out
 
 
+def empty_embeddings(features: Sequence[FeatureSpec], dims: Mapping[str, int], device: torch.device) -> Embeddings:
+    """The output for a batch of zero rows (fbgemm and torchrec do not take one)."""
+    out = Embeddings()
+    for spec in features:
+        if spec.is_sequence:
+            out.sequences[spec.name] = torch.zeros(0, spec.max_len, dims[spec.name], device=device)
+            out.masks[spec.name] = torch.zeros(0, spec.max_len, dtype=torch.bool, device=device)
+        else:
+            out.pooled[spec.name] = torch.zeros(0, dims[spec.name], device=device)
+    return out
+
+
 def kjt_from_ids(ids: Mapping[str, torch.Tensor], padding_id: int | None = None) -> KeyedJaggedTensor:
     """A ``KeyedJaggedTensor`` from dense id tensors, for models that hold ids as tensors.
 

@@ -38,6 +38,7 @@ from recsys_embed.tables.base import (
     EmbeddingShapes,
     FusedTables,
     TableOptimizer,
+    empty_embeddings,
     offsets_of,
     sequence_grid,
     single_ids,
@@ -144,17 +145,20 @@ class MultiplexedTables(nn.Module):
         tables = list(dict.fromkeys(f.table for f in self.features))
         stray = sorted(set(config.table_probes) - set(tables))
         if stray:
-            raise ValueError(f"multiplexed: table_probes names {stray}, which are not table groups of the embedded features {tables}")
+            raise ValueError(
+                f"multiplexed: table_probes names {stray}, which are not table groups of the embedded features {tables}"
+            )
         self.probes: dict[str, int] = {t: config.table_probes.get(t, config.probes) for t in tables}  # type: ignore[misc]
         self.vocab_sizes = {t: int(n) for t, n in (vocab_sizes or {}).items() if t in self.probes}
         self.dims = {f.name: self.probes[f.table] * config.chunk_dim for f in self.features}  # type: ignore[index]
         self.seeds: dict[str, list[int]] = {
             t: [seed_of(f"{config.salt}/{t}/{j}") for j in range(k)] for t, k in self.probes.items()
         }
+        probes_of = [self.probes[f.table] for f in self.features]  # type: ignore[index]
         self.kernel = FusedTables(
             rows=[config.rows],
             dims=[config.chunk_dim],
-            slot_tables=[0] * sum(self.probes[f.table] * (f.max_len if f.is_sequence else 1) for f in self.features),  # type: ignore[index]
+            slot_tables=[0] * sum(k * (f.max_len if f.is_sequence else 1) for f, k in zip(self.features, probes_of)),
             optimizer=optimizer or TableOptimizer(),
             init_scale=config.init_scale,
             device=device,
@@ -164,18 +168,18 @@ class MultiplexedTables(nn.Module):
         # fast path for batches of single ids: slot s (feature, probe) hashes ids[slot_feature[s]]
         self._names = [f.name for f in self.features]
         self._all_single = not any(f.is_sequence for f in self.features)
-        self._slot_feature = torch.tensor(
-            [i for i, f in enumerate(self.features) for _ in range(self.probes[f.table])], device=device  # type: ignore[index]
-        )
+        self._slot_feature = torch.tensor([i for i, k in enumerate(probes_of) for _ in range(k)], device=device)
         self._slot_seeds = torch.cat([self._seed_tensors[f.table] for f in self.features])  # type: ignore[index]
-        self._limits = torch.tensor([self.vocab_sizes.get(f.table, 2**63 - 1) for f in self.features], device=device)  # type: ignore[arg-type]
+        limits = [self.vocab_sizes.get(f.table, 2**63 - 1) for f in self.features]  # type: ignore[arg-type]
+        self._limits = torch.tensor(limits, device=device)
 
     def rows_for(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
         """The shared-table rows ``[N, k]`` that ids ``[N]`` of ``feature`` read, one column per probe."""
         spec = next((f for f in self.features if f.name == feature), None)
         if spec is None:
             raise KeyError(f"multiplexed: no feature {feature!r}; it embeds {[f.name for f in self.features]}")
-        return torch.stack([bucket_torch(ids, seed, self.config.rows) for seed in self.seeds[spec.table]], dim=1)  # type: ignore[index]
+        seeds = self.seeds[spec.table]  # type: ignore[index]
+        return torch.stack([bucket_torch(ids, seed, self.config.rows) for seed in seeds], dim=1)
 
     def _check(self, spec: FeatureSpec, values: torch.Tensor) -> None:
         if values.numel() == 0:
@@ -200,9 +204,9 @@ class MultiplexedTables(nn.Module):
         return rows, torch.arange(rows.numel() + 1, device=rows.device)
 
     def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        ids = single_ids(kjt, self._names) if self._all_single else None
-        if ids is not None:
-            return *self._single_id_inputs(ids), {}
+        single = single_ids(kjt, self._names) if self._all_single else None
+        if single is not None:
+            return *self._single_id_inputs(single), {}
         by_key = kjt.to_dict()
         values, seeds, lengths, masks = [], [], [], {}
         for spec in self.features:
@@ -220,7 +224,7 @@ class MultiplexedTables(nn.Module):
                 values.append(grid[:, None, :].expand(shape)[slots])
                 seeds.append(seed[None, :, None].expand(shape)[slots])
                 lengths.append(slots.reshape(-1).to(torch.int64))
-                masks[spec.name] = present.T
+                masks[spec.name] = present.T.contiguous()
             else:  # slots (probe j), each over the batch
                 values.append(ids.repeat(k))
                 seeds.append(seed.repeat_interleave(ids.numel()))
@@ -235,6 +239,8 @@ class MultiplexedTables(nn.Module):
         return rows, offsets
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
+        if kjt.lengths().numel() == 0:
+            return empty_embeddings(self.features, self.dims, kjt.values().device)
         rows, offsets, masks = self._inputs(kjt)
         return unpack_output(self.kernel(rows, offsets), self.features, self.dims, masks, self.features)
 
@@ -269,7 +275,9 @@ class MultiplexedTables(nn.Module):
         the expected collision rate of the shared table."""
         rate, size = self.collision_rate(), self.kernel.table_bytes()[0]
         accounts = [
-            FeatureAccount(f.name, f.table, self.config.rows, self.dims[f.name], LAYOUT, size if i == 0 else None, rate)  # type: ignore[arg-type]
+            FeatureAccount(
+                f.name, f.table, self.config.rows, self.dims[f.name], LAYOUT, size if i == 0 else None, rate  # type: ignore[arg-type]
+            )
             for i, f in enumerate(self.features)
         ]
         return format_summary(accounts, self.num_parameters(), self.memory_bytes())

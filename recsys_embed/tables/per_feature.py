@@ -18,6 +18,7 @@ from recsys_embed.tables.base import (
     FusedTables,
     TableOptimizer,
     check_ids,
+    empty_embeddings,
     offsets_of,
     sequence_grid,
     unpack_output,
@@ -108,13 +109,15 @@ class PerFeatureTables(nn.Module):
                 grid, present = sequence_grid(jt.values(), jt.lengths(), spec.max_len)
                 values.append(grid[present])
                 lengths.append(present.reshape(-1).to(torch.int64))
-                masks[spec.name] = present.T
+                masks[spec.name] = present.T.contiguous()
             else:
                 values.append(jt.values().to(torch.int64))
                 lengths.append(jt.lengths().to(torch.int64))
         return torch.cat(values), offsets_of(torch.cat(lengths)), masks
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
+        if kjt.lengths().numel() == 0:
+            return empty_embeddings(self.features, self.dims, kjt.values().device)
         indices, offsets, masks = self._inputs(kjt)
         return unpack_output(self.kernel(indices, offsets), self.slot_order, self.dims, masks, self.features)
 

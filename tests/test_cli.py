@@ -1,0 +1,134 @@
+"""The CLI as a real subprocess: demo, train/evaluate from a YAML config, bad input -> exit 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+CLI = [sys.executable, "-m", "recsys_embed.cli"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("demo")
+    result = run("demo", "--rows", "30000", "--batch-size", "512", "--data-dir", str(root / "data"), "--run-dir", str(root / "run"))
+    return root, result
+
+
+def test_demo_trains_and_reports_auc_against_the_oracle(demo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    root, result = demo
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = result.stdout.strip().splitlines()[-1]
+    match = re.search(r"test AUC (\d\.\d+) \(oracle (\d\.\d+)\)", line)
+    assert match, line
+    auc, oracle = float(match.group(1)), float(match.group(2))
+    assert 0.55 < auc < oracle + 0.02, line
+    assert "samples/s" in line and "saved to" in line
+    assert "epoch 1/1" in result.stderr  # the tqdm bar
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    assert metrics["test"]["auc"] == pytest.approx(auc, abs=1e-4)
+    assert (root / "run" / "training_curves.png").exists()
+    assert {p.name for p in (root / "run" / "model").iterdir()} == {"manifest.json", "tensors.safetensors"}
+
+
+def test_evaluate_a_saved_model_reproduces_the_test_metrics(demo: tuple[Path, subprocess.CompletedProcess]) -> None:
+    root, result = demo
+    assert result.returncode == 0
+    test_split = next((root / "data").glob("*/splits/test"))
+    out = run("evaluate", "--model", str(root / "run" / "model"), "--data", str(test_split))
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    saved = json.loads((root / "run" / "metrics.json").read_text())["test"]
+    assert metrics["auc"] == pytest.approx(saved["auc"], abs=1e-6)
+
+
+def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    config = {
+        "data": {"train": str(splits / "train"), "valid": str(splits / "valid"), "test": str(splits / "test")},
+        "schema": "synthetic_ctr",
+        "layout": {"name": "multiplexed", "rows": 4096, "chunk_dim": 8, "probes": 2},
+        "model": {"name": "autoint", "dnn": [32]},
+        "trainer": {"epochs": 1, "lr": 0.002},
+        "batching": {"batch_size": 1024},
+        "run_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run("train", "--config", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"test AUC 0\.\d+", result.stdout)
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["layout_state"]["layout"] == "multiplexed" and manifest["model"]["name"] == "autoint"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"trainer": {"epochs": 1, "learning_rate": 0.1}}, r"trainer: unknown key\(s\) \['learning_rate'\]"),
+        ({"model": {"name": "dcn"}}, r"model.name='dcn' is not one of"),
+        ({"batching": {"batch_size": "big"}}, r"batching.batch_size: expected int"),
+        ({"layout": {"name": "per_feature", "rows": 3}}, r"layout: per_feature takes no options"),
+        ({"data": {"valid": "x"}}, r"data: missing required key\(s\) \['train'\]"),
+    ],
+)
+def test_bad_config_keys_name_the_key(tmp_path: Path, change: dict, message: str) -> None:
+    config = {"data": {"train": str(tmp_path)}, "run_dir": str(tmp_path / "run")}
+    config.update(change)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run("train", "--config", str(path))
+    assert result.returncode == 2
+    assert re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rows", "0"], "rows"),
+        (["--rows", "-5"], "rows"),
+    ],
+)
+def test_synth_rejects_bad_row_counts(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run("synth", "ctr", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_synth_refuses_a_non_empty_directory_without_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run("synth", "ctr", "--rows", "100", "--out", str(out))
+    assert result.returncode == 2 and "--overwrite" in result.stderr or "overwrite" in result.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_synth_unwritable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run("synth", "seq", "--users", "10", "--out", str(blocker / "out"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_synth_then_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "ctr"
+    assert run("synth", "ctr", "--rows", "500", "--out", str(out)).returncode == 0
+    result = run("synth", "ctr", "--rows", "400", "--out", str(out), "--overwrite")
+    assert result.returncode == 0 and "wrote 400 rows" in result.stdout
