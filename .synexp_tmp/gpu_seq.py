@@ -38,12 +38,13 @@ for ep in range(int(sys.argv[2])):
         loss = nn.functional.cross_entropy(logits[y > 0], y[y > 0])
         opt.zero_grad(); loss.backward(); opt.step()
 model.eval()
-def ranks_of(scores):
-    seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, test_in, True); seen[:, 0] = True
+def ranks_of(scores, lo):
+    x, y = test_in[lo:lo + len(scores)], truth[lo:lo + len(scores)]
+    seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, x, True); seen[:, 0] = True
     scores = scores.masked_fill(seen, -1e9)
-    return (scores > scores.gather(1, truth[:, None])).sum(1).cpu().numpy() + 1
+    return (scores > scores.gather(1, y[:, None])).sum(1).cpu().numpy() + 1
 with torch.no_grad():
-    r_model = np.concatenate([ranks_of(model(test_in[i:i+1024])[:, -1]) for i in range(0, len(seqs), 1024)])
+    r_model = np.concatenate([ranks_of(model(test_in[i:i+1024])[:, -1], i) for i in range(0, len(seqs), 1024)])
 pop = torch.bincount(torch.tensor(np.concatenate([s[:-1] for s in seqs]), device=dev), minlength=n_items).float()
-r_pop = np.concatenate([ranks_of(pop[None].expand(len(test_in[i:i+1024]), -1).clone()) for i in range(0, len(seqs), 1024)])
+r_pop = np.concatenate([ranks_of(pop[None].expand(len(test_in[i:i+1024]), -1).clone(), i) for i in range(0, len(seqs), 1024)])
 print(f"transformer HR@10 {hit_rate(r_model,10):.4f} NDCG@10 {ndcg(r_model,10):.4f} | popularity HR@10 {hit_rate(r_pop,10):.4f} NDCG@10 {ndcg(r_pop,10):.4f}")

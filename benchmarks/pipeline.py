@@ -302,8 +302,9 @@ def main() -> None:
     out_path = RESULTS / "pipeline.json"
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
     if args.fit_rss:
-        previous["fit_peak_rss"] = fit_rss(args.fit_rss)
-        print(json.dumps(previous["fit_peak_rss"], indent=2))
+        measured = fit_rss(args.fit_rss)
+        previous.setdefault("fit_peak_rss", {})[str(args.fit_rss)] = measured
+        print(json.dumps(measured, indent=2))
         _write(out_path, previous)
         return
     python = ensure_peers()

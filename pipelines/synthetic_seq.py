@@ -1,12 +1,12 @@
 """Synthetic interaction sequences for next-item prediction (BERT4Rec), with a latent interest model.
 
 One row per interaction: ``user_id``, ``item_id``, ``timestamp`` (int64 Unix seconds, strictly
-increasing per user); rows are ordered by user, then time. Items belong to interest clusters and
-have a series order inside their cluster whose head is the most popular (Zipf). Each user has 2-4
+increasing per user); rows are ordered by user, then time. Items belong to interest clusters, with
+Zipf popularity and a random series order (each item but the last has a successor) inside them. Each user has 2-4
 interest clusters that drift slowly (each step replaces one with a fresh cluster with probability
 ``drift``); every next item is, by the probabilities in :class:`SequenceModel`:
 
-- ``p_series``: the successor of the previous item in its cluster's series order,
+- ``p_series``: the series successor of the previous item,
 - ``p_stay``: a Zipf draw from the previous item's cluster,
 - ``p_noise``: a Zipf draw from a cluster drawn by cluster popularity,
 - otherwise: a Zipf draw from one of the user's current interests.
@@ -126,12 +126,13 @@ class _SeqWorld:
         n_items = int(np.clip(users // 4, 2_000, 200_000))
         n_clusters = max(10, n_items // model.items_per_cluster)
         self.item_cluster = rng.integers(0, n_clusters, n_items)
-        self.cluster_items = np.argsort(self.item_cluster, kind="stable")  # series order inside a cluster
-        self.item_position = np.empty(n_items, dtype=np.int64)
+        self.cluster_items = np.argsort(self.item_cluster, kind="stable")  # popularity order inside a cluster
         self.cluster_size = np.bincount(self.item_cluster, minlength=n_clusters)
         self.cluster_start = np.concatenate(([0], np.cumsum(self.cluster_size)))
-        sorted_cluster = self.item_cluster[self.cluster_items]
-        self.item_position[self.cluster_items] = np.arange(n_items) - self.cluster_start[sorted_cluster]
+        series = np.lexsort((rng.random(n_items), self.item_cluster))  # a random series order per cluster
+        same_cluster = self.item_cluster[series[1:]] == self.item_cluster[series[:-1]]
+        self.series_next = np.full(n_items, -1, dtype=np.int64)
+        self.series_next[series[:-1][same_cluster]] = series[1:][same_cluster]
         self.cluster_by_popularity = rng.permutation(n_clusters)
         self.item_seen = np.zeros(n_items, dtype=bool)
 
@@ -158,9 +159,9 @@ class _SeqWorld:
         cluster = np.where(stay, prev_cluster, cluster)
         cluster[noise] = self._popular_clusters(rng, int(noise.sum()))
         items = self._zipf_in(rng, cluster)
-        position = self.item_position[np.maximum(prev, 0)] + 1
-        series = has_prev & (r < m.p_series) & (position < self.cluster_size[prev_cluster])
-        items[series] = self.cluster_items[self.cluster_start[prev_cluster[series]] + position[series]]
+        successor = self.series_next[np.maximum(prev, 0)]
+        series = has_prev & (r < m.p_series) & (successor >= 0)
+        items[series] = successor[series]
         return items
 
     def block(self, rng: np.random.Generator, first_user: int, n: int) -> pa.Table:
