@@ -1,10 +1,11 @@
 """Synthetic interaction sequences for next-item prediction (BERT4Rec), with a latent interest model.
 
 One row per interaction: ``user_id``, ``item_id``, ``timestamp`` (int64 Unix seconds, strictly
-increasing per user); rows are ordered by user, then time. Items belong to interest clusters, with
-Zipf popularity and a random series order (each item but the last has a successor) inside them. Each user has 2-4
-interest clusters that drift slowly (each step replaces one with a fresh cluster with probability
-``drift``); every next item is, by the probabilities in :class:`SequenceModel`:
+increasing per user); rows are ordered by user, then time. Items belong to interest clusters,
+with Zipf popularity and a random series order (each item but the last has a successor) inside
+them. Each user has 2-4 interest clusters that drift slowly (each step replaces one with a fresh
+cluster with probability ``drift``); every next item is, by the probabilities in
+:class:`SequenceModel`:
 
 - ``p_series``: the series successor of the previous item,
 - ``p_stay``: a Zipf draw from the previous item's cluster,
