@@ -8,7 +8,7 @@ from torch import nn
 from recsys_embed.pipelines.synthetic_seq import write_sequences
 from recsys_embed.metrics import hit_rate, ndcg
 users = int(sys.argv[1]); L = 50; dev = "cuda"; torch.manual_seed(0)
-t0 = time.time(); s = write_sequences("/tmp/seqdata", users, progress=False); print(s.describe(), f"{time.time()-t0:.1f}s")
+t0 = time.time(); s = write_sequences("/tmp/seqdata", users, progress=False, overwrite=True); print(s.describe(), f"{time.time()-t0:.1f}s")
 t = pq.read_table("/tmp/seqdata"); u = t["user_id"].to_numpy(); it = t["item_id"].to_numpy()
 n_items = int(it.max()) + 1
 bounds = np.flatnonzero(np.r_[True, u[1:] != u[:-1], True])
@@ -28,20 +28,22 @@ class SAS(nn.Module):
     def forward(self, x):
         h = self.item(x) + self.pos.weight[None]
         causal = torch.triu(torch.ones(L, L, dtype=torch.bool, device=x.device), 1)
-        h = self.norm(self.enc(h, mask=causal, src_key_padding_mask=(x == 0)))
+        h = self.norm(self.enc(h, mask=causal))
         return h @ self.item.weight.T
-model = SAS().to(dev); opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+model = SAS().to(dev); opt = torch.optim.Adam(model.parameters(), lr=float(sys.argv[3]))
 for ep in range(int(sys.argv[2])):
     perm = torch.randperm(len(seqs), device=dev)
-    for i in range(0, len(seqs), 256):
-        b = perm[i:i+256]; logits = model(train_in[b]); y = train_out[b]
+    model.train()
+    for i in range(0, len(seqs), 128):
+        b = perm[i:i+128]; logits = model(train_in[b]); y = train_out[b]
         loss = nn.functional.cross_entropy(logits[y > 0], y[y > 0])
         opt.zero_grad(); loss.backward(); opt.step()
+    if ep % 5 == 4: print("epoch", ep, "loss", float(loss), flush=True)
 model.eval()
 def ranks_of(scores, lo):
     x, y = test_in[lo:lo + len(scores)], truth[lo:lo + len(scores)]
     seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, x, True); seen[:, 0] = True
-    scores = scores.masked_fill(seen, -1e9)
+    assert not torch.isnan(scores).any(); scores = scores.masked_fill(seen, -1e9)
     return (scores > scores.gather(1, y[:, None])).sum(1).cpu().numpy() + 1
 with torch.no_grad():
     r_model = np.concatenate([ranks_of(model(test_in[i:i+1024])[:, -1], i) for i in range(0, len(seqs), 1024)])

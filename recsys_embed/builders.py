@@ -64,7 +64,7 @@ def build_tables(
             raise ValueError(f"{where}: per_feature takes no options, got {sorted(rest)}")
         return PerFeatureTables(schema, num_embeddings, optimizer)
     if name == "multiplexed":
-        return MultiplexedTables(schema, from_mapping(MultiplexedConfig, rest, where), optimizer)
+        return MultiplexedTables(schema, from_mapping(MultiplexedConfig, rest, where), optimizer, vocab_sizes=dict(num_embeddings))
     if name == "pruned":  # 'search' (EvolutionConfig keys) is read by the training job
         rest.pop("search", None)
         return PrunedTables(schema, num_embeddings, from_mapping(OptEmbedConfig, rest, where), optimizer)
@@ -73,6 +73,19 @@ def build_tables(
         raise ValueError(f"{where}: matryoshka takes 'prefixes' (a list of dims) and 'base' (a layout), got {sorted(rest)}")
     base = build_tables(rest.get("base", {"name": "per_feature"}), schema, num_embeddings, optimizer, f"{where}.base")
     return MatryoshkaTables(base, prefixes=list(rest["prefixes"]))
+
+
+def validate_specs(layout: Mapping[str, Any], model: Mapping[str, Any]) -> None:
+    """Check layout and model names and option keys before any data is read."""
+    name, rest = _split_name(layout, "layout", TRAINABLE_LAYOUTS)
+    if name == "per_feature" and rest:
+        raise ValueError(f"layout: per_feature takes no options, got {sorted(rest)}")
+    if name == "multiplexed":
+        from_mapping(MultiplexedConfig, rest, "layout")
+    if name == "pruned":
+        from_mapping(OptEmbedConfig, {k: v for k, v in rest.items() if k != "search"}, "layout")
+    model_name, model_rest = _split_name(model, "model", MODELS)
+    from_mapping(MODELS[model_name][1], model_rest, "model")
 
 
 def default_history(schema: Schema) -> dict[str, str]:

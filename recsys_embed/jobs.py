@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys_embed.builders import build_model, build_tables
+from recsys_embed.builders import build_model, build_tables, validate_specs
 from recsys_embed.config import BatchingConfig, DataConfig, RunConfig, from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.model_io import load_model, save_model
@@ -59,6 +59,7 @@ class TrainReport:
 def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = False) -> TrainReport:
     """Fit the pipeline on the training data, train, evaluate, save artifact and reports."""
     schema = schema or resolve_schema(config.schema)
+    validate_specs(config.layout, config.model)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(schema).fit(config.data.train)
