@@ -220,17 +220,24 @@ print(sum(pipe.num_embeddings.values()))
 """
 
 
-def fit_rss(rows: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = make_criteo(Path(tmp) / "criteo.parquet", rows)
-        out: dict[str, Any] = {"rows": rows, "file_mb": round(path.stat().st_size / 2**20, 1)}
-        for name in ("ours_vocab", "ours_hash"):
-            code = FIT_CODE.format(here=str(HERE), name=name, path=str(path))
-            start = time.perf_counter()
-            done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], check=True, capture_output=True, text=True)
-            kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
-            out[name] = {"peak_rss_mb": round(kib / 1024, 1), "wall_s": round(time.perf_counter() - start, 2),
-                         "table_rows": int(done.stdout.strip().splitlines()[-1])}  # fmt: skip
+def peak_rss_mb(code: str) -> tuple[float, str]:
+    """Peak RSS (MiB) of a fresh interpreter running ``code``, and its stdout."""
+    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
+    return round(kib / 1024, 1), done.stdout
+
+
+def fit_rss(rows: int, folder: Path) -> dict[str, Any]:
+    """Peak RSS of fresh processes fitting ``rows`` rows (the data file is kept in ``folder``)."""
+    path = folder / f"criteo-{rows}.parquet"
+    if not path.exists():
+        make_criteo(path, rows)
+    out: dict[str, Any] = {"rows": rows, "file_mb": round(path.stat().st_size / 2**20, 1)}
+    out["import_only_peak_rss_mb"], _ = peak_rss_mb("import recsys_embed.pipelines")
+    for name in ("ours_vocab", "ours_hash"):
+        start = time.perf_counter()
+        rss, stdout = peak_rss_mb(FIT_CODE.format(here=str(HERE), name=name, path=str(path)))
+        out[name] = {"peak_rss_mb": rss, "wall_s": round(time.perf_counter() - start, 2), "table_rows": int(stdout.split()[-1])}
     return out
 
 
@@ -293,6 +300,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fit-rss", type=int, default=0, metavar="ROWS")
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()), help="where --fit-rss keeps its data file")
     parser.add_argument("--baseline-round", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_round:
@@ -302,7 +310,7 @@ def main() -> None:
     out_path = RESULTS / "pipeline.json"
     previous = json.loads(out_path.read_text()) if out_path.exists() else {}
     if args.fit_rss:
-        measured = fit_rss(args.fit_rss)
+        measured = fit_rss(args.fit_rss, args.data_dir)
         previous.setdefault("fit_peak_rss", {})[str(args.fit_rss)] = measured
         print(json.dumps(measured, indent=2))
         _write(out_path, previous)

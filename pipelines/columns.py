@@ -16,7 +16,7 @@ expected. Conversions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -28,17 +28,21 @@ INT64_MAX = np.iinfo(np.int64).max
 KEY_TYPES = ("int", "str")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Where:
-    """Where a column comes from, for error messages."""
+    """Where a column comes from, for error messages; ``rows`` maps the positions of a
+    flattened list column to the rows they belong to."""
 
     source: str
     column: str
     first_row: int = 0
+    rows: np.ndarray | None = None
 
     def __call__(self, message: str, row: int | None = None) -> str:
-        at = "" if row is None else f", row {self.first_row + int(row)}"
-        return f"{self.source}: column {self.column!r}{at}: {message}"
+        if row is None:
+            return f"{self.source}: column {self.column!r}: {message}"
+        row = int(row if self.rows is None else self.rows[row])
+        return f"{self.source}: column {self.column!r}, row {self.first_row + row}: {message}"
 
 
 def is_string(t: pa.DataType) -> bool:
@@ -120,7 +124,8 @@ def keys(array: pa.Array, key_type: str, where: Where) -> pa.Array:
     if pa.types.is_dictionary(t):
         if key_type == "str" and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
             return _empty_as_null(array)
-        return pa.DictionaryArray.from_arrays(array.indices, keys(array.dictionary, key_type, where))
+        array = array.dictionary_decode()
+        t = array.type
     if pa.types.is_null(t):
         return pa.nulls(len(array), pa.int64() if key_type == "int" else pa.large_string())
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
@@ -134,13 +139,12 @@ def keys(array: pa.Array, key_type: str, where: Where) -> pa.Array:
         return array
     try:
         return array.cast(pa.int64())
-    except pa.ArrowInvalid:
-        parsed = pc.cast(array, pa.int64(), safe=False)  # unparsable strings come back null
-        bad = pc.and_(pc.is_null(parsed), pc.is_valid(array)).to_numpy(zero_copy_only=False)
-        row = int(np.argmax(bad))
-        raise ValueError(
-            where(f"value {array[row].as_py()!r} is not an integer, but this table group holds integer ids", row)
-        ) from None
+    except pa.ArrowInvalid as err:
+        integer = pc.fill_null(pc.match_substring_regex(array, r"^[+-]?[0-9]{1,19}$"), True)
+        bad = np.flatnonzero(~integer.to_numpy(zero_copy_only=False))
+        row = int(bad[0]) if bad.size else None
+        value = f"value {array[row].as_py()!r}" if row is not None else "a value"
+        raise ValueError(where(f"{value} is not an int64 integer, but this table group holds integer ids ({err})", row)) from None
 
 
 def sequence_keys(array: pa.Array, spec: FeatureSpec, key_type: str, where: Where) -> tuple[np.ndarray, pa.Array]:
@@ -154,13 +158,11 @@ def sequence_keys(array: pa.Array, spec: FeatureSpec, key_type: str, where: Wher
     if is_string(array.type):
         array = pc.split_pattern(array.cast(pa.large_string()), pattern=spec.delimiter)
     lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy().astype(np.int64)
-    values = pc.list_flatten(array)
-    values = keys(values, key_type, where)
+    rows = np.repeat(np.arange(n), lengths)
+    values = keys(pc.list_flatten(array), key_type, replace(where, rows=rows))
     keep = pc.is_valid(values)
     if keep.false_count:
-        keep_np = keep.to_numpy(zero_copy_only=False)
-        rows = np.repeat(np.arange(n), lengths)
-        lengths = np.bincount(rows[keep_np], minlength=n).astype(np.int64)
+        lengths = np.bincount(rows[keep.to_numpy(zero_copy_only=False)], minlength=n).astype(np.int64)
         values = values.filter(keep)
     if lengths.size and lengths.max() > spec.max_len:
         kept = np.minimum(lengths, spec.max_len)

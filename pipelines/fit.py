@@ -32,7 +32,7 @@ from recsys_embed.pipelines.sources import ReadSpec, Shard, read_shard
 from recsys_embed.pipelines.state import FittedState, NumericState, TableState
 
 SAMPLE_SIZE = 100_000
-MIN_MERGE = 1 << 22
+MIN_MERGE = 1 << 20
 
 
 class VocabularyCounter:
@@ -62,7 +62,7 @@ class VocabularyCounter:
         self._values.append(values)
         self._counts.append(counts.astype(np.int64))
         self._pending += len(values)
-        if self._pending > max(MIN_MERGE, 2 * self._merged):
+        if self._pending > max(MIN_MERGE, self._merged):  # memory <= ~2x the distinct values
             self._merge()
 
     def _merge(self) -> pa.Table:

@@ -39,6 +39,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -86,7 +87,7 @@ class SequentialModelConfig:
 @dataclass
 class SequentialConfig:
     """Args:
-    model: the BERT4Rec encoder.
+    model: the BERT4Rec encoder (a :class:`SequentialModelConfig` or a mapping of its fields).
     min_length: users with fewer events are dropped (>= 3: train, valid and test items).
     mask_prob: Cloze masking probability of each training item.
     batch_size / epochs: training sequences per step / passes over the training users.
@@ -105,7 +106,7 @@ class SequentialConfig:
     model: SequentialModelConfig = field(default_factory=SequentialModelConfig)
     min_length: int = 5
     mask_prob: float = 0.2
-    batch_size: int = 128
+    batch_size: int = 32
     epochs: int = 10
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -118,6 +119,8 @@ class SequentialConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, Mapping):
+            self.model = SequentialModelConfig(**self.model)
         if self.min_length < 3:
             raise ValueError(f"min_length must be >= 3 (train, valid and test items), got {self.min_length}")
         if not 0.0 < self.mask_prob < 1.0:
@@ -173,11 +176,13 @@ class ItemIndex:
         return self.raw.len()
 
     def encode(self, values: pl.Series | Sequence[Any]) -> np.ndarray:
-        """Contiguous ids (int64) of raw ids, 0 for raw ids not in the index."""
-        series = values if isinstance(values, pl.Series) else pl.Series(list(values), dtype=self.raw.dtype, strict=False)
-        if series.len() and series.dtype != self.raw.dtype:
-            raise TypeError(f"item ids have type {series.dtype}, but the item vocabulary holds {self.raw.dtype}")
-        return series.replace_strict(self.raw, self._ids, default=0, return_dtype=pl.Int64).to_numpy()
+        """Contiguous ids (int64) of raw ids, 0 for nulls and raw ids not in the index."""
+        series = values if isinstance(values, pl.Series) else pl.Series(list(values))
+        if series.dtype != self.raw.dtype:
+            if not (series.dtype == pl.Null or (series.dtype.is_integer() and self.raw.dtype.is_integer())):
+                raise TypeError(f"item ids have type {series.dtype}, but the item vocabulary holds {self.raw.dtype}")
+            series = series.cast(self.raw.dtype)
+        return series.replace_strict(self.raw, self._ids, default=0, return_dtype=pl.Int64).fill_null(0).to_numpy(writable=True)
 
     def decode(self, ids: Sequence[int] | np.ndarray | torch.Tensor) -> list[Any]:
         """Raw ids of contiguous ids ``1..N``."""
@@ -216,7 +221,7 @@ class ItemSequences:
         width = max(int(keep.max(initial=0)), 1)
         index = (ends - keep)[:, None] + np.arange(width)[None, :]
         real = np.arange(width)[None, :] < keep[:, None]
-        values = self.items[np.minimum(index, max(len(self.items) - 1, 0))] if len(self.items) else np.zeros_like(index)
+        values = np.take(self.items, index, mode="clip") if len(self.items) else np.zeros_like(index)
         return torch.from_numpy(np.where(real, values, 0))
 
 
@@ -283,17 +288,16 @@ def evaluate_next_item(
     device = torch.device(config.device)
     num_items = popularity.num_items
     ranks = []
+    weights = popularity.counts.cpu() if config.negative_sampling == "popularity" else None
     for rows in _chunks(len(split), max(1, SCORES_PER_EVAL_BATCH // (num_items + 2))):
-        history = split.histories.padded(rows, last=config.model.max_len).to(device)
-        exclude = split.histories.padded(rows).to(device) if config.exclude_history else None
-        targets = torch.from_numpy(split.targets[rows]).to(device)
-        scores = score_next(history)
-        if config.negatives:
-            weights = popularity.counts.to(device) if config.negative_sampling == "popularity" else None
+        scores = score_next(split.histories.padded(rows, last=config.model.max_len).to(device))
+        exclude = split.histories.padded(rows) if config.exclude_history else None
+        targets = torch.from_numpy(split.targets[rows])
+        if config.negatives:  # drawn on the CPU, where the generator lives
             negatives = sample_negatives(targets, num_items, config.negatives, exclude, weights, generator)
-            ranks.append(rank_of(scores, targets, negatives=negatives.to(device)))
+            ranks.append(rank_of(scores, targets.to(device), negatives=negatives.to(device)))
         else:
-            ranks.append(rank_of(scores, targets, exclude=exclude))
+            ranks.append(rank_of(scores, targets.to(device), exclude=None if exclude is None else exclude.to(device)))
     all_ranks = torch.cat(ranks).cpu().numpy()
     out: dict[str, float] = {}
     for name, metric in (("hr", metrics.hit_rate), ("ndcg", metrics.ndcg), ("mrr", metrics.mrr)):
@@ -355,7 +359,8 @@ def fit_bert4rec(model: BERT4Rec, splits: SequenceSplits, config: SequentialConf
 @dataclass
 class SequentialReport:
     """What :func:`train_sequential` returns: BERT4Rec's metrics on the best validation epoch
-    and on test, the popularity baseline's on both, and training throughput."""
+    and on test, the popularity baseline's on both, training throughput, and the trained
+    model as a :class:`SequentialRecommender`."""
 
     run_dir: Path
     valid: dict[str, float]
@@ -363,15 +368,17 @@ class SequentialReport:
     popularity_valid: dict[str, float]
     popularity_test: dict[str, float]
     sequences_per_second: float
+    recommender: SequentialRecommender = field(repr=False)
     k: int = 10
 
     def summary(self) -> str:
-        parts = [
-            f"test {name}@{self.k} {self.test[f'{key}@{self.k}']:.4f} (popularity {self.popularity_test[f'{key}@{self.k}']:.4f})"
-            for name, key in (("NDCG", "ndcg"), ("HR", "hr"), ("MRR", "mrr"))
-        ]
-        parts[1:] = [p.removeprefix("test ") for p in parts[1:]]
-        return "  ".join([*parts, f"{self.sequences_per_second:,.0f} seq/s", f"saved to {self.run_dir}/"])
+        """``test NDCG@10 0.xxx (popularity 0.yyy)  HR@10 ...  MRR@10 ...  N seq/s  saved to DIR/``."""
+        def versus(name: str) -> str:
+            key = f"{name.lower()}@{self.k}"
+            return f"{name}@{self.k} {self.test[key]:.4f} (popularity {self.popularity_test[key]:.4f})"
+
+        return "  ".join([f"test {versus('NDCG')}", versus("HR"), versus("MRR"),
+                          f"{self.sequences_per_second:,.0f} seq/s", f"saved to {self.run_dir}/"])
 
 
 def train_sequential(events: pl.LazyFrame | pl.DataFrame, config: SequentialConfig, run_dir: str | Path) -> SequentialReport:
@@ -398,8 +405,9 @@ def train_sequential(events: pl.LazyFrame | pl.DataFrame, config: SequentialConf
     tmp.write_text(json.dumps(report, indent=2))
     tmp.rename(run_dir / "metrics.json")
     plot_curves(result, run_dir / "training_curves.png", f"ndcg@{config.selection_k}")
+    recommender = SequentialRecommender(model, splits.items, config.exclude_history)
     return SequentialReport(run_dir, result.best, test, baseline["valid"], baseline["test"],
-                            result.samples_per_second, config.selection_k)
+                            result.samples_per_second, recommender, config.selection_k)
 
 
 class SequentialRecommender:
@@ -418,7 +426,9 @@ class SequentialRecommender:
         unknown raw ids are skipped, and with ``exclude_history`` the history is never recommended."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        sequences = ItemSequences.from_lists(pl.Series(list(map(list, histories)), dtype=pl.List(self.items.raw.dtype)), self.items)
+        if not histories:
+            return []
+        sequences = ItemSequences.from_lists(pl.Series([list(history) for history in histories]), self.items)
         rows = np.arange(len(sequences))
         device = next(self.model.parameters()).device
         scores = self.model.score_next(sequences.padded(rows, last=self.model.config.max_len).to(device))
@@ -444,9 +454,9 @@ def load_sequential(path: str | Path) -> SequentialRecommender:
     tensors, manifest = load_artifact(path)
     if manifest.get("task") != TASK:
         raise ValueError(f"artifact {path}: task is {manifest.get('task')!r}, not a {TASK!r} model")
-    spec = dict(manifest["model"])
+    spec = dict(manifest.get("model") or {})
     if spec.pop("name", None) != "bert4rec":
-        raise ValueError(f"artifact {path}: model {manifest['model'].get('name')!r} is not 'bert4rec'")
+        raise ValueError(f"artifact {path}: manifest model {manifest.get('model')!r} is not a 'bert4rec' config")
     model = BERT4Rec(BERT4RecConfig(**spec))
     try:
         model.load_state_dict(tensors)
@@ -479,6 +489,8 @@ class EventsConfig:
 
 @dataclass
 class SequentialRunConfig:
+    """A run YAML of ``task: sequential``; ``trainer`` holds :class:`SequentialConfig` fields."""
+
     data: EventsConfig
     task: str = TASK
     model: SequentialModelConfig = field(default_factory=SequentialModelConfig)
@@ -495,14 +507,19 @@ def sequential_run_config(mapping: Mapping[str, Any], where: str = "config") -> 
         raise ValueError(f"{where}.task: expected {TASK!r}, got {run.task!r}")
     if run.data.format not in EVENT_READERS:
         raise ValueError(f"{where}.data.format: expected one of {sorted(EVENT_READERS)}, got {run.data.format!r}")
-    if "model" in run.trainer:
-        raise ValueError(f"{where}.trainer.model: model settings go under the top-level 'model' key")
+    trainer_keys = sorted(f.name for f in dataclasses.fields(SequentialConfig) if f.name != "model")
+    unknown = sorted(set(run.trainer) - set(trainer_keys))
+    if unknown:
+        hint = "; model settings go under the top-level 'model' key" if "model" in unknown else ""
+        raise ValueError(f"{where}.trainer: unknown key(s) {unknown}; expected some of {trainer_keys}{hint}")
     config = from_mapping(SequentialConfig, run.trainer, f"{where}.trainer")
     config.model = run.model
     return run, config
 
 
-def train_sequential_from_config(mapping: Mapping[str, Any], where: str = "config", base_dir: str | Path | None = None) -> SequentialReport:
+def train_sequential_from_config(
+    mapping: Mapping[str, Any], where: str = "config", base_dir: str | Path | None = None
+) -> SequentialReport:
     """Validate ``mapping`` (:func:`sequential_run_config`), read the events (a relative
     ``data.events`` is taken from ``base_dir``, e.g. the YAML's folder) and train."""
     run, config = sequential_run_config(mapping, where)

@@ -137,3 +137,11 @@ def test_source_errors(tmp_path: Path) -> None:
         fitted().transform(tmp_path / "notes.md")
     with pytest.raises(ValueError, match="holds no Parquet/CSV/TSV file"):
         fitted().transform(tmp_path)
+
+
+def test_bad_token_in_an_integer_sequence_names_its_row(tmp_path: Path) -> None:
+    schema = Schema([FeatureSpec("item"), FeatureSpec("hist", kind="sequence", table="item", max_len=3, delimiter="|")], label=None)
+    pipe = Pipeline(schema).fit(pa.table({"item": pa.array([1, 2], pa.int64()), "hist": ["1|2", "2"]}))
+    path = parquet(tmp_path, pa.table({"item": pa.array([1, 2, 3], pa.int64()), "hist": ["1|2", "", "2|x|1"]}))
+    with pytest.raises(ValueError, match=r"data\.parquet: column 'hist', row 2: value 'x' is not an int64 integer"):
+        list(pipe.transform(path))
