@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.metrics import oracle_auc as _oracle_auc
 from recsys_embed.pipelines.synthetic_click_model import CTR_ARROW_SCHEMA, MAX_HISTORY, ClickModel, CtrWorld
+from recsys_embed.pipelines.sources import resolve_files
 from recsys_embed.pipelines.synthetic_output import ParquetParts, check_output_dir
 
 __all__ = ["CTR_ARROW_SCHEMA", "MAX_HISTORY", "CtrSummary", "ctr_schema", "oracle_auc", "write_ctr"]
@@ -101,7 +102,7 @@ def write_ctr(
     """
     if not isinstance(rows, (int, np.integer)) or isinstance(rows, bool) or rows <= 0:
         raise ValueError(f"rows must be a positive integer, got {rows!r}")
-    check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite)  # before the set-up, which takes seconds at scale
     rng = np.random.default_rng(seed)
     world = CtrWorld(rng, int(rows), ClickModel())
     meta = {"generator": "recsys_embed.pipelines.synthetic_ctr", "version": 1, "seed": seed, "rows": int(rows)}
@@ -134,13 +135,15 @@ def write_ctr(
 
 
 def oracle_auc(path: str | Path) -> float:
-    """AUC of ``p_true`` vs ``label`` over a Parquet file or a directory of them."""
-    path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files or not all(f.is_file() for f in files):
-        raise ValueError(f"{path}: expected a Parquet file or a directory of *.parquet files")
+    """AUC of ``p_true`` vs ``label`` over Parquet data (a file, a directory or a glob; see
+    :func:`recsys_embed.pipelines.sources.resolve_files`), reading only those two columns."""
     p_true, labels = [], []
-    for f in files:
+    for f in resolve_files(path):
+        if f.suffix != ".parquet":
+            raise ValueError(f"{f}: oracle_auc reads Parquet files with columns 'p_true' and 'label'")
+        columns = pq.read_schema(f).names
+        if "p_true" not in columns or "label" not in columns:
+            raise ValueError(f"{f}: expected columns 'p_true' and 'label', found {columns}")
         table = pq.read_table(f, columns=["p_true", "label"])
         p_true.append(table["p_true"].to_numpy())
         labels.append(table["label"].to_numpy())

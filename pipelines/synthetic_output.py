@@ -157,14 +157,20 @@ class ParquetParts:
             self._write_group(self._pending_rows)
         self._close_file()
         assert self._tmp is not None
-        old = None
-        if self.out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".old", dir=self.out_dir.parent))
-            os.replace(self.out_dir, old / self.out_dir.name)
-        os.replace(self._tmp, self.out_dir)
+        if not self.out_dir.exists():
+            os.replace(self._tmp, self.out_dir)
+            self._tmp = None
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".old", dir=self.out_dir.parent))
+        os.replace(self.out_dir, old / self.out_dir.name)
+        try:
+            os.replace(self._tmp, self.out_dir)
+        except BaseException:
+            os.replace(old / self.out_dir.name, self.out_dir)  # put the old data back
+            old.rmdir()
+            raise
         self._tmp = None
-        if old is not None:
-            shutil.rmtree(old)
+        shutil.rmtree(old)
 
     def _abort(self) -> None:
         if self._writer is not None:

@@ -3,8 +3,8 @@
 One row per interaction: ``user_id``, ``item_id``, ``timestamp`` (int64 Unix seconds, strictly
 increasing per user); rows are ordered by user, then time. Items belong to interest clusters,
 with Zipf popularity and a random series order (each item but the last has a successor) inside
-them. Each user has 2-4 interest clusters that drift slowly (each step replaces one with a fresh
-cluster with probability ``drift``); every next item is, by the probabilities in
+them. Each user has 2-4 interest clusters that drift slowly (each step replaces one of them with a
+fresh cluster with probability ``drift``); every next item is, by the probabilities in
 :class:`SequenceModel`:
 
 - ``p_series``: the series successor of the previous item,
@@ -55,6 +55,8 @@ class SequenceModel:
     p_series: float = 0.2
     p_stay: float = 0.45
     p_noise: float = 0.05
+    min_interests: int = 2
+    max_interests: int = 4
     drift: float = 0.02
     item_exponent: float = 1.0
     cluster_exponent: float = 0.8
@@ -102,7 +104,7 @@ def write_sequences(
     """
     if not isinstance(users, (int, np.integer)) or isinstance(users, bool) or users <= 0:
         raise ValueError(f"users must be a positive integer, got {users!r}")
-    check_output_dir(out_dir, overwrite)
+    check_output_dir(out_dir, overwrite)  # before the set-up
     rng = np.random.default_rng(seed)
     world = _SeqWorld(rng, int(users), SequenceModel())
     meta = {"generator": "recsys_embed.pipelines.synthetic_seq", "version": 1, "seed": seed, "users": int(users)}
@@ -120,7 +122,8 @@ def write_sequences(
 
 
 class _SeqWorld:
-    """Items in clusters (``users / 4`` items, at least 2,000; ``items_per_cluster`` per cluster)."""
+    """Items in clusters: ``users / 4`` items (2,000 to 200,000), ``items_per_cluster`` a cluster
+    on average; clusters have Zipf popularity, and so have the items inside a cluster."""
 
     def __init__(self, rng: np.random.Generator, users: int, model: SequenceModel) -> None:
         self.model = model
@@ -170,8 +173,8 @@ class _SeqWorld:
         m = self.model
         lengths = np.clip(np.round(rng.lognormal(np.log(m.median_len), m.len_sigma, n)), m.min_len, m.max_len)
         lengths = lengths.astype(np.int64)
-        n_interests = rng.integers(2, 5, n)
-        interests = self._popular_clusters(rng, (n, 4))
+        n_interests = rng.integers(m.min_interests, m.max_interests + 1, n)
+        interests = self._popular_clusters(rng, (n, m.max_interests))
         seq = np.full((n, m.max_len), -1, dtype=np.int64)
         prev = np.full(n, -1, dtype=np.int64)
         for t in range(int(lengths.max())):
@@ -191,7 +194,8 @@ class _SeqWorld:
             seq[act[keep], t] = items[keep]
             prev[act[keep]] = items[keep]
             drifting = act[rng.random(len(act)) < m.drift]
-            interests[drifting, rng.integers(0, 4, len(drifting))] = self._popular_clusters(rng, len(drifting))
+            slot = (rng.random(len(drifting)) * n_interests[drifting]).astype(np.int64)
+            interests[drifting, slot] = self._popular_clusters(rng, len(drifting))
         gaps = 1 + rng.exponential(m.mean_gap_seconds, (n, m.max_len)).astype(np.int64)
         start = START_TIMESTAMP + rng.integers(0, m.start_span_days * 86_400, n)
         timestamps = start[:, None] + np.cumsum(gaps, axis=1)

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 EXIT_BAD_INPUT = 2
 
@@ -70,9 +71,15 @@ def _run(args: argparse.Namespace) -> None:
                                        batch_size=args.batch_size))
         print(report.summary())
     elif args.command == "train":
-        from recsys_embed.config import load_run_config
+        from recsys_embed.config import load_run_config, read_yaml
 
-        print(jobs.train(load_run_config(args.config)).summary())
+        data = read_yaml(args.config)
+        if isinstance(data, dict) and data.get("task") == "sequential":
+            from recsys_embed.sequential import train_sequential_from_config
+
+            print(train_sequential_from_config(data, args.config, base_dir=Path(args.config).parent).summary())
+        else:
+            print(jobs.train(load_run_config(args.config)).summary())
     elif args.command == "evaluate":
         metrics = jobs.evaluate(args.model, args.data, batch_size=args.batch_size)
         print(json.dumps(metrics))

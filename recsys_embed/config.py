@@ -111,16 +111,21 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
         raise ValueError(f"{where}: {err}") from None
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read and validate a run YAML; relative data paths are taken from the YAML's folder."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML file, or a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from None
-    config = from_mapping(RunConfig, data, str(path))
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run YAML; relative data paths are taken from the YAML's folder."""
+    path = Path(path)
+    config = from_mapping(RunConfig, read_yaml(path), str(path))
     base = path.parent
     for key in ("train", "valid", "test"):
         value = getattr(config.data, key)

@@ -132,3 +132,19 @@ def test_synth_then_overwrite(tmp_path: Path) -> None:
     assert run("synth", "ctr", "--rows", "500", "--out", str(out)).returncode == 0
     result = run("synth", "ctr", "--rows", "400", "--out", str(out), "--overwrite")
     assert result.returncode == 0 and "wrote 400 rows" in result.stdout
+
+
+def test_train_sequential_task_from_yaml(tmp_path: Path) -> None:
+    assert run("synth", "seq", "--users", "300", "--out", str(tmp_path / "seq")).returncode == 0
+    config = {
+        "task": "sequential",
+        "data": {"events": "seq", "format": "synthetic"},
+        "model": {"max_len": 10, "dim": 16, "num_layers": 1},
+        "trainer": {"epochs": 1, "batch_size": 64, "progress": False},
+        "run_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = run("train", "--config", str(tmp_path / "run.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"test NDCG@10 0\.\d+ \(popularity 0\.\d+\)", result.stdout), result.stdout
+    assert (tmp_path / "run" / "model" / "manifest.json").exists()

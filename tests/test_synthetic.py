@@ -139,8 +139,11 @@ def test_oracle_auc_of_a_hand_made_case(tmp_path: Path) -> None:
     pq.write_table(part, tmp_path.parent / f"{tmp_path.name}.parquet")
     assert oracle_auc(tmp_path) == pytest.approx(0.75)
     assert oracle_auc(tmp_path.parent / f"{tmp_path.name}.parquet") == pytest.approx(0.75)
-    with pytest.raises(ValueError, match="expected a Parquet file"):
+    with pytest.raises(ValueError, match="no such file"):
         oracle_auc(tmp_path / "missing")
+    pq.write_table(pa.table({"score": [0.5]}), tmp_path / "part-00002.parquet")
+    with pytest.raises(ValueError, match="part-00002.parquet: expected columns 'p_true' and 'label'"):
+        oracle_auc(tmp_path)
 
 
 def test_ctr_schema_names_only_columns_of_the_data() -> None:
