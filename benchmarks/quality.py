@@ -15,11 +15,12 @@
 Every run uses the same hyper-parameters (``Settings``): batch size, Adam lr for the dense
 parameters, fused rowwise Adagrad for the tables, up to ``epochs`` epochs with early stopping
 on validation AUC (the best epoch is kept). The data is split by time 80/10/10 and cached in
-``--data-dir``. Results are written after every run (``--resume`` reuses the runs of an
-earlier JSON made with the same settings). Writes ``benchmarks/results/quality.json`` and
-``.png``.
+``--data-dir``. Torch runs one thread (``--threads``): on a shared 2-core machine two threads
+cost 3-5x the CPU time per step. Results are written after every run; ``--reuse`` takes the
+runs of earlier JSONs made with the same settings (so the two parts can run as two processes
+and be merged). Writes ``benchmarks/results/quality.json`` and ``.png``.
 
-    python benchmarks/quality.py [--rows 1000000] [--epochs 2] [--parts 1 2] [--resume]
+    python benchmarks/quality.py [--rows 1000000] [--epochs 1] [--parts 1 2] [--reuse old.json ...]
     python benchmarks/quality.py --smoke --out /tmp/quality.json    # tiny, for the tests
 """
 
@@ -67,7 +68,7 @@ class Settings:
 
     rows: int = 1_000_000
     seed: int = 0
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 2048
     lr: float = 2e-3
     table_optimizer: str = "rowwise_adagrad"
@@ -201,6 +202,18 @@ def part2_plan(settings: Settings, splits: dict[str, str]) -> tuple[int, dict[in
     return total, plan
 
 
+def reuse(result: dict[str, Any], paths: list[Path]) -> None:
+    """Copy into ``result`` the runs of the JSONs at ``paths`` that were made with its settings."""
+    for path in paths:
+        earlier = json.loads(path.read_text())
+        if earlier.get("settings") != result["settings"]:
+            print(f"--reuse {path}: other settings, not reused ({earlier.get('settings')})", flush=True)
+            continue
+        result["part1"]["models"].update(earlier.get("part1", {}).get("models", {}))
+        for k, entry in earlier.get("part2", {}).get("budgets", {}).items():
+            result["part2"].setdefault("budgets", {}).setdefault(k, {}).update(entry)
+
+
 def write_json(result: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -269,7 +282,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/quality"), help="run folders of the trainings")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
-    parser.add_argument("--resume", action="store_true", help="reuse the runs of --out made with the same settings")
+    parser.add_argument("--reuse", type=Path, nargs="*", default=[], help="JSONs whose runs (same settings) are taken")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--smoke", action="store_true", help="tiny data and one epoch, to check the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -278,9 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows=args.rows, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         table_lr=args.table_lr, budgets=args.budgets, floor=args.floor, part2_model=args.part2_model,
     )  # fmt: skip
-    earlier = json.loads(args.out.read_text()) if args.resume and args.out.exists() else {}
-    if earlier.get("settings") != dataclasses.asdict(settings):
-        earlier = {}
+    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     splits = prepare_data(args.data_dir, settings.rows, settings.seed)
@@ -294,8 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "part1": {"models": {}, "targets": {}},
         "part2": {},
     }
-    for part in ("part1", "part2"):
-        result[part].update(earlier.get(part, {}))
+    reuse(result, args.reuse)
 
     def done(record: dict[str, Any], key: str, make: Any) -> None:
         if key not in record:
