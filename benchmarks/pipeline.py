@@ -220,11 +220,12 @@ print(sum(pipe.num_embeddings.values()))
 """
 
 
-def peak_rss_mb(code: str) -> tuple[float, str]:
-    """Peak RSS (MiB) of a fresh interpreter running ``code``, and its stdout."""
+def peak_rss_mb(code: str) -> tuple[float, float, str]:
+    """Peak RSS (MiB) and CPU seconds (user + system) of a fresh interpreter running ``code``, and its stdout."""
     done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], check=True, capture_output=True, text=True)
     kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
-    return round(kib / 1024, 1), done.stdout
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr).group(1)) for kind in ("User", "System"))  # type: ignore[union-attr]
+    return round(kib / 1024, 1), round(cpu, 1), done.stdout
 
 
 def fit_rss(rows: int, folder: Path) -> dict[str, Any]:
@@ -233,11 +234,12 @@ def fit_rss(rows: int, folder: Path) -> dict[str, Any]:
     if not path.exists():
         make_criteo(path, rows)
     out: dict[str, Any] = {"rows": rows, "file_mb": round(path.stat().st_size / 2**20, 1)}
-    out["import_only_peak_rss_mb"], _ = peak_rss_mb("import recsys_embed.pipelines")
+    out["import_only_peak_rss_mb"], _, _ = peak_rss_mb("import recsys_embed.pipelines")
     for name in ("ours_vocab", "ours_hash"):
         start = time.perf_counter()
-        rss, stdout = peak_rss_mb(FIT_CODE.format(here=str(HERE), name=name, path=str(path)))
-        out[name] = {"peak_rss_mb": rss, "wall_s": round(time.perf_counter() - start, 2), "table_rows": int(stdout.split()[-1])}
+        rss, cpu, stdout = peak_rss_mb(FIT_CODE.format(here=str(HERE), name=name, path=str(path)))
+        out[name] = {"peak_rss_mb": rss, "wall_s": round(time.perf_counter() - start, 1), "cpu_s": cpu,
+                     "table_rows": int(stdout.split()[-1])}  # fmt: skip
     return out
 
 

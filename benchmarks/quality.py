@@ -70,9 +70,9 @@ class Settings:
     seed: int = 0
     epochs: int = 1
     batch_size: int = 2048
-    lr: float = 2e-3
+    lr: float = 3e-3
     table_optimizer: str = "rowwise_adagrad"
-    table_lr: float = 0.05
+    table_lr: float = 0.4
     embedding_dim: int = 16
     budgets: list[int] = field(default_factory=lambda: [1, 10, 100])
     floor: int = 32
@@ -98,11 +98,11 @@ def allocate_buckets(sizes: dict[str, int], dims: dict[str, int], budget: int, f
     """Hash buckets per table group so that ``sum((buckets + 2) * dim) ~= budget`` parameters.
 
     ``sizes`` are the vocabulary sizes (value ids, without the missing and OOV rows). Buckets
-    are ``max(min(size, floor), round(s * size))`` with the scale ``s <= 1`` found by bisection;
+    are ``max(min(size, floor), round(s * size))`` with the largest scale ``s <= 1`` (bisection) that fits;
     if even the floors exceed the budget, the floors are returned.
 
     >>> allocate_buckets({"user": 1000, "item": 500, "device": 3}, dict.fromkeys(["user", "item", "device"], 4), 4 * 160, 8)
-    {'user': 100, 'item': 50, 'device': 3}
+    {'user': 101, 'item': 50, 'device': 3}
     """
     if budget <= 0:
         raise ValueError(f"allocate_buckets: budget must be > 0 parameters, got {budget}")
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="tiny data and one epoch, to check the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.rows, args.epochs, args.batch_size, args.budgets = 4000, 1, 512, [1, 10]
+        args.rows, args.epochs, args.batch_size = 2000, 1, 256
     settings = Settings(
         rows=args.rows, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         table_lr=args.table_lr, budgets=args.budgets, floor=args.floor, part2_model=args.part2_model,

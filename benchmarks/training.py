@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"comma-separated, of {FRAMEWORKS}")
     parser.add_argument("--work-dir", default=str(HERE.parent / "data" / "bench-training"), help="data and run files")
     parser.add_argument("--results", default=str(RESULTS), help="folder for training.json and training.png")
-    parser.add_argument("--smoke", action="store_true", help="tiny data, one rep, ours only (no peers' venv needed)")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one rep, one thread, ours only (no peers' venv needed)")
     args = parser.parse_args(argv)
     if args.command == "worker":
         config = json.loads(Path(args.config).read_text())
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(report, Path(args.out))
         return
     if args.smoke:
-        args.rows, args.reps, args.frameworks, args.batch_size = 4_000, 1, "ours", 512
+        args.rows, args.reps, args.frameworks, args.batch_size, args.threads = 4_000, 1, "ours", 512, 1
     benchmark(args)
 
 

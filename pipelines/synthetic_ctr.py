@@ -39,7 +39,7 @@ from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.metrics import oracle_auc as _oracle_auc
 from recsys_embed.pipelines.synthetic_click_model import CTR_ARROW_SCHEMA, MAX_HISTORY, ClickModel, CtrWorld
 from recsys_embed.pipelines.sources import resolve_files
-from recsys_embed.pipelines.synthetic_output import ParquetParts, check_output_dir
+from recsys_embed.pipelines.synthetic_output import ParquetParts
 
 __all__ = ["CTR_ARROW_SCHEMA", "MAX_HISTORY", "CtrSummary", "ctr_schema", "oracle_auc", "write_ctr"]
 
@@ -102,13 +102,13 @@ def write_ctr(
     """
     if not isinstance(rows, (int, np.integer)) or isinstance(rows, bool) or rows <= 0:
         raise ValueError(f"rows must be a positive integer, got {rows!r}")
-    check_output_dir(out_dir, overwrite)  # before the set-up, which takes seconds at scale
-    rng = np.random.default_rng(seed)
-    world = CtrWorld(rng, int(rows), ClickModel())
     meta = {"generator": "recsys_embed.pipelines.synthetic_ctr", "version": 1, "seed": seed, "rows": int(rows)}
     schema = CTR_ARROW_SCHEMA.with_metadata({"recsys_embed.synthetic": json.dumps(meta)})
+    parts = ParquetParts(out_dir, schema, row_group_size, overwrite=overwrite)  # checks before the set-up
+    rng = np.random.default_rng(seed)
+    world = CtrWorld(rng, int(rows), ClickModel())
     auc_hist = np.zeros((2, AUC_BINS), dtype=np.int64)
-    with ParquetParts(out_dir, schema, row_group_size, overwrite=overwrite) as parts, tqdm(
+    with parts, tqdm(
         total=rows, unit="row", unit_scale=True, desc="synthetic ctr", disable=not progress
     ) as bar:
         done = 0

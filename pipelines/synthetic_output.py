@@ -33,11 +33,11 @@ import pyarrow.parquet as pq
 ROWS_PER_FILE = 1_000_000
 
 
-def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
+def _check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     """Validate ``out_dir`` before any work: ``ValueError`` (one line) if it cannot be written.
 
-    It may not exist yet (missing parents are created on commit); if it exists it must be a
-    directory, and it must be empty unless ``overwrite``.
+    It may not exist yet (missing parents are created, and removed again if the write fails);
+    if it exists it must be a directory, and it must be empty unless ``overwrite``.
     """
     out = Path(out_dir).expanduser().absolute()
     if out.exists():
@@ -57,7 +57,7 @@ class ParquetParts:
     """Context manager writing an Arrow stream as a directory of Parquet parts, atomically.
 
     Args:
-        out_dir: the directory to create (checked by :func:`check_output_dir`).
+        out_dir: the directory to create (checked by :func:`_check_output_dir`).
         schema: Arrow schema of every table passed to :meth:`write` (its metadata is kept).
         row_group_size: rows per row group (the last group of a file may be smaller).
         rows_per_file: rows per part file.
@@ -78,7 +78,7 @@ class ParquetParts:
             raise ValueError(f"row_group_size must be > 0, got {row_group_size}")
         if rows_per_file <= 0:
             raise ValueError(f"rows_per_file must be > 0, got {rows_per_file}")
-        self.out_dir = check_output_dir(out_dir, overwrite)
+        self.out_dir = _check_output_dir(out_dir, overwrite)
         self.schema = schema
         self.row_group_size = row_group_size
         self.rows_per_file = rows_per_file

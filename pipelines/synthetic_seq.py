@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from recsys_embed.pipelines.synthetic_output import ParquetParts, check_output_dir
+from recsys_embed.pipelines.synthetic_output import ParquetParts
 from recsys_embed.pipelines.synthetic_sampling import power_law_ranks
 
 BLOCK_USERS = 4096  # generation block; the data does not depend on how it is written
@@ -104,12 +104,12 @@ def write_sequences(
     """
     if not isinstance(users, (int, np.integer)) or isinstance(users, bool) or users <= 0:
         raise ValueError(f"users must be a positive integer, got {users!r}")
-    check_output_dir(out_dir, overwrite)  # before the set-up
-    rng = np.random.default_rng(seed)
-    world = _SeqWorld(rng, int(users), SequenceModel())
     meta = {"generator": "recsys_embed.pipelines.synthetic_seq", "version": 1, "seed": seed, "users": int(users)}
     schema = SEQ_ARROW_SCHEMA.with_metadata({"recsys_embed.synthetic": json.dumps(meta)})
-    with ParquetParts(out_dir, schema, overwrite=overwrite) as parts, tqdm(
+    parts = ParquetParts(out_dir, schema, overwrite=overwrite)  # checks the output before the set-up
+    rng = np.random.default_rng(seed)
+    world = _SeqWorld(rng, int(users), SequenceModel())
+    with parts, tqdm(
         total=users, unit="user", unit_scale=True, desc="synthetic sequences", disable=not progress
     ) as bar:
         for first in range(0, users, BLOCK_USERS):

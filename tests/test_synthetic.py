@@ -166,6 +166,12 @@ def test_ctr_bad_row_count(tmp_path: Path, rows: object) -> None:
     assert _entries(tmp_path) == []
 
 
+def test_ctr_bad_row_group_size(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="row_group_size must be > 0"):
+        write_ctr(tmp_path / "out", rows=10, row_group_size=0, progress=False)
+    assert _entries(tmp_path) == []
+
+
 def test_ctr_unwritable_output(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

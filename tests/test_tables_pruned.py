@@ -286,7 +286,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="one dim in"):
         tables.use_dims([9, 4])
     tensors, config = tables.export_state()
-    with pytest.raises(ValueError, match="expected 'pruned'"):
+    with pytest.raises(ValueError, match="describes layout .* not 'pruned'"):
         PrunedTables.from_state(SCHEMA, tensors, {**config, "layout": "compact"})
     with pytest.raises(ValueError, match="no tensor"):
         PrunedTables.from_state(SCHEMA, {k: v for k, v in tensors.items() if k != "thresholds"}, config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -281,6 +282,12 @@ def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) ->
     """
     grid, present = sequence_grid(values, lengths, max_len)
     return grid[present], present.reshape(-1).to(torch.int64)
+
+
+def check_layout(config: Mapping[str, Any], expected: str) -> None:
+    """Refuse a saved state that describes another layout than the one rebuilding it."""
+    if config.get("layout") != expected:
+        raise ValueError(f"from_state: the state describes layout {config.get('layout')!r}, not {expected!r}")
 
 
 def check_ids(name: str, values: torch.Tensor, rows: int) -> None:

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import Embeddings, EmbeddingShapes, check_ids, sequence_grid
+from recsys_embed.tables.base import EmbeddingShapes, Embeddings, check_ids, check_layout, sequence_grid
 
 
 def check_single_ids(spec: FeatureSpec, lengths: torch.Tensor) -> None:
@@ -196,8 +196,7 @@ class CompactTables(nn.Module):
         config: Mapping[str, Any],
         device: torch.device | str | None = None,
     ) -> CompactTables:
-        if config.get("layout") != "compact":
-            raise ValueError(f"state is for layout {config.get('layout')!r}, expected 'compact'")
+        check_layout(config, "compact")
         missing = [f"weight/{t}" for t in schema.tables if f"weight/{t}" not in tensors]
         if missing:
             raise ValueError(f"compact state has no tensor(s) {missing}")

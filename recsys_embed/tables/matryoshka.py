@@ -17,7 +17,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import Schema
-from recsys_embed.tables.base import Embeddings, EmbeddingShapes
+from recsys_embed.tables.base import EmbeddingShapes, Embeddings, check_layout
 from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.per_feature import PerFeatureTables
 
@@ -133,8 +133,7 @@ class MatryoshkaTables(nn.Module):
         device: torch.device | str | None = None,
     ) -> MatryoshkaTables:
         """Rebuild the wrapped layout (a ``recsys_embed.tables`` class with ``from_state``) and the wrapper."""
-        if config.get("layout") != "matryoshka":
-            raise ValueError(f"state is for layout {config.get('layout')!r}, expected 'matryoshka'")
+        check_layout(config, "matryoshka")
         module_name, _, class_name = str(config.get("base_class", "")).partition(":")
         if not module_name.startswith("recsys_embed.tables."):
             raise ValueError(f"matryoshka state: base_class {config.get('base_class')!r} is not a recsys_embed.tables layout")

@@ -34,6 +34,7 @@ from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import FeatureAccount, expected_collision_rate, format_summary
 from recsys_embed.tables.base import (
+    check_layout,
     Embeddings,
     EmbeddingShapes,
     FusedTables,
@@ -302,8 +303,7 @@ class MultiplexedTables(nn.Module):
         device: torch.device | str | None = None,
     ) -> MultiplexedTables:
         """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        if config.get("layout") != LAYOUT:
-            raise ValueError(f"from_state: config describes layout {config.get('layout')!r}, not {LAYOUT!r}")
+        check_layout(config, LAYOUT)
         tables = cls(
             schema,
             MultiplexedConfig(**config["config"]),

@@ -13,6 +13,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.features import FeatureSpec, IdStrategy, Schema
 from recsys_embed.tables.accounting import FeatureAccount, expected_collision_rate, format_summary
 from recsys_embed.tables.base import (
+    check_layout,
     Embeddings,
     EmbeddingShapes,
     FusedTables,
@@ -179,8 +180,7 @@ class PerFeatureTables(nn.Module):
         device: torch.device | str | None = None,
     ) -> PerFeatureTables:
         """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        if config.get("layout") != LAYOUT:
-            raise ValueError(f"from_state: config describes layout {config.get('layout')!r}, not {LAYOUT!r}")
+        check_layout(config, LAYOUT)
         tables = cls(schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device)
         tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
         return tables

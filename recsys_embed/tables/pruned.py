@@ -59,7 +59,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import Schema
-from recsys_embed.tables.base import Embeddings, EmbeddingShapes, TableOptimizer
+from recsys_embed.tables.base import EmbeddingShapes, Embeddings, TableOptimizer, check_layout
 from recsys_embed.tables.compact import CompactTables, check_single_ids, slot_ids
 from recsys_embed.tables.evolution import EvolutionConfig, SearchResult, evolutionary_search
 from recsys_embed.tables.per_feature import PerFeatureTables
@@ -323,8 +323,7 @@ class PrunedTables(nn.Module):
         device: torch.device | str | None = None,
     ) -> PrunedTables:
         """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        if config.get("layout") != "pruned":
-            raise ValueError(f"state is for layout {config.get('layout')!r}, expected 'pruned'")
+        check_layout(config, "pruned")
         kernel_config = config["tables"]
         optimizer = TableOptimizer(**kernel_config["optimizer"])
         tables = cls(schema, kernel_config["num_embeddings"], OptEmbedConfig(**config["config"]), optimizer, device)
