@@ -26,29 +26,37 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from recsys_embed.features import FeatureKind, IdStrategy, NumericTransform, Schema
-from recsys_embed.hashing import hash_int_np, seed_of
+from recsys_embed.hashing import hash_int_np, hash_str_arrow, seed_of, splitmix64_np
 from recsys_embed.pipelines.columns import Where, check_type, key_type_of, keys, numeric_values, sequence_keys
+from recsys_embed.pipelines.lookup import HashIndex
 from recsys_embed.pipelines.sources import ReadSpec, Shard, read_shard
 from recsys_embed.pipelines.state import FittedState, NumericState, TableState
 
 SAMPLE_SIZE = 100_000
-MIN_MERGE = 1 << 20
+COUNT_SEED = seed_of("vocabulary-count")
 
 
 class VocabularyCounter:
-    """Exact counts of the values of one table group, merged batch by batch."""
+    """Exact counts of the values of one table group, accumulated batch by batch.
+
+    Each batch is first reduced to (distinct value, count) pairs; the pairs are then added
+    to running counts found through a :class:`HashIndex` on a 64-bit key of the value
+    (``splitmix64`` of an integer, a bijection; a seeded stable hash of a string, every hit
+    confirmed by comparing the strings, and the astronomically rare colliding string counted
+    apart). Work per batch grows with its distinct values, never with the values seen before.
+    """
 
     def __init__(self) -> None:
-        self._values: list[pa.Array] = []
-        self._counts: list[np.ndarray] = []
-        self._pending = 0
-        self._merged = 0
+        self._index: HashIndex | None = None
+        self._values: list[pa.Array] = []  # each distinct value once, in order of first sight
+        self._counts = np.zeros(1024, np.int64)
+        self._size = 0
+        self._collided: dict[str, int] = {}
 
     def add(self, keys: pa.Array) -> None:
         """Count the non-null values of ``keys`` (int64 or string, maybe dictionary-encoded)."""
         if pa.types.is_dictionary(keys.type):
-            indices = keys.indices.drop_null().to_numpy()
-            counts = np.bincount(indices, minlength=len(keys.dictionary))
+            counts = np.bincount(keys.indices.drop_null().to_numpy(), minlength=len(keys.dictionary))
             seen = counts > 0
             values, counts = keys.dictionary.filter(pa.array(seen)), counts[seen]
         else:
@@ -59,29 +67,42 @@ class VocabularyCounter:
             values, counts = values.filter(valid), counts[valid.to_numpy(zero_copy_only=False)]
         if pa.types.is_string(values.type) or pa.types.is_string_view(values.type):
             values = values.cast(pa.large_string())
-        self._values.append(values)
-        self._counts.append(counts.astype(np.int64))
-        self._pending += len(values)
-        if self._pending > max(MIN_MERGE, self._merged):  # memory <= ~2x the distinct values
-            self._merge()
+        if len(values):
+            self._add(values, counts.astype(np.int64))
 
-    def _merge(self) -> pa.Table:
-        values = pa.chunked_array(self._values).combine_chunks()
-        counts = np.concatenate(self._counts)
-        if len(self._values) > 1:
-            encoded = pc.dictionary_encode(values)  # a hash pass: each distinct value once
-            weights = np.bincount(encoded.indices.to_numpy(), weights=counts, minlength=len(encoded.dictionary))
-            values, counts = encoded.dictionary, weights.astype(np.int64)  # float64 counts are exact below 2**53
-        self._values, self._counts = [values], [counts]
-        self._merged = self._pending = len(values)
-        return pa.table({"v": values, "c": counts})
+    def _add(self, values: pa.Array, counts: np.ndarray) -> None:
+        strings = not pa.types.is_integer(values.type)
+        hashes = hash_str_arrow(values, COUNT_SEED) if strings else splitmix64_np(values.to_numpy().view(np.uint64))
+        if self._index is None:
+            self._index = HashIndex(np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        slots = self._index.get(hashes) - 1  # ids are slot + 1, 0 = unseen
+        found = np.flatnonzero(slots >= 0)
+        if strings and found.size:
+            known = pa.chunked_array(self._values).take(pa.array(slots[found]))
+            same = pc.equal(known, values.take(pa.array(found))).to_numpy(zero_copy_only=False)
+            for i in found[~same]:  # a 64-bit hash collision between two different strings
+                self._collided[values[int(i)].as_py()] = self._collided.get(values[int(i)].as_py(), 0) + int(counts[i])
+            found = found[same]
+        self._counts[slots[found]] += counts[found]
+        new = np.flatnonzero(slots < 0)
+        new_hashes, first = np.unique(hashes[new], return_index=True)
+        for i in np.setdiff1d(new, new[first]):  # a collision among this batch's new strings
+            self._collided[values[int(i)].as_py()] = self._collided.get(values[int(i)].as_py(), 0) + int(counts[i])
+        new = new[first]
+        new_slots = np.arange(self._size, self._size + new.size)
+        self._index.insert(new_hashes, new_slots + 1)
+        self._values.append(values.take(pa.array(new)))
+        if self._size + new.size > self._counts.size:
+            self._counts = np.concatenate([self._counts, np.zeros(max(self._counts.size, new.size), np.int64)])
+        self._counts[new_slots] = counts[new]
+        self._size += new.size
 
     def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
         """Values seen ``min_count`` times or more, most frequent first (ties by value),
         at most ``max_size``."""
-        if not self._values:
-            return pa.array([], value_type)
-        table = self._merge()
+        values = pa.chunked_array(self._values + [pa.array(list(self._collided), value_type)], value_type)
+        counts = np.concatenate([self._counts[: self._size], np.array(list(self._collided.values()), np.int64)])
+        table = pa.table({"v": values, "c": counts})
         table = table.filter(pc.greater_equal(table["c"], min_count))
         order = pc.sort_indices(table, sort_keys=[("c", "descending"), ("v", "ascending")])
         if max_size is not None:
@@ -229,6 +250,6 @@ def _table_states(schema: Schema, key_types: dict[str, str], counters: dict[str,
             states[table] = TableState("hashing", key_types[table], seed=seed_of(owner.salt), size=owner.hash_buckets)
         else:
             value_type = pa.int64() if key_types[table] == "int" else pa.large_string()
-            vocabulary = counters[table].vocabulary(owner.min_count, owner.max_size, value_type)
+            vocabulary = counters.pop(table).vocabulary(owner.min_count, owner.max_size, value_type)  # frees its counts
             states[table] = TableState("vocabulary", key_types[table], vocabulary=vocabulary)
     return states

@@ -31,29 +31,47 @@ from recsys_embed.pipelines.state import TableState
 
 
 class HashIndex:
-    """Distinct uint64 keys -> int ids (> 0), open addressing with linear probing at a load
-    factor of at most 0.6; inserts and lookups are vectorised over all keys at once.
+    """Distinct uint64 keys -> distinct int ids (> 0), open addressing with linear probing at a
+    load factor of at most 0.6; inserts and lookups are vectorised over all keys at once.
 
         >>> index = HashIndex(np.array([10, 20, 30], np.uint64), np.array([2, 3, 4]))
-        >>> index.get(np.array([30, 99, 10], np.uint64)).tolist()
-        [4, 0, 2]
+        >>> index.insert(np.array([40], np.uint64), np.array([5]))
+        >>> index.get(np.array([30, 99, 10, 40], np.uint64)).tolist()
+        [4, 0, 2, 5]
     """
 
+    MAX_LOAD = 0.6
+
     def __init__(self, keys: np.ndarray, ids: np.ndarray) -> None:
-        size = 1 << max(4, int(np.ceil(np.log2(max(len(keys), 1) / 0.6))))
+        self._allocate(len(keys))
+        self.insert(keys, ids)
+
+    def _allocate(self, count: int) -> None:
+        size = 1 << max(4, int(np.ceil(np.log2(max(count, 1) / self.MAX_LOAD))))
         self.mask = np.uint64(size - 1)
         self.keys = np.zeros(size, np.uint64)
-        self.ids = np.zeros(size, np.int64)
+        self.ids = np.zeros(size, np.int32)  # ids < 2**31: vocabulary rows
+        self.count = 0
+
+    def insert(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        """Add keys that are not in the index yet (distinct), growing it when needed."""
+        ids = ids.astype(np.int32)
+        if self.count + len(keys) > self.MAX_LOAD * len(self.ids):
+            used = self.ids != 0
+            old_keys, old_ids = self.keys[used], self.ids[used]
+            self._allocate(2 * (self.count + len(keys)))
+            self.insert(old_keys, old_ids)
         pending = np.arange(len(keys))
         slot = (keys & self.mask).astype(np.int64)
         while pending.size:
             free = np.flatnonzero(self.ids[slot] == 0)
-            claimed, first = np.unique(slot[free], return_index=True)  # one winner per free slot
-            winners = pending[free[first]]
-            self.keys[claimed], self.ids[claimed] = keys[winners], ids[winners]
+            self.ids[slot[free]] = ids[pending[free]]  # several keys may aim at one free slot: the last write wins
+            won = free[self.ids[slot[free]] == ids[pending[free]]]
+            self.keys[slot[won]] = keys[pending[won]]
             placed = np.zeros(pending.size, bool)
-            placed[free[first]] = True
+            placed[won] = True
             pending, slot = pending[~placed], (slot[~placed] + 1) & int(self.mask)
+        self.count += len(keys)
 
     def get(self, query: np.ndarray) -> np.ndarray:
         """The id of every query key, 0 where absent."""

@@ -15,7 +15,7 @@ from recsys_embed.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
 from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
 from recsys_embed.ranking import RankingModel
-from recsys_embed.tables import EvolutionConfig, PrunedTables
+from recsys_embed.tables import EvolutionConfig, PrunedTables, TableOptimizer
 from recsys_embed.trainer import Trainer, TrainerConfig
 
 NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
@@ -140,7 +140,8 @@ def demo(cfg: DemoConfig) -> TrainReport:
         data=DataConfig(**splits),
         schema="synthetic_ctr",
         model={"name": cfg.model},
-        trainer=TrainerConfig(epochs=1, seed=cfg.seed),
+        table_optimizer=TableOptimizer("rowwise_adagrad", lr=0.4),  # tuned in benchmarks/quality.py
+        trainer=TrainerConfig(epochs=1, lr=3e-3, seed=cfg.seed),
         batching=BatchingConfig(batch_size=cfg.batch_size, shuffle=True),
         run_dir=cfg.run_dir,
     )

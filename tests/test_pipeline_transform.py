@@ -95,3 +95,14 @@ def test_batch_rows_bounds_the_output_batches() -> None:
     pipe = Pipeline(schema(group=None)).fit(TRAIN)
     sizes = [b.num_rows for b in pipe.transform(TRAIN, batch_rows=4)]
     assert sizes == [4, 2]
+
+
+def test_hash_index_finds_every_key_across_growth_and_probe_chains() -> None:
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 2**63, 50_000).astype(np.uint64) & np.uint64(0xFFFF_FFFF_FFFF_F000))  # low bits collide
+    ids = np.arange(2, 2 + keys.size)
+    index = lookup.HashIndex(keys[:100], ids[:100])
+    for start in range(100, keys.size, 7_000):  # grows several times
+        index.insert(keys[start : start + 7_000], ids[start : start + 7_000])
+    assert index.get(keys).tolist() == ids.tolist()
+    assert not index.get(keys + np.uint64(1)).any()
