@@ -16,6 +16,10 @@ EXIT_BAD_INPUT = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys-embed", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch intra-op threads (default 1: on small shared CPUs more threads cost more than they give)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write synthetic data").add_subparsers(dest="kind", required=True)
@@ -51,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     # heavy imports only once arguments parsed, so --help and errors are instant
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     if args.command == "synth":
         if args.kind == "ctr":
             from recsys_embed.pipelines.synthetic_ctr import write_ctr
