@@ -22,8 +22,9 @@ Contenders, all reading the same Parquet file from disk:
   here (torch is not in the peers venv).
 
 Every phase runs ``--repeats`` times, contenders interleaved, and is timed by wall clock
-and by process CPU time (all threads). The machine is shared: rates use the best wall time
-of the repeats and the CPU time of that repeat; the load average is recorded. Writes
+and by process CPU time (all threads of the measuring process; ``batches_w2`` worker
+processes are not in it). The machine is shared: rates use the best wall time of the
+repeats and the CPU time of that repeat; the load average is recorded. Writes
 ``benchmarks/results/pipeline.json`` and ``pipeline.png`` and prints a table.
 
 ``--fit-rss ROWS`` instead measures the peak RSS of fitting ROWS rows (``/usr/bin/time -v``
@@ -205,7 +206,8 @@ def run_baseline(python: Path, path: Path) -> dict[str, dict[str, float]]:
 
 
 def peer_versions(python: Path) -> dict[str, str]:
-    code = "import json, pandas, sklearn, pyarrow; print(json.dumps({'pandas': pandas.__version__, 'scikit-learn': sklearn.__version__, 'pyarrow': pyarrow.__version__}))"
+    code = ("import json, pandas, sklearn, pyarrow; print(json.dumps({'pandas': pandas.__version__, "
+            "'scikit-learn': sklearn.__version__, 'pyarrow': pyarrow.__version__}))")
     return json.loads(subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout)
 
 
@@ -224,7 +226,8 @@ def peak_rss_mb(code: str) -> tuple[float, float, str]:
     """Peak RSS (MiB) and CPU seconds (user + system) of a fresh interpreter running ``code``, and its stdout."""
     done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code], check=True, capture_output=True, text=True)
     kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))  # type: ignore[union-attr]
-    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr).group(1)) for kind in ("User", "System"))  # type: ignore[union-attr]
+    times = [re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr) for kind in ("User", "System")]
+    cpu = sum(float(t.group(1)) for t in times)  # type: ignore[union-attr]
     return round(kib / 1024, 1), round(cpu, 1), done.stdout
 
 
@@ -281,7 +284,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_xticks(np.arange(len(phases)), ["fit", "transform", "epoch of batches (B=4096)", "batches, 2 workers"])
     ax.set_yscale("log")
     ax.set_ylabel("rows / s (best wall time)")
-    ax.set_title(f"Criteo-shaped {summary['rows']:,} rows, {summary['machine']['cpus']} CPUs (shared, load {summary['machine']['load_before'][0]:.1f})")
+    machine = summary["machine"]
+    ax.set_title(f"Criteo-shaped {summary['rows']:,} rows, {machine['cpus']} CPUs (shared, load {machine['load_before'][0]:.1f})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -292,7 +296,8 @@ def print_table(summary: dict[str, Any]) -> None:
     for name, phases in summary["results"].items():
         for phase, r in phases.items():
             per_s = r["batches_per_s"] if phase.startswith("batches") else "-"
-            print(f"{name:<16} {phase:<14} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['rows_per_s']:>12,} {r['rows_per_cpu_s']:>12,} {per_s:>10}")
+            print(f"{name:<16} {phase:<14} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['rows_per_s']:>12,} "
+                  f"{r['rows_per_cpu_s']:>12,} {per_s:>10}")
     for key, ratio in summary["ratios_vs_pandas_sklearn"].items():
         print(f"ratio {key:<24} wall {ratio['wall']:>6}x   cpu {ratio['cpu']:>6}x")
 

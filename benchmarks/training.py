@@ -37,9 +37,10 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -53,8 +54,9 @@ from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_c
 from recsys_embed.ranking import RankingModel
 from recsys_embed.tables.base import TableOptimizer
 from recsys_embed.tables.per_feature import PerFeatureTables
-from recsys_embed.trainer import Trainer, TrainerConfig
+from recsys_embed.trainer import Trainer, TrainerConfig, seed_everything
 
+T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PEERS_VENV = HERE / ".venv-peers"
@@ -162,30 +164,31 @@ def model_spec(model: str, config: dict[str, Any]) -> dict[str, Any]:
             "head_dim": dim // autoint["num_heads"], "dnn": autoint["dnn"], "dnn_activation": "relu"}  # fmt: skip
 
 
-def timed(run: Any) -> dict[str, float]:
+def timed(run: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """``run()``'s result and its seconds: wall clock and process CPU time (all threads)."""
     wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+    out = run()
+    return out, {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
 def train_ours(model: str, config: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
     """Train our model as a user would (the worker side of ``main``); returns the report and test predictions."""
     torch.set_num_threads(config["threads"])
+    seed_everything(config["seed"])  # before the tables and the model draw their initial weights
     pipe = Pipeline.load(config["pipeline"])
     schema = pipe.schema
     tables = PerFeatureTables(schema, pipe.num_embeddings, TableOptimizer(lr=config["table_lr"]))
     net = RankingModel(tables, build_model(model_spec(model, config), tables.shapes(len(schema.dense_features)), schema))
     trainer = Trainer(net, TrainerConfig(epochs=config["epochs"], lr=config["lr"], seed=config["seed"], progress=False))
     train = pipe.batches(config["splits"]["train"], batch_size=config["batch_size"], shuffle=True, seed=config["seed"])
-    result = []
-    loop = timed(lambda: result.append(trainer.fit(train)))
+    result, loop = timed(lambda: trainer.fit(train))
     train.set_epoch(0)
-    data = timed(lambda: sum(1 for _ in train))
+    _, data = timed(lambda: sum(1 for _ in train))
     preds, _, _ = trainer.predict(pipe.batches(config["splits"]["test"], batch_size=config["batch_size"]))
     dense = sum(p.numel() for p in net.model.parameters())
     report = {
-        "samples": result[0].samples,
-        "steps": result[0].steps,
+        "samples": result.samples,
+        "steps": result.steps,
         "loop_seconds": loop,
         "data_pass_seconds": data,
         "dense_parameters": dense,
@@ -217,6 +220,7 @@ def run_contenders(
             out, preds = work / f"{framework}-{model}-{rep}.json", work / f"{framework}-{model}-{rep}.npy"
             command = worker_command(framework, model, config_path, out, preds, peers_python)
             print(f"rep {rep + 1}/{reps}: {framework} {model} ...", flush=True)
+            load = os.getloadavg()[0]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"{framework} {model} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
@@ -226,7 +230,7 @@ def run_contenders(
                 raise ValueError(f"{framework} {model}: {scores.shape[0]} test predictions for {labels.shape[0]} test rows")
             loop, data = report["loop_seconds"], report["data_pass_seconds"]
             report.update(
-                framework=framework, model=model, rep=rep,
+                framework=framework, model=model, rep=rep, load_average_at_start=round(load, 2),
                 samples_per_s=report["samples"] / loop["wall"],
                 samples_per_cpu_s=report["samples"] / loop["cpu"],
                 data_share=data["wall"] / loop["wall"],

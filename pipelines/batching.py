@@ -104,22 +104,50 @@ def encode_shards(encoder: Encoder, shards: list[Shard], batch_rows: int) -> Ite
 
 
 class _EncodedShards(IterableDataset):
-    """Encoded record batches of a list of shards; in a worker, only its share of them."""
+    """Encoded record batches of a list of shards; in a worker, only its share of them,
+    handed over in shared memory (:func:`_to_shared`)."""
 
     def __init__(self, encoder: Encoder, shards: list[Shard], batch_rows: int) -> None:
         self.encoder = encoder
         self.shards = shards
         self.batch_rows = batch_rows
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    def __iter__(self) -> Iterator[pa.RecordBatch | list[tuple[str, torch.Tensor, torch.Tensor | None]]]:
         info = get_worker_info()
         if info is None:
             return encode_shards(self.encoder, self.shards, self.batch_rows)
-        self.encoder.threads = 1  # workers are the parallelism; this is the worker's own copy
-        return encode_shards(self.encoder, self.shards[info.id :: info.num_workers], self.batch_rows)
+        return map(_to_shared, encode_shards(self.encoder, self.shards[info.id :: info.num_workers], self.batch_rows))
 
 
-def _as_is(item: pa.RecordBatch) -> pa.RecordBatch:
+def _shared_copy(array: np.ndarray) -> torch.Tensor:
+    tensor = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, array.dtype)).dtype).share_memory_()
+    tensor.numpy()[:] = array
+    return tensor
+
+
+def _to_shared(batch: pa.RecordBatch) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
+    """An encoded batch as tensors in shared memory (one copy; the receiving process maps
+    them), ``(name, values, offsets or None)`` per column, instead of a pickled byte stream."""
+    out = []
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_list(column.type):
+            offsets = column.offsets.to_numpy()
+            flat = pc.list_flatten(column).to_numpy()
+            out.append((name, _shared_copy(flat), _shared_copy(offsets - offsets[0])))
+        else:
+            out.append((name, _shared_copy(column.to_numpy()), None))
+    return out
+
+
+def _from_shared(columns: list[tuple[str, torch.Tensor, torch.Tensor | None]]) -> pa.RecordBatch:
+    arrays = [
+        pa.array(values.numpy()) if offsets is None else pa.ListArray.from_arrays(pa.array(offsets.numpy()), pa.array(values.numpy()))
+        for _, values, offsets in columns
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=[name for name, _, _ in columns])
+
+
+def _as_is(item: list[tuple[str, torch.Tensor, torch.Tensor | None]]) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
     return item
 
 
@@ -189,7 +217,8 @@ class BatchStream:
         dataset = _EncodedShards(self.encoder, shards, self.batch_rows)
         if self.num_workers == 0:
             return dataset
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is, prefetch_factor=2)
+        loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, collate_fn=_as_is, prefetch_factor=2)
+        return map(_from_shared, loader)
 
 
 def _rebatched(encoded: Iterable[pa.RecordBatch], batch_size: int) -> Iterator[pa.Table]:

@@ -9,9 +9,6 @@ schema has them. Group values: integers as they are, strings as their stable 64-
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,7 +40,6 @@ class Encoder:
         self.schema = schema
         self.state = state
         self.labels = labels and schema.label is not None
-        self.threads = os.cpu_count() or 1
         self.lookups = {t: IdLookup(s) for t, s in state.tables.items() if s.ids != "buckets"}
         self.read_spec: ReadSpec = read_spec(_targets(schema, self.labels), with_targets=True)
         fields = []
@@ -61,18 +57,15 @@ class Encoder:
     def __call__(self, batch: pa.RecordBatch, source: str, first_row: int) -> pa.RecordBatch:
         """Encode one batch; ``source`` and ``first_row`` only serve error messages."""
 
-        def encode(spec: FeatureSpec) -> pa.Array:
+        columns = []
+        for spec in self.schema.features:
             where = Where(source, spec.source, first_row)  # type: ignore[arg-type]
             column = batch.column(spec.source)
             check_type(spec, column.type, where)
-            return self._feature(spec, column, where)
-
-        if self.threads > 1:
-            columns = list(_thread_pool(self.threads).map(encode, self.schema.features))
-        else:
-            columns = [encode(spec) for spec in self.schema.features]
+            columns.append(self._feature(spec, column, where))
         if self.labels:
-            columns.append(self._label(batch.column(self.schema.label), Where(source, self.schema.label, first_row)))  # type: ignore[arg-type]
+            label = self.schema.label
+            columns.append(self._label(batch.column(label), Where(source, label, first_row)))  # type: ignore[arg-type]
         if self.schema.group:
             columns.append(self._group(batch.column(self.schema.group), Where(source, self.schema.group, first_row)))
         return pa.RecordBatch.from_arrays(columns, schema=self.output_schema)
@@ -119,17 +112,6 @@ class Encoder:
         if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
             return keys(column, "int", where)
         raise TypeError(where(f"holds {column.type}; the group column expects integers or strings"))
-
-
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    """One pool per process (a forked worker must not reuse its parent's threads)."""
-    key = (os.getpid(), threads)
-    if key not in _POOLS:
-        _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix="recsys-embed-encode")
-    return _POOLS[key]
 
 
 def _targets(schema: Schema, labels: bool) -> Schema:

@@ -58,7 +58,9 @@ class Pipeline:
             raise TypeError(f"Pipeline needs a Schema, got {type(schema).__name__}")
         for reserved, role in ((LABEL_COLUMN, schema.label), (GROUP_COLUMN, schema.group)):
             if role and reserved in {f.name for f in schema.features}:
-                raise ValueError(f"feature name {reserved!r} is reserved for the {reserved} column of encoded batches; rename the feature")
+                raise ValueError(
+                    f"feature name {reserved!r} is reserved for the {reserved} column of encoded batches; rename the feature"
+                )
         self.schema = schema
         self._state: FittedState | None = None
         if state is not None:

@@ -70,10 +70,11 @@ def split_dataset(
         writers = [_PartWriter(work / name, rows_per_file) for name in names]
         spec = ReadSpec(columns=(), all_columns=True)
         rows = 0
+        column = time_column if by == "time" else user_column
         with tqdm(total=sum(s.num_rows or 0 for s in shards) or None, unit="rows", desc="split", disable=not progress) as bar:
             for shard in shards:
                 for first_row, batch in read_shard(shard, spec, 262_144):
-                    split = _assign(batch, by, cuts, seed, rows, Where(shard.name, time_column if by == "time" else user_column, first_row))
+                    split = _assign(batch, by, cuts, seed, rows, Where(shard.name, column, first_row))
                     for index, writer in enumerate(writers):
                         writer.write(batch.filter(pa.array(split == index)), shard.name)
                     rows += batch.num_rows

@@ -54,10 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    # heavy imports only once arguments parsed, so --help and errors are instant
-    import torch
-
-    torch.set_num_threads(max(1, args.threads))
+    # heavy imports only once arguments parsed, so --help and errors are instant; synth never imports torch
     if args.command == "synth":
         if args.kind == "ctr":
             from recsys_embed.pipelines.synthetic_ctr import write_ctr
@@ -71,7 +68,11 @@ def _run(args: argparse.Namespace) -> None:
             summary = write_sequences(args.out, users=args.users, seed=args.seed, overwrite=args.overwrite)
             print(f"wrote {summary.rows:,} interactions of {summary.users:,} users to {summary.path}")
         return
+    import torch
+
     from recsys_embed import jobs
+
+    torch.set_num_threads(max(1, args.threads))
 
     if args.command == "demo":
         report = jobs.demo(jobs.DemoConfig(rows=args.rows, data_dir=args.data_dir, run_dir=args.run_dir, model=args.model, seed=args.seed,

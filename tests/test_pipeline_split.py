@@ -79,7 +79,8 @@ def test_a_failing_split_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"c\.parquet: column 'timestamp': holds string; a time split needs numbers"):
         split_dataset(data, tmp_path / "out", by="time")
     assert list((tmp_path / "out").iterdir()) == []
-    pq.write_table(pa.table({"row": [1], "timestamp": [5], "user_id": [None]}, pa.schema([("row", pa.int64()), ("timestamp", pa.int64()), ("user_id", pa.int64())])), data / "c.parquet")
+    int_columns = pa.schema([("row", pa.int64()), ("timestamp", pa.int64()), ("user_id", pa.int64())])
+    pq.write_table(pa.table({"row": [1], "timestamp": [5], "user_id": [None]}, int_columns), data / "c.parquet")
     with pytest.raises(ValueError, match=r"c\.parquet: column 'user_id', row 0: the user is missing"):
         split_dataset(data, tmp_path / "out", by="user")
     assert list((tmp_path / "out").iterdir()) == []
