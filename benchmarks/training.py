@@ -308,9 +308,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     right.axhline(result["data"]["oracle_test_auc"], color="black", linestyle="--", linewidth=1, label="oracle")
     right.set_ylim(min(aucs) - 0.02, max(result["data"]["oracle_test_auc"], *aucs) + 0.01)
     c = result["config"]
-    for ax, label in ((left, "training samples/s (wall clock, best rep), higher is better"), (right, "test AUC")):
+    titles = ((left, "samples/s", "training samples/s (wall clock, best rep)"), (right, "AUC", "test AUC (mean of reps)"))
+    for ax, label, title in titles:
         ax.set_xticks(range(len(models)), [m.upper() if m == "din" else "AutoInt" for m in models])
         ax.set_ylabel(label)
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle(f"{result['data']['train_rows']:,} training rows, batch {c['batch_size']}, dim {c['embedding_dim']}, "
                  f"{c['epochs']} epoch, {c['threads']} threads")  # fmt: skip

@@ -16,7 +16,7 @@ from recsys_embed.pipelines import Pipeline, split_dataset
 from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
 from recsys_embed.ranking import RankingModel
 from recsys_embed.tables import EvolutionConfig, PrunedTables, TableOptimizer
-from recsys_embed.trainer import Trainer, TrainerConfig
+from recsys_embed.trainer import Trainer, TrainerConfig, seed_everything
 
 NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
 
@@ -60,6 +60,7 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     """Fit the pipeline on the training data, train, evaluate, save artifact and reports."""
     schema = schema or resolve_schema(config.schema)
     validate_specs(config.layout, config.model)
+    seed_everything(config.trainer.seed)  # tables and model weights are drawn from the run's seed
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(schema).fit(config.data.train)
