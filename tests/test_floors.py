@@ -12,7 +12,7 @@ FLOOR_1 = {"recsys_embed.features", "recsys_embed.batch", "recsys_embed.hashing"
 FLOOR_2 = ("recsys_embed.tables", "recsys_embed.compression", "recsys_embed.artifacts")
 JOBS = {
     "recsys_embed.trainer", "recsys_embed.ranking", "recsys_embed.config", "recsys_embed.builders",
-    "recsys_embed.model_io", "recsys_embed.jobs", "recsys_embed.cli", "recsys_embed.sequential",
+    "recsys_embed.model_io", "recsys_embed.jobs", "recsys_embed.cli", "recsys_embed.sequential", "recsys_embed.sharding",
 }
 
 

@@ -17,7 +17,7 @@ def test_tables_benchmark_writes_results(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     assert set(result["contenders"]) == {
-        "raw_tbe", "raw_tbe_packed", "per_feature", "per_feature_sgd", "multiplexed", "embedding_bag_sgd", "embedding_bag_adagrad",
+        "raw_tbe", "raw_tbe_packed", "torchrec_fused_ebc", "per_feature", "per_feature_sgd", "multiplexed", "embedding_bag_sgd", "embedding_bag_adagrad",
     }
     assert all(c["lookups_per_s"] > 0 for c in result["contenders"].values())
     assert "raw_tbe / per_feature" in result["ratios"] and "raw_tbe / per_feature" in run.stdout

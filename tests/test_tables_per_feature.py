@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import TableOptimizer, kjt_from_ids
+from recsys_embed.tables.base import FusedTables, TableOptimizer, adjacent_columns, kjt_from_ids
 from recsys_embed.tables.per_feature import PerFeatureTables
 
 PAD = -1
@@ -153,3 +153,80 @@ def test_an_empty_batch_gives_empty_outputs() -> None:
     empty = {name: ids[:0] for name, ids in batch().items()}
     out = tables(kjt_from_ids(empty, padding_id=PAD))
     assert out.pooled["user"].shape == (0, 8) and out.sequences["hist"].shape == (0, 3, 4) and out.masks["hist"].shape == (0, 3)
+
+
+def test_single_id_fast_path_equals_the_general_path_forward_and_update() -> None:
+    schema = Schema([
+        FeatureSpec("a", embedding_dim=8), FeatureSpec("b", embedding_dim=4),
+        FeatureSpec("c", embedding_dim=8), FeatureSpec("d", table="a", embedding_dim=8),
+    ])
+    rows = {"a": 20, "b": 10, "c": 12}  # a and c packed into one fbgemm table, c's ids shifted by 20
+    ids = {"a": torch.tensor([1, 19, 3]), "b": torch.tensor([4, 9, 0]), "c": torch.tensor([11, 0, 5]), "d": torch.tensor([3, 2, 1])}
+    fast_tables, general_tables = (PerFeatureTables(schema, rows, TableOptimizer("sgd", lr=0.5)) for _ in range(2))
+    general_tables.kernel.load_state_tensors(fast_tables.kernel.state_tensors())
+    slot_order = ["a", "c", "d", "b"]  # grouped by dim: the batch takes the single-id fast path
+    assert fast_tables.kernel_inputs(kjt_from_ids({n: ids[n] for n in slot_order}))[0].tolist() == [
+        v for n in slot_order for v in ids[n].tolist()
+    ]
+    fast = fast_tables(kjt_from_ids({n: ids[n] for n in slot_order}))
+    general = general_tables(kjt_from_ids(ids))  # schema order interleaves dims: the general path
+    for name in ids:
+        assert torch.equal(fast.pooled[name], general.pooled[name])
+    torch.testing.assert_close(fast.pooled["c"][0], fast_tables.table_weights()["c"][11])
+    grads = {name: torch.randn_like(value) for name, value in fast.pooled.items()}
+    for out in (fast, general):
+        torch.autograd.backward([out.pooled[n] for n in grads], [grads[n] for n in grads])
+    for name, weight in fast_tables.table_weights().items():
+        assert torch.equal(weight, general_tables.table_weights()[name])
+    with pytest.raises(IndexError, match=r"'c'.*\[0, 12\).*max 12"):
+        fast_tables(kjt_from_ids({n: torch.tensor([0, 12, 1]) if n == "c" else ids[n] for n in slot_order}))
+
+
+def test_gradients_as_adjacent_columns_update_like_separate_gradients() -> None:
+    schema = Schema([FeatureSpec("user", embedding_dim=8), FeatureSpec("item", embedding_dim=4), FeatureSpec("query_item", table="item", embedding_dim=4)])
+    ids = {"user": torch.tensor([3, 7, 49, 0]), "item": torch.tensor([2, 5, 5, 29]), "query_item": torch.tensor([5, 2, 0, 5])}
+    updated = []
+    for adjacent in (True, False):
+        torch.manual_seed(0)
+        tables = PerFeatureTables(schema, {"user": 50, "item": 30}, TableOptimizer("rowwise_adagrad", lr=0.1))
+        initial = tables.table_weights()["item"][5].clone()
+        parts = list(tables(kjt_from_ids(ids)).pooled.values())
+        flat = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+        grads = list(flat.split([8, 4, 4], dim=1))  # what the backward of torch.cat(parts, 1) hands over
+        if not adjacent:
+            grads = [g.clone() for g in grads]
+        assert (adjacent_columns(grads) is not None) == adjacent
+        torch.autograd.backward(parts, grads)
+        updated.append({t: w.clone() for t, w in tables.table_weights().items()})
+        assert not torch.equal(updated[-1]["item"][5], initial)
+    for table in updated[0]:
+        assert torch.equal(updated[0][table], updated[1][table])
+
+
+def test_adjacent_columns_recognises_only_consecutive_blocks_in_order() -> None:
+    base = torch.randn(5, 12)
+    blocks = list(base.split([4, 8], dim=1))
+    assert torch.equal(adjacent_columns(blocks), base) and adjacent_columns(blocks).data_ptr() == base.data_ptr()
+    wide = torch.randn(5, 20)
+    assert torch.equal(adjacent_columns(list(wide[:, 4:16].split([4, 8], dim=1))), wide[:, 4:16])
+    assert adjacent_columns(blocks[::-1]) is None
+    assert adjacent_columns([blocks[0], blocks[1].clone()]) is None
+    assert adjacent_columns([base[:, :4], base[:, 6:]]) is None  # a gap
+
+
+def test_fused_tables_check_each_id_against_its_own_packed_table() -> None:
+    kernel = FusedTables(rows=[5, 7], dims=[4, 4], slot_tables=[0, 1, 0], optimizer=TableOptimizer("sgd"), table_names=["x", "y"])
+    offsets = torch.arange(7)
+    ok = torch.tensor([0, 4, 6, 0, 4, 1])
+    assert kernel(ok, offsets).shape == (2, 12)
+    torch.testing.assert_close(kernel(ok, offsets)[1, 4:8], kernel.weights()[1][0])
+    with pytest.raises(IndexError, match=r"'x' \(slot 2\).*\[0, 5\).*got 5"):
+        kernel(torch.tensor([0, 4, 6, 0, 5, 1]), offsets)  # row 5 of the packed table is y's row 0
+    with pytest.raises(IndexError, match=r"'y'.*got -1"):
+        kernel(torch.tensor([0, 4, -1, 0, 4, 1]), offsets)
+    with pytest.raises(ValueError, match="offsets must rise"):
+        kernel(ok, torch.tensor([0, 1, 2, 3, 4, 5, 9]))
+    with pytest.raises(ValueError, match="S \\* B \\+ 1"):
+        kernel(ok, torch.arange(6))
+    with pytest.raises(ValueError, match="group the slots by dim"):
+        FusedTables(rows=[5, 7], dims=[4, 8], slot_tables=[0, 1, 0], optimizer=TableOptimizer("sgd"))

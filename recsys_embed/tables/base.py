@@ -6,6 +6,7 @@ Shape notation: B batch size, L a sequence feature's ``max_len``, D an embedding
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
-from fbgemm_gpu.split_table_batched_embeddings_ops_common import PoolingMode
+from fbgemm_gpu.split_table_batched_embeddings_ops_common import BoundsCheckMode, PoolingMode
 from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
     ComputeDevice,
     EmbeddingLocation,
@@ -99,16 +100,21 @@ class TableOptimizer:
 class FusedTables(nn.Module):
     """fbgemm's batched embedding kernel (TBE) with a fused optimizer.
 
-    ``rows[t]`` x ``dims[t]`` is table t; ``slot_tables[s]`` names the table slot s reads
-    (non-decreasing: the slots of one table are contiguous, as fbgemm's CPU backward needs).
+    ``rows[t]`` x ``dims[t]`` is table t; ``slot_tables[s]`` names the table slot s reads.
     ``forward(indices, offsets)`` takes the ids of all slots, slot-major then sample
-    (``offsets`` has ``S * B + 1`` entries), sums each bag and returns ``[B, sum(slot dims)]``.
+    (``offsets`` has ``S * B + 1`` entries), each id relative to its slot's table, sums each
+    bag and returns ``[B, sum(slot dims)]``.
 
     Consecutive tables of one dim are packed into one physical fbgemm table (table t starts
     at row ``row_offsets[t]``; ``forward`` shifts the ids). The math is unchanged (every
     optimizer here updates rows independently), but fbgemm's CPU rowwise-Adagrad backward
     pays about 1 ms per table that only one slot reads, which 26 one-feature tables turn into
-    a 2x slowdown. :meth:`weights` and :meth:`optimizer_states` give per-table views.
+    a 2x slowdown. The slots of one physical table must be contiguous (fbgemm's CPU backward
+    needs it), so slots are grouped by dim. :meth:`weights` and :meth:`optimizer_states`
+    give per-table views.
+
+    ``forward`` checks every id against its own table (fbgemm's check would only see the
+    packed table, so it is off) unless the caller passes ``validated=True``.
     """
 
     def __init__(
@@ -128,13 +134,6 @@ class FusedTables(nn.Module):
             raise ValueError(
                 f"table optimizer {optimizer.name!r} has no CPU kernel in fbgemm; "
                 "use 'rowwise_adagrad', 'adagrad' or 'sgd' on CPU"
-            )
-        if any(b < a for a, b in zip(slot_tables, slot_tables[1:])):
-            # fbgemm's CPU backward for the Adagrad family fails ("num of rows processed by
-            # adagrad ... does not match c_block size") when a table's slots are not contiguous.
-            raise ValueError(
-                f"slot_tables must be grouped by table (non-decreasing), got {slot_tables}; "
-                "order the slots by table and map output columns back to features"
             )
         names = list(table_names) if table_names else [f"table{t}" for t in range(len(rows))]
         odd = {n: d for n, d in zip(names, dims) if d % 4}
@@ -157,30 +156,74 @@ class FusedTables(nn.Module):
             self.physical.append(len(physical_rows) - 1)
             self.row_offsets.append(physical_rows[-1])
             physical_rows[-1] += r
+        slot_physical = [self.physical[t] for t in slot_tables]
+        if any(b < a for a, b in zip(slot_physical, slot_physical[1:])):
+            # fbgemm's CPU backward for the Adagrad family fails ("num of rows processed by
+            # adagrad ... does not match c_block size") when a table's slots are not contiguous.
+            raise ValueError(
+                f"slot_tables {slot_tables} interleave tables of different dims {dims}; "
+                "group the slots by dim (in the order of the tables) and map output columns back to features"
+            )
         physical_dims = [dims[self.physical.index(p)] for p in range(len(physical_rows))]
         shifts = [self.row_offsets[t] for t in slot_tables]
         self.register_buffer("slot_shifts", torch.tensor(shifts, dtype=torch.int64, device=device), persistent=False)
+        slot_rows = [rows[t] for t in slot_tables]
+        self.register_buffer("slot_rows", torch.tensor(slot_rows, dtype=torch.int64, device=device), persistent=False)
         self.shifted = any(shifts)
         self.tbe = SplitTableBatchedEmbeddingBagsCodegen(
             embedding_specs=[(r, d, location, compute) for r, d in zip(physical_rows, physical_dims)],
-            feature_table_map=[self.physical[t] for t in slot_tables],
+            feature_table_map=slot_physical,
             optimizer=_OPTIMIZERS[optimizer.name],
             learning_rate=optimizer.lr,
             eps=optimizer.eps,
             weight_decay=optimizer.weight_decay,
             pooling_mode=PoolingMode.SUM,
             device=device,
+            bounds_check_mode=BoundsCheckMode.NONE,  # forward checks ids per table, not per packed table
         )
         with torch.no_grad():
             for weight in self.tbe.split_embedding_weights():
                 weight.uniform_(-init_scale, init_scale)
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False) -> torch.Tensor:
+        """Bag sums ``[B, sum of slot dims]`` of ``indices`` ``[N]`` (int64, relative to each slot's
+        table) in bags ``offsets`` ``[S * B + 1]`` (int64 or int32). ``validated=True``: the caller guarantees
+        well-formed offsets and ids in ``[0, rows)`` of their tables, and the checks are skipped."""
+        slots = self.slot_shifts.numel()
+        bags = offsets.numel() - 1
+        if bags % slots:
+            raise ValueError(f"offsets must hold S * B + 1 entries for S = {slots} slots, got {offsets.numel()}")
+        if not validated:
+            self._check(indices, offsets)
         if self.shifted and indices.numel():  # table-relative ids -> rows of the packed physical table
-            slots = self.slot_shifts.numel()
-            bounds = offsets[:: (offsets.numel() - 1) // slots]
-            indices = indices + torch.repeat_interleave(self.slot_shifts, bounds.diff(), output_size=indices.numel())
+            per_slot = offsets[:: bags // slots].diff()
+            if indices.numel() == bags and bool((per_slot == bags // slots).all()):  # one id per bag: [S, B]
+                indices = (indices.view(slots, -1) + self.slot_shifts[:, None]).view(-1)
+            else:
+                indices = indices + torch.repeat_interleave(self.slot_shifts, per_slot, output_size=indices.numel())
         return self.tbe(indices, offsets)
+
+    def _check(self, indices: torch.Tensor, offsets: torch.Tensor) -> None:
+        """Raise for malformed offsets (``ValueError``) or ids outside their slot's table (``IndexError``)."""
+        if int(offsets[0]) != 0 or int(offsets[-1]) != indices.numel() or bool((offsets.diff() < 0).any()):
+            raise ValueError(
+                f"offsets must rise from 0 to the number of indices ({indices.numel()}), "
+                f"got {offsets[0].item()} .. {offsets[-1].item()} or a decrease"
+            )
+        if not indices.numel():
+            return
+        bags = offsets.numel() - 1
+        bounds = offsets[:: bags // self.slot_rows.numel()]
+        limits = torch.repeat_interleave(self.slot_rows, bounds.diff(), output_size=indices.numel())
+        outside = (indices < 0) | (indices >= limits)
+        if bool(outside.any()):
+            at = int(outside.to(torch.uint8).argmax())
+            slot = bisect.bisect_right(bounds.tolist(), at) - 1
+            table = self.slot_tables[slot]
+            raise IndexError(
+                f"table {self.table_names[table]!r} (slot {slot}): ids must lie in [0, {self.rows[table]}), "
+                f"got {int(indices[at])} at position {at}"
+            )
 
     def _split(self, physical: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-table views ``[rows, ...]`` of per-physical-table tensors."""
@@ -294,7 +337,7 @@ def check_ids(name: str, values: torch.Tensor, rows: int) -> None:
     """Raise a clear error for ids outside ``[0, rows)`` (the kernel must never read out of bounds)."""
     if values.numel() == 0:
         return
-    lo, hi = int(values.min()), int(values.max())
+    lo, hi = (int(v) for v in values.aminmax())
     if lo < 0 or hi >= rows:
         raise IndexError(
             f"feature {name!r}: ids must lie in [0, {rows}) for its table, got min {lo} max {hi}; "
@@ -308,7 +351,10 @@ def single_ids(kjt: KeyedJaggedTensor, names: Sequence[str]) -> torch.Tensor | N
     if kjt.keys() != list(names):
         return None
     values, lengths = kjt.values(), kjt.lengths()
-    if values.numel() != lengths.numel() or not bool((lengths == 1).all()):
+    if values.numel() != lengths.numel() or values.numel() == 0:
+        return None
+    shortest, longest = lengths.aminmax()
+    if int(shortest) != 1 or int(longest) != 1:
         return None
     return values.to(torch.int64).view(len(names), -1)
 
@@ -318,6 +364,53 @@ def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
     offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=lengths.device)
     torch.cumsum(lengths.to(torch.int64), 0, out=offsets[1:])
     return offsets
+
+
+def adjacent_columns(parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The ``[B, sum of widths]`` view that ``parts`` (``[B, w_i]`` each) are the consecutive
+    column blocks of, in order, or ``None``. ``torch.cat(parts, dim=1)`` equals it; a
+    ``torch.cat`` or ``split`` over columns leaves its gradients in this form."""
+    first = parts[0]
+    if first.dim() != 2 or first.stride(1) != 1:
+        return None
+    rows, row_stride, start = first.shape[0], first.stride(0), first.storage_offset()
+    storage = first.untyped_storage().data_ptr()
+    width = 0
+    for part in parts:
+        if (
+            part.dim() != 2
+            or part.shape[0] != rows
+            or part.dtype != first.dtype
+            or part.stride() != (row_stride, 1)
+            or part.storage_offset() != start + width
+            or part.untyped_storage().data_ptr() != storage
+        ):
+            return None
+        width += part.shape[1]
+    return first.as_strided((rows, width), (row_stride, 1), start)
+
+
+class _SplitColumns(torch.autograd.Function):
+    """``flat.split(widths, dim=1)`` whose backward passes the gradients' common buffer on
+    when they are its adjacent column blocks (see :func:`adjacent_columns`) instead of
+    concatenating them: the usual case when a model concatenates the pooled embeddings,
+    which otherwise costs a full copy of the kernel's output gradient per step."""
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, ...]:
+        ctx.widths = widths
+        return flat.split(widths, dim=1)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor, None]:
+        present = [g for g in grads if g is not None]
+        joined = adjacent_columns(present) if len(present) == len(grads) else None
+        if joined is None:
+            rows, like = present[0].shape[0], present[0]
+            joined = torch.cat(
+                [like.new_zeros(rows, w) if g is None else g for g, w in zip(grads, ctx.widths)], dim=1
+            )
+        return joined.contiguous(), None
 
 
 def unpack_output(
@@ -331,11 +424,13 @@ def unpack_output(
 
     ``slot_order``: the features in the order their slots were fed to the kernel; ``dims``:
     feature -> D (per position for sequences); ``masks``: sequence feature -> ``[B, L]``;
-    ``features``: the order of the returned dicts. One ``split`` (not slicing per feature)
-    keeps backward to a single concatenation of the gradients.
+    ``features``: the order of the returned dicts. One split (not slicing per feature) keeps
+    backward to one concatenation of the gradients, or none when they arrive as adjacent
+    columns of one tensor.
     """
     widths = [dims[f.name] * (f.max_len if f.is_sequence else 1) for f in slot_order]
-    pieces = dict(zip((f.name for f in slot_order), flat.split(widths, dim=1)))
+    views = _SplitColumns.apply(flat, widths) if flat.requires_grad else flat.split(widths, dim=1)
+    pieces = dict(zip((f.name for f in slot_order), views))
     batch = flat.shape[0]
     out = Embeddings()
     for spec in features:

@@ -243,7 +243,8 @@ class MultiplexedTables(nn.Module):
         if kjt.lengths().numel() == 0:
             return empty_embeddings(self.features, self.dims, kjt.values().device)
         rows, offsets, masks = self._inputs(kjt)
-        return unpack_output(self.kernel(rows, offsets), self.features, self.dims, masks, self.features)
+        flat = self.kernel(rows, offsets, validated=True)  # hashed rows lie in [0, M) by construction
+        return unpack_output(flat, self.features, self.dims, masks, self.features)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""

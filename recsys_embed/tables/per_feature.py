@@ -22,6 +22,7 @@ from recsys_embed.tables.base import (
     empty_embeddings,
     offsets_of,
     sequence_grid,
+    single_ids,
     unpack_output,
 )
 
@@ -74,12 +75,13 @@ class PerFeatureTables(nn.Module):
             raise ValueError(f"num_embeddings: every table needs >= 1 row, got {bad}")
         dims = {t: schema.tables[t][0].embedding_dim for t in self.table_names}
         self.dims = {f.name: f.embedding_dim for f in self.features}
-        # the kernel takes tables of one dim side by side (it packs them into one fbgemm table)
-        # and reads slots grouped by table; features keep schema order in the output
+        # the kernel packs tables of one dim side by side into one fbgemm table and reads their
+        # slots together: tables and slots are grouped by dim, otherwise in schema order (with
+        # one dim, the slots are the batch's keys in order); the output keeps schema order
         dim_rank = {d: i for i, d in enumerate(dict.fromkeys(dims.values()))}
         kernel_tables = sorted(self.table_names, key=lambda t: dim_rank[dims[t]])
         table_index = {t: i for i, t in enumerate(kernel_tables)}
-        self.slot_order = sorted(self.features, key=lambda f: table_index[f.table])  # type: ignore[index]
+        self.slot_order = sorted(self.features, key=lambda f: dim_rank[f.embedding_dim])
         slot_tables: list[int] = []
         for spec in self.slot_order:
             slot_tables += [table_index[spec.table]] * (spec.max_len if spec.is_sequence else 1)  # type: ignore[index]
@@ -92,6 +94,11 @@ class PerFeatureTables(nn.Module):
             device=device,
             table_names=kernel_tables,
         )
+        # fast path for batches of single ids in slot order (no sequence feature)
+        self._slot_names = [f.name for f in self.slot_order]
+        self._all_single = not any(f.is_sequence for f in self.features)
+        slot_rows = torch.tensor([self.rows[f.table] for f in self.slot_order], device=device)  # type: ignore[index]
+        self.register_buffer("_slot_rows", slot_rows, persistent=False)
 
     def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (indices, offsets) the kernel reads for this batch."""
@@ -99,6 +106,14 @@ class PerFeatureTables(nn.Module):
         return indices, offsets
 
     def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Checked kernel ids (table-relative), offsets and sequence masks."""
+        single = single_ids(kjt, self._slot_names) if self._all_single else None
+        if single is not None:  # [F, B]: the ids are the kernel's input as they are
+            lo, hi = single.aminmax(dim=1)
+            if bool(((lo < 0) | (hi >= self._slot_rows)).any()):
+                for spec, ids in zip(self.slot_order, single):
+                    check_ids(spec.name, ids, self.rows[spec.table])  # type: ignore[index]
+            return single.reshape(-1), torch.arange(single.numel() + 1, device=single.device), {}
         by_key = kjt.to_dict()
         values, lengths, masks = [], [], {}
         for spec in self.slot_order:
@@ -120,7 +135,8 @@ class PerFeatureTables(nn.Module):
         if kjt.lengths().numel() == 0:
             return empty_embeddings(self.features, self.dims, kjt.values().device)
         indices, offsets, masks = self._inputs(kjt)
-        return unpack_output(self.kernel(indices, offsets), self.slot_order, self.dims, masks, self.features)
+        flat = self.kernel(indices, offsets, validated=True)
+        return unpack_output(flat, self.slot_order, self.dims, masks, self.features)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""
