@@ -2,9 +2,10 @@
 
     OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 examples/shard_tables.py [OUT_DIR]
 
-Every rank builds the same table (same seed), keeps only its block of rows and trains on its
-own batches (fused rowwise Adagrad, inside backward); then the shards are gathered into one
-table, which rank 0 saves as an artifact (safetensors + JSON) in OUT_DIR (runs/shard_tables).
+Every rank builds the same table (same seed), keeps only its block of rows (the full table
+is freed once the shards have copied their rows) and trains on its own batches (fused rowwise
+Adagrad, inside backward); then the shards are gathered into one table on rank 0, which saves
+it as an artifact (safetensors + JSON) in OUT_DIR (runs/shard_tables).
 """
 
 import sys
@@ -29,12 +30,16 @@ def main() -> None:
     torch.manual_seed(0)  # the same initial table on every rank
     schema = Schema([FeatureSpec(name, embedding_dim=16) for name in VOCAB], label=None)
     config = MultiplexedConfig(rows=10_000, chunk_dim=16)
-    sharded = ShardedTables(MultiplexedTables(schema, config, TableOptimizer(lr=0.1), vocab_sizes=VOCAB))
+    table = MultiplexedTables(schema, config, TableOptimizer(lr=0.1), vocab_sizes=VOCAB)
+    full_bytes = table.memory_bytes()
+    sharded = ShardedTables(table)  # copies this rank's rows and keeps only the table's input side
+    del table
     spans: list = [None] * world  # (start, end) rows of every rank
     dist.all_gather_object(spans, sharded.local_rows()["shared"])
     assert spans[0][0] == 0 and spans[-1][1] == config.rows and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     print(f"rank {rank} holds rows [{spans[rank][0]}, {spans[rank][1]}) of {config.rows} rows "
-          f"({sharded.local_parameters():,} of {config.rows * config.chunk_dim:,} parameters)", flush=True)
+          f"({sharded.local_parameters():,} of {config.rows * config.chunk_dim:,} parameters, "
+          f"{sharded.memory_bytes():,} of {full_bytes:,} bytes with the optimizer state)", flush=True)
     generator, losses = torch.Generator().manual_seed(1 + rank), torch.zeros(STEPS)  # every rank its own data
     for step in range(STEPS):
         ids = {name: torch.randint(0, n, (BATCH,), generator=generator) for name, n in VOCAB.items()}
@@ -44,8 +49,9 @@ def main() -> None:
         loss.backward()  # the fused optimizer updates this rank's rows here
         losses[step] = loss.detach() / world
     dist.all_reduce(losses)  # the mean over ranks
-    tensors, layout = sharded.gather().export_state()  # a collective: every rank gathers
-    if rank == 0:
+    gathered = sharded.gather()  # a collective: every rank sends its rows, rank 0 gets the full table
+    if gathered is not None:
+        tensors, layout = gathered.export_state()
         out_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/shard_tables"
         out = save_artifact(out_dir, tensors, {"schema": schema.to_dict(), "layout": layout})
         print(f"{world} ranks, {STEPS} steps of {BATCH} per rank: "

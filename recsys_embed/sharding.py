@@ -10,6 +10,13 @@ layout's kernel tables, and DMP shards that collection:
   rows ``[r * ceil(M / W), (r + 1) * ceil(M / W))`` (torchrec's even row-wise split);
 * per-feature: one torchrec table per table group (``hist_item_id`` reads ``item_id``).
 
+Memory: a rank holds its rows (weights and optimizer state) and the layout's input side
+only, a twin of the layout built with ``storage=False`` (no kernel storage). A full table
+exists on a rank only in what the caller holds while the shards load (the layout passed
+in, or the unsharded tensors passed as ``state``, e.g. an artifact every rank reads; the
+caller frees them), and on the rank that :meth:`ShardedTables.gather` assembles the
+trained table on, in the fresh layout it returns.
+
 The optimizer is fused into torchrec's fbgemm kernel (``fused_params``): the layout's
 ``TableOptimizer`` (rowwise Adagrad by default) with its current learning rate. The output
 is the layout's :class:`~recsys_embed.tables.base.Embeddings`, so models do not change.
@@ -18,7 +25,7 @@ torchrec's planner offers row-wise sharding on CUDA only (``EmbeddingBagCollecti
 lists ``row_wise`` for ``cuda``), yet its row-wise sharding runs on CPU with gloo; so the
 plan here is explicit (``construct_module_sharding_plan``), not planned.
 
-Every rank must build the same layout (same seed, or loaded from the same artifact) and
+Every rank must shard the same layout (same seed, or loaded from the same artifact) and
 call the constructor, ``forward`` and :meth:`ShardedTables.gather` together (torchrec's
 collectives), with batches of ``B > 0`` rows (sizes may differ between ranks). The sharded
 step on ``W`` ranks, each with its own batch, equals the unsharded step on all the ranks'
@@ -27,14 +34,22 @@ dense ones (``torchrec.distributed.comm_ops.set_gradient_division``).
 
 Example (under ``torchrun --nproc_per_node 2``, gloo, see ``examples/shard_tables.py``)::
 
-    tables = MultiplexedTables(schema, MultiplexedConfig(rows=100_000, chunk_dim=16))
-    sharded = ShardedTables(tables)                 # rank r holds its rows only
-    emb = sharded(batch.sparse)                     # Embeddings, as tables(batch.sparse)
-    sharded.gather().export_state()                 # every rank: the full trained state
+    sharded = ShardedTables(MultiplexedTables(schema, MultiplexedConfig(rows=100_000)))  # rank r keeps its rows
+    emb = sharded(batch.sparse)                     # Embeddings, as the layout gives them
+    gathered = sharded.gather()                     # rank 0: a full MultiplexedTables; others: None
+    if gathered is not None:
+        tensors, config = gathered.export_state()
+
+    # from an artifact: every rank reads the file, copies its rows and frees the tensors
+    tensors, manifest = load_artifact(path)
+    layout = MultiplexedTables.from_config(schema, manifest["layout"], storage=False)
+    sharded = ShardedTables(layout, state=tensors)
+    del tensors
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +72,7 @@ from recsys_embed.tables.per_feature import PerFeatureTables
 
 SHARDING_TYPES = ("row_wise", "table_wise")
 _WEIGHT = "embedding_bags.{}.weight"  # torchrec's state key of a table's weight
-Shard = tuple[int, int, torch.Tensor]  # (row offset, column offset, this rank's view into the kernel)
+Layout = MultiplexedTables | PerFeatureTables
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,7 @@ class ShardingConfig:
 
 
 def slot_features(
-    layout: MultiplexedTables | PerFeatureTables,
+    layout: Layout,
 ) -> tuple[list[FeatureSpec], list[str], dict[str, list[int]]]:
     """The layout's kernel slots as torchrec features.
 
@@ -107,7 +122,7 @@ def slot_features(
     return order, names, positions
 
 
-def ebc_configs(layout: MultiplexedTables | PerFeatureTables) -> list[EmbeddingBagConfig]:
+def ebc_configs(layout: Layout) -> list[EmbeddingBagConfig]:
     """One torchrec ``EmbeddingBagConfig`` (SUM pooling) per kernel table of the layout,
     read by the slot features of :func:`slot_features`."""
     _, names, _ = slot_features(layout)
@@ -127,46 +142,61 @@ def ebc_configs(layout: MultiplexedTables | PerFeatureTables) -> list[EmbeddingB
 
 class ShardedTables(nn.Module):
     """A :class:`MultiplexedTables` or :class:`PerFeatureTables` sharded over the ranks of
-    ``env`` (default: the default process group), starting from the layout's weights and
-    optimizer state.
+    ``env`` (default: the default process group).
+
+    The shards load their rows of the weights, optimizer state and step from ``state`` if
+    given (the unsharded tensors of ``export_state()`` or of an artifact), else from the
+    layout's own kernel; a layout built with ``storage=False`` needs ``state``. Each rank
+    copies only its row range; this module keeps neither ``state`` nor the layout's kernel.
 
     ``forward(kjt)`` takes this rank's batch and returns :class:`Embeddings` as
-    ``layout(kjt)`` does. :meth:`local_rows` says which rows this rank holds;
-    :meth:`gather` copies the trained shards back into ``layout`` on every rank, whose
-    ``export_state()`` then saves an artifact.
+    ``layout(kjt)`` does. :meth:`local_rows` says which rows this rank holds,
+    :meth:`memory_bytes` what they take; :meth:`gather` assembles the trained table on one
+    rank into a fresh layout, whose ``export_state()`` saves an artifact.
 
-    The layout is kept (not as a submodule: ``parameters()`` and ``state_dict()`` are the
-    shards') for its input path and as the target of :meth:`gather`, so its own full-size
-    kernel stays allocated on every rank.
+    ``layout`` is the input side (a twin of the layout passed in, built with
+    ``storage=False``); it is not a submodule, so ``parameters()`` and ``state_dict()`` are
+    the shards'.
     """
 
-    layout: MultiplexedTables | PerFeatureTables
+    layout: Layout
 
     def __init__(
         self,
-        layout: MultiplexedTables | PerFeatureTables,
+        layout: Layout,
         config: ShardingConfig | None = None,
         device: torch.device | str | None = None,
         env: ShardingEnv | None = None,
+        state: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.config = config or ShardingConfig()
+        self.device = torch.device(device or "cpu")
         self.order, self.slot_names, self._positions = slot_features(layout)
         if len(self.slot_names) != len(layout.kernel.slot_tables):
             raise ValueError(
                 f"sharding: the layout feeds {len(layout.kernel.slot_tables)} kernel slots, "
                 f"its features describe {len(self.slot_names)}"
             )
-        object.__setattr__(self, "layout", layout)  # not a submodule, see the class docstring
-        self.device = torch.device(device or "cpu")
+        if state is None and not layout.kernel.has_storage:
+            raise ValueError(
+                "sharding: the layout was built with storage=False and holds no weights; pass state=, "
+                "the unsharded tensors of export_state() or of an artifact"
+            )
+        source = layout.kernel.state_views() if state is None else state
+        layout.kernel.check_state(source, "ShardedTables state")
+        if layout.kernel.has_storage:  # keep its input side only (not a submodule, see the class docstring)
+            layout = type(layout).from_config(layout.schema, layout.state_config(), device=self.device, storage=False)
+        object.__setattr__(self, "layout", layout)
         if env is None:
             if not dist.is_initialized():
                 raise ValueError("sharding: no process group; call torch.distributed.init_process_group first")
             env = ShardingEnv.from_process_group(dist.GroupMember.WORLD)
         self.env = env
-        optimizer = layout.kernel.current_optimizer()
+        kernel = layout.kernel
+        optimizer = kernel.current_optimizer()
         sharder = EmbeddingBagCollectionSharder(fused_params={
-            "optimizer": layout.kernel.tbe.optimizer,
+            "optimizer": kernel.tbe.optimizer,
             "learning_rate": optimizer.lr,
             "eps": optimizer.eps,
             "weight_decay": optimizer.weight_decay,
@@ -177,7 +207,7 @@ class ShardedTables(nn.Module):
         placements = {
             table: row_wise(compute_kernel=fused) if self.config.sharding_type == "row_wise"
             else table_wise(rank=t % world, compute_kernel=fused)
-            for t, table in enumerate(layout.kernel.table_names)
+            for t, table in enumerate(kernel.table_names)
         }
         plan = construct_module_sharding_plan(
             ebc, placements, sharder, local_size=get_local_size(world), world_size=world, device_type=self.device.type
@@ -186,42 +216,40 @@ class ShardedTables(nn.Module):
             ebc, env=env, device=self.device, plan=ShardingPlan({"": plan}), sharders=[sharder],
             init_data_parallel=False,  # no dense parameters here: DDP for the model around it is the caller's
         )
-        self._load()
+        self._load(source)
 
-    def _pairs(self) -> dict[str, list[tuple[list[Shard], torch.Tensor]]]:
-        """Table -> ``(this rank's shards, the layout's full tensor)`` for its weight, then for
-        each optimizer state (e.g. rowwise Adagrad's ``momentum1``)."""
+    def _local_shards(self) -> dict[str, dict[int, torch.Tensor]]:
+        """State name as in ``export_state()`` (``<table>.weight``, ``<table>.<optimizer state>``)
+        -> this rank's row blocks of it: first row -> view into torchrec's kernel. Shards
+        are row blocks of full width (row-wise and table-wise sharding both give those)."""
         weights = self.dmp.state_dict()
         states = self.dmp.fused_optimizer.state_dict()["state"]
         kernel = self.layout.kernel
         out = {}
-        for table, weight, table_states in zip(kernel.table_names, kernel.weights(), kernel.optimizer_states()):
+        for table, table_states in zip(kernel.table_names, kernel.optimizer_states()):
             key = _WEIGHT.format(table)
-            held = _shards(weights[key])
-            pairs = [(held, weight)]
-            for name, full in table_states.items():
+            out[f"{table}.weight"] = held = _row_blocks(weights[key])
+            for name in table_states:
                 state = states.get(key, {}).get(f"{table}.{name}")
                 if state is None and held:  # a rank holding no rows of a table has no state for it
                     raise ValueError(
                         f"sharding: torchrec's fused optimizer has no state {table}.{name} for table {table!r}"
                     )
-                pairs.append((_shards(state) if held else [], full))
-            out[table] = pairs
+                out[f"{table}.{name}"] = _row_blocks(state) if held else {}
         return out
 
     def _kernels(self) -> list[nn.Module]:
         """This rank's fbgemm kernels inside torchrec (torchrec keeps them in ``_lookups``)."""
         return [emb.emb_module for lookup in self.dmp.module._lookups for emb in lookup._emb_modules]
 
-    def _load(self) -> None:
-        """Copy this rank's rows of the layout's weights and optimizer state into the shards."""
+    def _load(self, source: Mapping[str, torch.Tensor]) -> None:
+        """Copy this rank's rows of the unsharded ``source`` (checked names and shapes) into the shards."""
         with torch.no_grad():
-            for pairs in self._pairs().values():
-                for shards, full in pairs:
-                    for row, col, view in shards:
-                        view.copy_(_block(full, row, col, view))
+            for key, blocks in self._local_shards().items():
+                for row, view in blocks.items():
+                    view.copy_(source[key][row : row + view.shape[0]])
             for tbe in self._kernels():
-                tbe.iter.copy_(self.layout.kernel.tbe.iter)
+                tbe.iter.copy_(source["step"])
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         rows, offsets = self.layout.kernel_inputs(kjt)
@@ -242,46 +270,69 @@ class ShardedTables(nn.Module):
 
     def local_rows(self) -> dict[str, tuple[int, int]]:
         """Table -> ``(start, end)`` rows held on this rank (tables it holds no rows of are left out)."""
+        local = self._local_shards()
         out = {}
-        for table, pairs in self._pairs().items():
-            spans = [(row, row + view.shape[0]) for row, _, view in pairs[0][0]]
-            if spans:
-                out[table] = (min(s for s, _ in spans), max(e for _, e in spans))
+        for table in self.layout.kernel.table_names:
+            blocks = local[f"{table}.weight"]
+            if blocks:
+                out[table] = (min(blocks), max(row + view.shape[0] for row, view in blocks.items()))
         return out
 
     def local_parameters(self) -> int:
         """Table weights held on this rank."""
-        return sum(view.numel() for pairs in self._pairs().values() for _, _, view in pairs[0][0])
+        local = self._local_shards()
+        return sum(view.numel() for table in self.layout.kernel.table_names for view in local[f"{table}.weight"].values())
 
-    def gather(self) -> MultiplexedTables | PerFeatureTables:
-        """Copy every rank's shards (weights, optimizer state, step) into ``layout`` on every
-        rank and return it; a collective, so every rank calls it."""
-        group = self.env.process_group
+    def memory_bytes(self) -> int:
+        """Bytes of this rank's rows: weights plus fused optimizer state."""
+        return sum(view.numel() * view.element_size() for blocks in self._local_shards().values() for view in blocks.values())
+
+    def gather(self, dst: int = 0) -> Layout | None:
+        """The trained table (weights, optimizer state, step, learning rate) assembled on rank
+        ``dst`` into a fresh unsharded layout, returned there; ``None`` on the other ranks.
+        A collective: every rank calls it. Every rank sends its rows to ``dst``; only ``dst``
+        allocates the full table, for the returned layout (this module keeps no reference)."""
+        group, rank = self.env.process_group, self.env.rank
+        kernels = self._kernels()  # a rank may hold no table (table_wise with more ranks than tables)
+        scalars = torch.tensor(
+            [max((float(k.iter) for k in kernels), default=0.0), max((k.get_learning_rate() for k in kernels), default=0.0)],
+            dtype=torch.float64,
+        )
+        dist.reduce(scalars, op=dist.ReduceOp.MAX, group=group, group_dst=dst)
+        views: dict[str, torch.Tensor] = {}
+        gathered = None
+        if rank == dst:
+            config = self.layout.state_config()
+            config["optimizer"]["lr"] = float(scalars[1])
+            with torch.random.fork_rng(devices=[]):  # its random init is overwritten: draw nothing from this rank's RNG
+                gathered = type(self.layout).from_config(self.layout.schema, config)
+            views = gathered.kernel.state_views()
+            views["step"].fill_(int(scalars[0]))
+        local = self._local_shards()
         with torch.no_grad():
-            for pairs in self._pairs().values():
-                for shards, full in pairs:
-                    merged = torch.zeros_like(full)
-                    for row, col, view in shards:
-                        _block(merged, row, col, view).copy_(view)
-                    dist.all_reduce(merged, group=group)  # disjoint shards: the sum places each value once, exactly
-                    full.copy_(merged)
-            step = torch.stack([tbe.iter.reshape(()) for tbe in self._kernels()] or [torch.tensor(0)]).max()
-            dist.all_reduce(step, op=dist.ReduceOp.MAX, group=group)  # a rank may hold no table (table_wise)
-            self.layout.kernel.tbe.iter.fill_(step)
-        return self.layout
+            for key, holder, row, rows in self._placements():  # the same order on every rank
+                if rank == holder == dst:
+                    views[key][row : row + rows].copy_(local[key][row])
+                elif rank == holder:
+                    dist.send(local[key][row].contiguous(), group=group, group_dst=dst)
+                elif rank == dst:
+                    dist.recv(views[key][row : row + rows], group=group, group_src=holder)
+        return gathered
+
+    def _placements(self) -> list[tuple[str, int, int, int]]:
+        """``(state name, rank, first row, rows)`` of every row block of every table's weight
+        and optimizer state on every rank (from the weights' global shard metadata)."""
+        weights = self.dmp.state_dict()
+        out = []
+        for table, table_states in zip(self.layout.kernel.table_names, self.layout.kernel.optimizer_states()):
+            for shard in weights[_WEIGHT.format(table)].metadata().shards_metadata:
+                out += [
+                    (f"{table}.{name}", shard.placement.rank(), shard.shard_offsets[0], shard.shard_sizes[0])
+                    for name in ("weight", *table_states)
+                ]
+        return out
 
 
-def _block(full: torch.Tensor, row: int, col: int, view: torch.Tensor) -> torch.Tensor:
-    """The part of ``full`` a shard ``view`` at ``(row, col)`` covers (1-d states: rows only)."""
-    rows = full[row : row + view.shape[0]]
-    return rows[:, col : col + view.shape[1]] if view.dim() == 2 else rows
-
-
-def _shards(tensor: torch.Tensor) -> list[Shard]:
-    """``(row offset, column offset, local view)`` of each local shard of a torchrec
-    ``ShardedTensor`` (1-d optimizer states have no column offset)."""
-    shards = []
-    for shard in tensor.local_shards():
-        offsets = shard.metadata.shard_offsets
-        shards.append((offsets[0], offsets[1] if len(offsets) > 1 else 0, shard.tensor))
-    return shards
+def _row_blocks(tensor: torch.Tensor) -> dict[int, torch.Tensor]:
+    """First row -> local view of each local shard of a torchrec ``ShardedTensor``."""
+    return {shard.metadata.shard_offsets[0]: shard.tensor for shard in tensor.local_shards()}

@@ -3,11 +3,13 @@ unsharded layouts; run by tests/test_sharding.py as a real subprocess.
 
 usage: torchrun --standalone --nproc_per_node 2 sharding_script.py OUT_DIR
 The layouts take one unsharded step first, so the shards load trained weights and optimizer
-state. Each rank writes OUT_DIR/rank<r>.json with, per case: the rows this rank holds, the largest
-difference between the sharded and unsharded forward on its batch, and after STEPS training
-steps, the largest differences between the gathered state and an unsharded run on the batches
-of all ranks with the mean of their losses (torchrec divides embedding gradients by the
-world size, as DDP averages dense ones).
+state: from the layout itself, or (``state`` cases) from its exported tensors into a layout
+built with ``storage=False``. Each rank writes OUT_DIR/rank<r>.json with, per case: the rows
+this rank holds, the bytes of every tensor the sharded module holds, the largest difference
+between the sharded and unsharded forward on its batch, and after STEPS training steps, on
+rank 0, the largest differences between the gathered state and an unsharded run on the
+batches of all ranks with the mean of their losses (torchrec divides embedding gradients by
+the world size, as DDP averages dense ones).
 """
 
 from __future__ import annotations
@@ -30,14 +32,28 @@ SCHEMA = Schema([
     FeatureSpec("b", embedding_dim=4),
     FeatureSpec("hist_a", kind="sequence", table="a", max_len=4, embedding_dim=8),
 ])
-VOCAB = {"a": 50, "b": 13}
+# tables of 100s of kB, so that a full copy on a rank would stand out of the metadata
+VOCAB = {"a": 6_001, "b": 1_300}
 BATCH, STEPS = 16, 4
 OPTIMIZER = TableOptimizer("rowwise_adagrad", lr=0.3)
-MULTIPLEXED = MultiplexedConfig(rows=37, chunk_dim=4, table_probes={"a": 2})  # 37 rows: an uneven split
+MULTIPLEXED = MultiplexedConfig(rows=20_011, chunk_dim=4, table_probes={"a": 2})  # an uneven split
+
+
+def multiplexed() -> MultiplexedTables:
+    return MultiplexedTables(SCHEMA, MULTIPLEXED, OPTIMIZER)
+
+
+def per_feature() -> PerFeatureTables:
+    return PerFeatureTables(SCHEMA, VOCAB, OPTIMIZER)
+
+
+# case -> (how to build the layout, sharding type, shard from the layout or from its exported state)
 CASES = {
-    "multiplexed": (lambda: MultiplexedTables(SCHEMA, MULTIPLEXED, OPTIMIZER), "row_wise"),
-    "per_feature": (lambda: PerFeatureTables(SCHEMA, VOCAB, OPTIMIZER), "row_wise"),
-    "per_feature_table_wise": (lambda: PerFeatureTables(SCHEMA, VOCAB, OPTIMIZER), "table_wise"),
+    "multiplexed": (multiplexed, "row_wise", "layout"),
+    "multiplexed_state": (multiplexed, "row_wise", "state"),
+    "per_feature": (per_feature, "row_wise", "layout"),
+    "per_feature_state": (per_feature, "row_wise", "state"),
+    "per_feature_table_wise": (per_feature, "table_wise", "layout"),
 }
 
 
@@ -63,7 +79,23 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def run_case(make, sharding_type: str) -> dict:
+def held_bytes(sharded: ShardedTables) -> int:
+    """Bytes of the distinct storages (meta tensors allocate none) of every tensor the sharded
+    module holds: its parameters and buffers (torchrec's fbgemm kernels included), its fused
+    optimizer's state, and the parameters and buffers of its input-side layout."""
+    tensors = [*sharded.parameters(), *sharded.buffers(), *sharded.layout.parameters(), *sharded.layout.buffers()]
+    for states in sharded.dmp.fused_optimizer.state_dict()["state"].values():
+        for state in states.values():
+            tensors += [shard.tensor for shard in state.local_shards()]  # ShardedTensors
+    storages = {}
+    for tensor in tensors:
+        if not tensor.is_meta:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def run_case(make, sharding_type: str, source: str) -> dict:
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = slice(rank * BATCH, (rank + 1) * BATCH)
     everything = slice(0, world * BATCH)
@@ -72,7 +104,15 @@ def run_case(make, sharding_type: str) -> dict:
         torch.manual_seed(0)
         layouts.append(make())
         (loss_of(layouts[-1](batch(100, everything))) / world).backward()  # momentum and step are not fresh
-    reference, sharded = layouts[0], ShardedTables(layouts[1], ShardingConfig(sharding_type))
+    reference, layout = layouts
+    if source == "layout":
+        sharded = ShardedTables(layout, ShardingConfig(sharding_type))
+    else:  # as from an artifact: the unsharded tensors and a layout without storage
+        tensors, config = layout.export_state()
+        inputs = type(layout).from_config(SCHEMA, config, storage=False)
+        sharded = ShardedTables(inputs, ShardingConfig(sharding_type), state=tensors)
+        del tensors
+    del layouts, layout
     initial, _ = reference.export_state()
 
     with torch.no_grad():
@@ -83,25 +123,31 @@ def run_case(make, sharding_type: str) -> dict:
     for step in range(STEPS):
         loss_of(sharded(batch(step, mine))).backward()
         (loss_of(reference(batch(step, everything))) / world).backward()
-    gathered, _ = sharded.gather().export_state()
-    final, _ = reference.export_state()
-    return {
+    result = {
         "local_rows": sharded.local_rows(),
         "local_parameters": sharded.local_parameters(),
+        "memory_bytes": sharded.memory_bytes(),
+        "held_bytes": held_bytes(sharded),
         "table_rows": dict(zip(reference.kernel.table_names, reference.kernel.rows)),
         "table_dims": dict(zip(reference.kernel.table_names, reference.kernel.dims)),
         "forward_max_diff": forward,
         "masks_equal": masks_equal,
-        "trained_max_diff": {key: max_diff({key: gathered[key]}, {key: final[key]}) for key in final},
-        "weights_moved": {k: max_diff({k: initial[k]}, {k: final[k]}) for k in final if k.endswith(".weight")},
-        "parameters": sum(p.numel() for p in sharded.parameters()),
     }
+    gathered = sharded.gather()
+    result["gathered"] = gathered is not None
+    if gathered is not None:
+        trained, _ = gathered.export_state()
+        final, _ = reference.export_state()
+        result["trained_max_diff"] = {key: max_diff({key: trained[key]}, {key: final[key]}) for key in final}
+        result["weights_moved"] = {k: max_diff({k: initial[k]}, {k: final[k]}) for k in final if k.endswith(".weight")}
+        result["lr_equal"] = gathered.state_config()["optimizer"] == reference.state_config()["optimizer"]
+    return result
 
 
 def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    results = {name: run_case(make, sharding) for name, (make, sharding) in CASES.items()}
+    results = {name: run_case(*case) for name, case in CASES.items()}
     Path(sys.argv[1], f"rank{dist.get_rank()}.json").write_text(json.dumps(results, indent=1))
     dist.destroy_process_group()
 

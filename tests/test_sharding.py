@@ -16,7 +16,7 @@ import torch
 from recsys_embed.artifacts import load_artifact
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.sharding import ShardedTables, ShardingConfig, ebc_configs, slot_features
-from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, PrunedTables
+from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, PrunedTables, kjt_from_ids
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -52,6 +52,36 @@ def test_refuses_what_it_cannot_shard() -> None:
         ShardingConfig("column_wise")
     with pytest.raises(ValueError, match="no process group"):
         ShardedTables(PerFeatureTables(SCHEMA, {"a": 30, "b": 7}))
+    no_storage = PerFeatureTables(SCHEMA, {"a": 30, "b": 7}, storage=False)
+    with pytest.raises(ValueError, match="storage=False and holds no weights; pass state="):
+        ShardedTables(no_storage)
+    tensors, _ = PerFeatureTables(SCHEMA, {"a": 31, "b": 7}).export_state()
+    with pytest.raises(ValueError, match=r"ShardedTables state: tensor 'a.weight' has shape \(31, 8\), the layout expects \(30, 8\)"):
+        ShardedTables(no_storage, state=tensors)
+    with pytest.raises(ValueError, match=r"missing \['b.momentum1'\]"):
+        ShardedTables(no_storage, state={k: v for k, v in tensors.items() if k != "b.momentum1"})
+
+
+@pytest.mark.parametrize("make", [
+    lambda storage: MultiplexedTables(SCHEMA, MultiplexedConfig(rows=101, chunk_dim=4, table_probes={"a": 2}), storage=storage),
+    lambda storage: PerFeatureTables(SCHEMA, {"a": 30, "b": 7}, storage=storage),
+], ids=["multiplexed", "per_feature"])
+def test_a_layout_without_storage_has_the_input_side_only(make) -> None:
+    full = make(True)
+    generator_state = torch.get_rng_state()
+    inputs = make(False)
+    assert torch.equal(torch.get_rng_state(), generator_state)  # nothing was drawn for weights it does not have
+    assert inputs.memory_bytes() == 0 and full.memory_bytes() > inputs.num_parameters() * 4
+    assert inputs.num_parameters() == full.num_parameters() and inputs.shapes() == full.shapes()
+    assert {k: v.shape for k, v in inputs.kernel.state_views().items()} == {k: v.shape for k, v in full.kernel.state_views().items()}
+    kjt = kjt_from_ids({"a": torch.tensor([3, 29]), "b": torch.tensor([6, 0]), "hist_a": torch.tensor([[1, 2, -1], [4, -1, -1]])}, padding_id=-1)
+    for got, want in zip(inputs.kernel_inputs(kjt), full.kernel_inputs(kjt)):
+        assert torch.equal(got, want)
+    for call in (lambda: inputs(kjt), inputs.export_state):
+        with pytest.raises(RuntimeError, match="built on the meta device .* holds no weights"):
+            call()
+    twin = type(full).from_config(SCHEMA, full.state_config(), storage=False)
+    assert not twin.kernel.has_storage and twin.state_config() == full.state_config()
 
 
 def torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
@@ -70,7 +100,16 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("case", ["multiplexed", "per_feature"])
+ROW_WISE = ["multiplexed", "multiplexed_state", "per_feature", "per_feature_state"]
+METADATA_BYTES = 4096  # what the sharded module may hold besides its rows (measured: ~100 B)
+
+
+def row_bytes(result: dict, table: str) -> int:
+    """Bytes of one row of a table with rowwise Adagrad: the weight (dim float32) and one momentum."""
+    return (result["table_dims"][table] + 1) * 4
+
+
+@pytest.mark.parametrize("case", ROW_WISE)
 def test_each_rank_holds_only_its_row_block(ranks: list[dict], case: str) -> None:
     tables = ranks[0][case]["table_rows"]
     dims = ranks[0][case]["table_dims"]
@@ -78,10 +117,29 @@ def test_each_rank_holds_only_its_row_block(ranks: list[dict], case: str) -> Non
         block = math.ceil(rows / WORLD)  # torchrec's even row-wise split
         spans = [tuple(rank[case]["local_rows"][table]) for rank in ranks]
         assert spans == [(r * block, min(rows, (r + 1) * block)) for r in range(WORLD)]
-    for r, rank in enumerate(ranks):
+    for rank in ranks:
         held = sum((end - start) * dims[t] for t, (start, end) in rank[case]["local_rows"].items())
-        assert rank[case]["local_parameters"] == rank[case]["parameters"] == held
+        assert rank[case]["local_parameters"] == held
         assert held < sum(rows * dims[t] for t, rows in tables.items())
+
+
+@pytest.mark.parametrize("case", [*ROW_WISE, "per_feature_table_wise"])
+def test_the_sharded_module_holds_its_rows_and_little_else(ranks: list[dict], case: str) -> None:
+    # every tensor the module holds (parameters, buffers, fused optimizer state, its input-side
+    # layout), by distinct storage: its rows' weights and optimizer state, plus a little metadata
+    for rank in ranks:
+        rows = {t: end - start for t, (start, end) in rank[case]["local_rows"].items()}
+        expected = sum(n * row_bytes(rank[case], t) for t, n in rows.items())
+        assert rank[case]["memory_bytes"] == expected
+        assert expected <= rank[case]["held_bytes"] <= expected + METADATA_BYTES
+
+
+@pytest.mark.parametrize("case", ROW_WISE)
+def test_row_wise_shards_split_the_table_memory_over_the_ranks(ranks: list[dict], case: str) -> None:
+    full = sum(rows * row_bytes(ranks[0][case], t) for t, rows in ranks[0][case]["table_rows"].items())
+    assert full > 50 * METADATA_BYTES  # so that a full copy could not hide in the metadata
+    for rank in ranks:
+        assert rank[case]["held_bytes"] / (full / WORLD) == pytest.approx(1, abs=0.01)
 
 
 def test_table_wise_places_whole_tables_on_one_rank_each(ranks: list[dict]) -> None:
@@ -90,20 +148,22 @@ def test_table_wise_places_whole_tables_on_one_rank_each(ranks: list[dict]) -> N
     assert [rank[case]["local_rows"] for rank in ranks] == [{"a": [0, rows["a"]]}, {"b": [0, rows["b"]]}]
 
 
-@pytest.mark.parametrize("case", ["multiplexed", "per_feature", "per_feature_table_wise"])
+@pytest.mark.parametrize("case", [*ROW_WISE, "per_feature_table_wise"])
 def test_sharded_forward_equals_unsharded(ranks: list[dict], case: str) -> None:
     for rank in ranks:
         assert rank[case]["forward_max_diff"] <= 1e-6
         assert rank[case]["masks_equal"]
 
 
-@pytest.mark.parametrize("case", ["multiplexed", "per_feature", "per_feature_table_wise"])
+@pytest.mark.parametrize("case", [*ROW_WISE, "per_feature_table_wise"])
 def test_gathered_training_state_equals_unsharded_fused_run(ranks: list[dict], case: str) -> None:
-    for rank in ranks:
-        diffs = rank[case]["trained_max_diff"]
-        assert {key.split(".")[-1] for key in diffs} == {"weight", "momentum1", "step"}  # rowwise Adagrad's state
-        assert max(diffs.values()) <= 1e-5, diffs
-        assert min(rank[case]["weights_moved"].values()) > 0.05  # the steps did train every table
+    assert [rank[case]["gathered"] for rank in ranks] == [True] + [False] * (WORLD - 1)  # on rank 0 only
+    result = ranks[0][case]
+    diffs = result["trained_max_diff"]
+    assert {key.split(".")[-1] for key in diffs} == {"weight", "momentum1", "step"}  # rowwise Adagrad's state
+    assert max(diffs.values()) <= 1e-5, diffs
+    assert min(result["weights_moved"].values()) > 0.05  # the steps did train every table
+    assert result["lr_equal"]
 
 
 def test_example_shards_row_wise_trains_and_saves_the_gathered_table(tmp_path: Path) -> None:
@@ -111,6 +171,8 @@ def test_example_shards_row_wise_trains_and_saves_the_gathered_table(tmp_path: P
     spans = sorted((int(a), int(b)) for a, b in re.findall(r"rank \d holds rows \[(\d+), (\d+)\)", run.stdout))
     total = int(re.search(r"of (\d+) rows", run.stdout).group(1))
     assert len(spans) == WORLD and spans[0][0] == 0 and spans[0][1] == spans[1][0] and spans[1][1] == total
+    for held, full in re.findall(r"([\d,]+) of ([\d,]+) bytes", run.stdout):
+        assert int(held.replace(",", "")) / int(full.replace(",", "")) == pytest.approx(1 / WORLD, abs=0.01)
     first, last = (float(x) for x in re.search(r"loss ([\d.]+) -> ([\d.]+)", run.stdout).groups())
     assert last < first - 0.1, run.stdout
     tensors, manifest = load_artifact(tmp_path / "artifact")

@@ -115,6 +115,12 @@ class FusedTables(nn.Module):
 
     ``forward`` checks every id against its own table (fbgemm's check would only see the
     packed table, so it is off) unless the caller passes ``validated=True``.
+
+    ``device="meta"`` builds the kernel without storage: its geometry (``rows``, ``dims``,
+    ``slot_tables``, ``table_names``, optimizer) and the shapes of :meth:`state_views` are
+    there, but no weight or optimizer state is allocated (``memory_bytes()`` is 0), no
+    random number is drawn, and ``forward`` and state copies raise. A layout built with
+    ``storage=False`` holds such a kernel (``recsys_embed.sharding`` shards it).
     """
 
     def __init__(
@@ -146,6 +152,8 @@ class FusedTables(nn.Module):
         self.slot_tables = list(slot_tables)
         self.optimizer = optimizer
         self.table_names = names
+        self.init_scale = init_scale
+        self.has_storage = device.type != "meta"
         # pack runs of consecutive same-dim tables: physical[t] and row_offsets[t] place table t
         self.physical: list[int] = []
         self.row_offsets: list[int] = []
@@ -189,6 +197,7 @@ class FusedTables(nn.Module):
         """Bag sums ``[B, sum of slot dims]`` of ``indices`` ``[N]`` (int64, relative to each slot's
         table) in bags ``offsets`` ``[S * B + 1]`` (int64 or int32). ``validated=True``: the caller guarantees
         well-formed offsets and ids in ``[0, rows)`` of their tables, and the checks are skipped."""
+        self._require_storage("forward")
         slots = self.slot_shifts.numel()
         bags = offsets.numel() - 1
         if bags % slots:
@@ -242,37 +251,52 @@ class FusedTables(nn.Module):
         physical = self.tbe.split_optimizer_states()
         per_state = [self._split([states[i] for states in physical]) for i in range(len(names))]
         return [dict(zip(names, views)) for views in zip(*per_state)]
+
     def current_optimizer(self) -> TableOptimizer:
         """The optimizer config with the learning rate the kernel uses now (schedules change it)."""
         return dataclasses.replace(self.optimizer, lr=float(self.tbe.get_learning_rate()))
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Copies of every table's weight and optimizer state: ``<table>.weight``,
+    def state_views(self) -> dict[str, torch.Tensor]:
+        """Views into the kernel of every table's weight and optimizer state: ``<table>.weight``,
         ``<table>.<state>`` (see :meth:`optimizer_states`) and ``step`` (the kernel's counter)."""
-        out: dict[str, torch.Tensor] = {}
+        views = {}
         for name, weight, states in zip(self.table_names, self.weights(), self.optimizer_states()):
-            out[f"{name}.weight"] = weight.detach().cpu().clone()
-            out.update({f"{name}.{key}": value.detach().cpu().clone() for key, value in states.items()})
-        out["step"] = self.tbe.iter.detach().cpu().clone()
-        return out
+            views[f"{name}.weight"] = weight
+            views.update({f"{name}.{key}": value for key, value in states.items()})
+        views["step"] = self.tbe.iter
+        return views
+
+    def check_state(self, tensors: Mapping[str, torch.Tensor], source: str = "state") -> None:
+        """Raise ``ValueError`` unless ``tensors`` has exactly the names and shapes of :meth:`state_views`."""
+        views = self.state_views()
+        missing, unexpected = sorted(set(views) - set(tensors)), sorted(set(tensors) - set(views))
+        if missing or unexpected:
+            raise ValueError(f"{source}: table tensors do not fit this layout: missing {missing}, unexpected {unexpected}")
+        for key, view in views.items():
+            if tuple(tensors[key].shape) != tuple(view.shape):
+                raise ValueError(
+                    f"{source}: tensor {key!r} has shape {tuple(tensors[key].shape)}, the layout expects {tuple(view.shape)}"
+                )
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Copies of :meth:`state_views` (on the CPU), e.g. for an artifact."""
+        self._require_storage("state_tensors")
+        return {key: view.detach().cpu().clone() for key, view in self.state_views().items()}
 
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], source: str = "state") -> None:
         """Copy tensors written by :meth:`state_tensors` into the kernel (names and shapes must match)."""
-        targets = {"step": self.tbe.iter}
-        for name, weight, states in zip(self.table_names, self.weights(), self.optimizer_states()):
-            targets[f"{name}.weight"] = weight
-            targets.update({f"{name}.{key}": value for key, value in states.items()})
-        missing, unexpected = sorted(set(targets) - set(tensors)), sorted(set(tensors) - set(targets))
-        if missing or unexpected:
-            raise ValueError(f"{source}: table tensors do not fit this layout: missing {missing}, unexpected {unexpected}")
+        self._require_storage("load_state_tensors")
+        self.check_state(tensors, source)
         with torch.no_grad():
-            for key, target in targets.items():
-                value = tensors[key]
-                if tuple(value.shape) != tuple(target.shape):
-                    raise ValueError(
-                        f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the layout expects {tuple(target.shape)}"
-                    )
-                target.copy_(value.to(device=target.device, dtype=target.dtype))
+            for key, target in self.state_views().items():
+                target.copy_(tensors[key].to(device=target.device, dtype=target.dtype))
+
+    def _require_storage(self, what: str) -> None:
+        if not self.has_storage:
+            raise RuntimeError(
+                f"FusedTables.{what}: this kernel was built on the meta device (a layout with storage=False) "
+                "and holds no weights; it only describes the tables (ShardedTables holds the rows)"
+            )
 
     def num_parameters(self) -> int:
         return sum(r * d for r, d in zip(self.rows, self.dims))
@@ -284,15 +308,20 @@ class FusedTables(nn.Module):
             for place in ("host", "dev", "uvm"):
                 tensor = getattr(self.tbe, f"{prefix}_{place}", None)
                 if isinstance(tensor, torch.Tensor):
-                    total += tensor.numel() * tensor.element_size()
+                    total += _allocated_bytes(tensor)
         return total
 
     def table_bytes(self) -> list[int]:
         """Per table, the bytes of its weight and optimizer state views."""
         return [
-            weight.numel() * weight.element_size() + sum(s.numel() * s.element_size() for s in states.values())
+            _allocated_bytes(weight) + sum(_allocated_bytes(s) for s in states.values())
             for weight, states in zip(self.weights(), self.optimizer_states())
         ]
+
+
+def _allocated_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor's elements take (0 on the meta device, which allocates nothing)."""
+    return 0 if tensor.is_meta else tensor.numel() * tensor.element_size()
 
 
 def sequence_grid(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,9 +357,9 @@ def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) ->
 
 
 def check_layout(config: Mapping[str, Any], expected: str) -> None:
-    """Refuse a saved state that describes another layout than the one rebuilding it."""
+    """Refuse a saved config that describes another layout than the one rebuilding it."""
     if config.get("layout") != expected:
-        raise ValueError(f"from_state: the state describes layout {config.get('layout')!r}, not {expected!r}")
+        raise ValueError(f"the layout config describes layout {config.get('layout')!r}, not {expected!r}")
 
 
 def check_ids(name: str, values: torch.Tensor, rows: int) -> None:

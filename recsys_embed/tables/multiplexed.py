@@ -123,6 +123,11 @@ class MultiplexedTables(nn.Module):
         True
         >>> tables.num_parameters()
         8000
+
+    ``storage=False`` builds the input side only (hashing, id checks, slot maps:
+    :meth:`kernel_inputs`, :meth:`rows_for`, :meth:`shapes`) with its kernel on the meta
+    device: no weight or optimizer state is allocated, and ``forward`` raises.
+    ``recsys_embed.sharding`` shards such a layout.
     """
 
     def __init__(
@@ -132,8 +137,10 @@ class MultiplexedTables(nn.Module):
         optimizer: TableOptimizer | None = None,
         device: torch.device | str | None = None,
         vocab_sizes: Mapping[str, int] | None = None,
+        storage: bool = True,
     ) -> None:
         super().__init__()
+        self.schema = schema
         self.config = config
         sparse = {f.name: f for f in schema.sparse_features}
         names = config.features if config.features is not None else list(sparse)
@@ -162,7 +169,7 @@ class MultiplexedTables(nn.Module):
             slot_tables=[0] * sum(k * (f.max_len if f.is_sequence else 1) for f, k in zip(self.features, probes_of)),
             optimizer=optimizer or TableOptimizer(),
             init_scale=config.init_scale,
-            device=device,
+            device=device if storage else "meta",
             table_names=[SHARED],
         )
         self._seed_tensors = {t: _signed_seeds(s).to(device or "cpu") for t, s in self.seeds.items()}
@@ -284,16 +291,37 @@ class MultiplexedTables(nn.Module):
         ]
         return format_summary(accounts, self.num_parameters(), self.memory_bytes())
 
-    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, config)``: the shared weight and optimizer state, and the JSON-ready
-        config :meth:`from_state` rebuilds this layout from (with the schema)."""
-        config = {
+    def state_config(self) -> dict[str, Any]:
+        """The JSON-ready config :meth:`from_config` and :meth:`from_state` rebuild this layout from (with the schema)."""
+        return {
             "layout": LAYOUT,
             "config": dataclasses.asdict(self.config),
             "optimizer": dataclasses.asdict(self.kernel.current_optimizer()),
             "vocab_sizes": dict(self.vocab_sizes),
         }
-        return self.kernel.state_tensors(), config
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, config)``: copies of the shared weight and optimizer state, and :meth:`state_config`."""
+        return self.kernel.state_tensors(), self.state_config()
+
+    @classmethod
+    def from_config(
+        cls,
+        schema: Schema,
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+        storage: bool = True,
+    ) -> MultiplexedTables:
+        """A layout of the :meth:`state_config` ``config`` with fresh weights (or none: ``storage=False``)."""
+        check_layout(config, LAYOUT)
+        return cls(
+            schema,
+            MultiplexedConfig(**config["config"]),
+            TableOptimizer(**config["optimizer"]),
+            device=device,
+            vocab_sizes=config.get("vocab_sizes"),
+            storage=storage,
+        )
 
     @classmethod
     def from_state(
@@ -304,13 +332,6 @@ class MultiplexedTables(nn.Module):
         device: torch.device | str | None = None,
     ) -> MultiplexedTables:
         """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        check_layout(config, LAYOUT)
-        tables = cls(
-            schema,
-            MultiplexedConfig(**config["config"]),
-            TableOptimizer(**config["optimizer"]),
-            device=device,
-            vocab_sizes=config.get("vocab_sizes"),
-        )
+        tables = cls.from_config(schema, config, device)
         tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
         return tables

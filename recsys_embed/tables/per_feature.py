@@ -53,6 +53,11 @@ class PerFeatureTables(nn.Module):
         40
         >>> tables.memory_bytes()     # 160 B weights + 40 B rowwise Adagrad state + 72 B fbgemm placeholders
         272
+
+    ``storage=False`` builds the input side only (id checks and slot maps:
+    :meth:`kernel_inputs`, :meth:`shapes`) with its kernel on the meta device: no weight or
+    optimizer state is allocated, and ``forward`` raises. ``recsys_embed.sharding`` shards
+    such a layout.
     """
 
     def __init__(
@@ -62,8 +67,10 @@ class PerFeatureTables(nn.Module):
         optimizer: TableOptimizer | None = None,
         init_scale: float = 0.05,
         device: torch.device | str | None = None,
+        storage: bool = True,
     ) -> None:
         super().__init__()
+        self.schema = schema
         self.features: list[FeatureSpec] = schema.sparse_features
         self.table_names = list(schema.tables)
         missing = [t for t in self.table_names if t not in num_embeddings]
@@ -91,7 +98,7 @@ class PerFeatureTables(nn.Module):
             slot_tables=slot_tables,
             optimizer=optimizer or TableOptimizer(),
             init_scale=init_scale,
-            device=device,
+            device=device if storage else "meta",
             table_names=kernel_tables,
         )
         # fast path for batches of single ids in slot order (no sequence feature)
@@ -177,15 +184,29 @@ class PerFeatureTables(nn.Module):
             seen.add(table)
         return format_summary(accounts, self.num_parameters(), self.memory_bytes())
 
-    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, config)``: weights and optimizer state by name, and the JSON-ready config
-        :meth:`from_state` rebuilds this layout from (with the schema)."""
-        config = {
+    def state_config(self) -> dict[str, Any]:
+        """The JSON-ready config :meth:`from_config` and :meth:`from_state` rebuild this layout from (with the schema)."""
+        return {
             "layout": LAYOUT,
             "num_embeddings": dict(self.rows),
             "optimizer": dataclasses.asdict(self.kernel.current_optimizer()),
         }
-        return self.kernel.state_tensors(), config
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, config)``: copies of the weights and optimizer state by name, and :meth:`state_config`."""
+        return self.kernel.state_tensors(), self.state_config()
+
+    @classmethod
+    def from_config(
+        cls,
+        schema: Schema,
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+        storage: bool = True,
+    ) -> PerFeatureTables:
+        """A layout of the :meth:`state_config` ``config`` with fresh weights (or none: ``storage=False``)."""
+        check_layout(config, LAYOUT)
+        return cls(schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device, storage=storage)
 
     @classmethod
     def from_state(
@@ -196,7 +217,6 @@ class PerFeatureTables(nn.Module):
         device: torch.device | str | None = None,
     ) -> PerFeatureTables:
         """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        check_layout(config, LAYOUT)
-        tables = cls(schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device)
+        tables = cls.from_config(schema, config, device)
         tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
         return tables
