@@ -23,7 +23,7 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_embed.features import FeatureSpec
+from recsys_embed.features import FeatureSpec, Schema
 
 _OPTIMIZERS = {
     "sgd": EmbOptimType.EXACT_SGD,
@@ -317,6 +317,30 @@ class FusedTables(nn.Module):
             _allocated_bytes(weight) + sum(_allocated_bytes(s) for s in states.values())
             for weight, states in zip(self.weights(), self.optimizer_states())
         ]
+
+
+class FusedLayoutState:
+    """The state round trip of a layout whose storage is one :class:`FusedTables` (``self.kernel``):
+    the layout provides ``state_config()`` and ``from_config(schema, config, device)``."""
+
+    kernel: FusedTables
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, config)``: copies of the weights and optimizer state by name, and ``state_config()``."""
+        return self.kernel.state_tensors(), self.state_config()  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_state(
+        cls,
+        schema: Schema,
+        tensors: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+    ) -> Any:
+        """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
+        tables = cls.from_config(schema, config, device)  # type: ignore[attr-defined]
+        tables.kernel.load_state_tensors(tensors, source=f"{config['layout']} state")
+        return tables
 
 
 def _allocated_bytes(tensor: torch.Tensor) -> int:

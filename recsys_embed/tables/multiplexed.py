@@ -34,6 +34,7 @@ from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import FeatureAccount, expected_collision_rate, format_summary
 from recsys_embed.tables.base import (
+    FusedLayoutState,
     check_layout,
     Embeddings,
     EmbeddingShapes,
@@ -99,7 +100,7 @@ def _signed_seeds(seeds: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.array(seeds, dtype=np.uint64).view(np.int64))
 
 
-class MultiplexedTables(nn.Module):
+class MultiplexedTables(FusedLayoutState, nn.Module):
     """One shared ``[M, d_c]`` table read by every feature through ``k_t`` hashed probes.
 
     Input: a ``KeyedJaggedTensor`` with (at least) this layout's features as keys.
@@ -300,9 +301,6 @@ class MultiplexedTables(nn.Module):
             "vocab_sizes": dict(self.vocab_sizes),
         }
 
-    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, config)``: copies of the shared weight and optimizer state, and :meth:`state_config`."""
-        return self.kernel.state_tensors(), self.state_config()
 
     @classmethod
     def from_config(
@@ -322,16 +320,3 @@ class MultiplexedTables(nn.Module):
             vocab_sizes=config.get("vocab_sizes"),
             storage=storage,
         )
-
-    @classmethod
-    def from_state(
-        cls,
-        schema: Schema,
-        tensors: Mapping[str, torch.Tensor],
-        config: Mapping[str, Any],
-        device: torch.device | str | None = None,
-    ) -> MultiplexedTables:
-        """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        tables = cls.from_config(schema, config, device)
-        tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
-        return tables

@@ -13,6 +13,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.features import FeatureSpec, IdStrategy, Schema
 from recsys_embed.tables.accounting import FeatureAccount, expected_collision_rate, format_summary
 from recsys_embed.tables.base import (
+    FusedLayoutState,
     check_layout,
     Embeddings,
     EmbeddingShapes,
@@ -29,7 +30,7 @@ from recsys_embed.tables.base import (
 LAYOUT = "per_feature"
 
 
-class PerFeatureTables(nn.Module):
+class PerFeatureTables(FusedLayoutState, nn.Module):
     """One table per table group of the schema; features of a group share its rows.
 
     Input: a ``KeyedJaggedTensor`` with (at least) the schema's sparse features as keys.
@@ -192,9 +193,6 @@ class PerFeatureTables(nn.Module):
             "optimizer": dataclasses.asdict(self.kernel.current_optimizer()),
         }
 
-    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, config)``: copies of the weights and optimizer state by name, and :meth:`state_config`."""
-        return self.kernel.state_tensors(), self.state_config()
 
     @classmethod
     def from_config(
@@ -207,16 +205,3 @@ class PerFeatureTables(nn.Module):
         """A layout of the :meth:`state_config` ``config`` with fresh weights (or none: ``storage=False``)."""
         check_layout(config, LAYOUT)
         return cls(schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device, storage=storage)
-
-    @classmethod
-    def from_state(
-        cls,
-        schema: Schema,
-        tensors: Mapping[str, torch.Tensor],
-        config: Mapping[str, Any],
-        device: torch.device | str | None = None,
-    ) -> PerFeatureTables:
-        """Rebuild the layout :meth:`export_state` described: same outputs, same optimizer state."""
-        tables = cls.from_config(schema, config, device)
-        tables.kernel.load_state_tensors(tensors, source=f"{LAYOUT} state")
-        return tables
