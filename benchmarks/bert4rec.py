@@ -27,8 +27,9 @@ from pathlib import Path
 import torch
 
 from recsys_embed.artifacts import versions
+from recsys_embed.models import BERT4RecConfig
 from recsys_embed.pipelines.synthetic_seq import write_sequences
-from recsys_embed.sequential import SequentialConfig, SequentialModelConfig, scan_parquet_events, train_sequential
+from recsys_embed.sequential import SequentialConfig, scan_parquet_events, train_sequential
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 2.0
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = SequentialConfig(
-        SequentialModelConfig(max_len=args.max_len, dim=args.dim, num_layers=args.layers, dropout=args.dropout),
+        BERT4RecConfig(max_len=args.max_len, dim=args.dim, num_layers=args.layers, dropout=args.dropout),
         batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, mask_prob=args.mask_prob, seed=args.seed, progress=False,
     )
     load_before = os.getloadavg()

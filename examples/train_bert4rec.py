@@ -15,10 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys_embed.models import BERT4RecConfig
 from recsys_embed.pipelines.synthetic_seq import write_sequences
-from recsys_embed.sequential import (
-    SequentialConfig, SequentialModelConfig, load_sequential, scan_parquet_events, train_sequential,
-)
+from recsys_embed.sequential import SequentialConfig, load_sequential, scan_parquet_events, train_sequential
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--users", type=int, default=5000)
@@ -29,7 +28,7 @@ args = parser.parse_args()
 with tempfile.TemporaryDirectory() as tmp:
     data = write_sequences(Path(tmp) / "events", users=args.users, seed=0, progress=False)
     events = scan_parquet_events(data.path)  # user_id, item_id, timestamp
-    config = SequentialConfig(SequentialModelConfig(max_len=20, dim=64), epochs=args.epochs, progress=False)
+    config = SequentialConfig(BERT4RecConfig(max_len=20, dim=64), epochs=args.epochs, progress=False)
     report = train_sequential(events, config, args.run_dir)
     history = events.filter(pl.col("user_id") == 1).sort("timestamp").collect()["item_id"].to_list()
 print(report.summary())

@@ -17,7 +17,7 @@ Shape notation: B batch, L sequence length (<= max_len), D model dim, V = num_it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -30,9 +30,13 @@ from recsys_embed.models.ranking import PAD_ID, check_items
 class BERT4RecConfig:
     """BERT4Rec hyper-parameters: ``num_items`` items (ids ``1..num_items``), sequences of at
     most ``max_len`` items, a ``dim``-wide encoder of ``num_layers`` layers with ``num_heads``
-    heads and a ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT)."""
+    heads and a ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT).
 
-    num_items: int
+    ``num_items=None`` leaves the item count to whoever knows the data (the sequential job
+    counts it, then builds the model from :meth:`with_items`); the model needs it set.
+    """
+
+    num_items: int | None = None
     max_len: int = 50
     dim: int = 64
     num_layers: int = 2
@@ -40,18 +44,27 @@ class BERT4RecConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.num_items < 1 or self.max_len < 2:
+        if (self.num_items is not None and self.num_items < 1) or self.max_len < 2:
             raise ValueError(f"BERT4Rec needs num_items >= 1 and max_len >= 2, got {self.num_items}, {self.max_len}")
         if self.dim % self.num_heads:
             raise ValueError(f"BERT4Rec dim {self.dim} must be divisible by num_heads {self.num_heads}")
 
+    def with_items(self, num_items: int) -> BERT4RecConfig:
+        """This config for ``num_items`` items."""
+        return replace(self, num_items=num_items)
+
+    def _known_items(self) -> int:
+        if self.num_items is None:
+            raise ValueError("BERT4RecConfig.num_items is not set; build the model from config.with_items(num_items)")
+        return self.num_items
+
     @property
     def mask_id(self) -> int:
-        return self.num_items + 1
+        return self._known_items() + 1
 
     @property
     def vocab_size(self) -> int:
-        return self.num_items + 2
+        return self._known_items() + 2
 
 
 def cloze_mask(

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_embed.batch import Batch
-from recsys_embed.tables.base import FusedTables
+from recsys_embed.models import mini_batch_aware_l2
+from recsys_embed.tables.base import Embeddings, FusedTables
+from recsys_embed.tables.frequencies import num_layout_rows, row_vectors
 
 
 class RankingModel(nn.Module):
@@ -17,12 +19,16 @@ class RankingModel(nn.Module):
     Layout hooks, used when present: ``training_views(emb)`` returns several views of the
     embeddings whose losses are summed (Matryoshka), ``regularization_loss()`` is added to
     the loss (OptEmbed thresholds), ``dense_parameters()`` gives extra optimizer param groups.
+    :meth:`use_mini_batch_aware_l2` adds DIN's mini-batch aware L2 on the table rows.
     """
 
     def __init__(self, tables: nn.Module, model: nn.Module) -> None:
         super().__init__()
         self.tables = tables
         self.model = model
+        self.mba_l2 = 0.0
+        self.row_frequencies: torch.Tensor | None
+        self.register_buffer("row_frequencies", None, persistent=False)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.model(self.tables(batch.sparse), batch.dense)
@@ -35,7 +41,34 @@ class RankingModel(nn.Module):
         loss = sum(F.binary_cross_entropy_with_logits(lg, batch.labels) for lg in logits)
         if hasattr(self.tables, "regularization_loss"):
             loss = loss + self.tables.regularization_loss()
+        if self.mba_l2:
+            loss = loss + self.mba_l2 * self.mini_batch_aware_l2(batch, emb)
         return loss, logits[-1]
+
+    def use_mini_batch_aware_l2(self, weight: float, frequencies: torch.Tensor) -> None:
+        """Add ``weight * sum_j ||w_j||^2 / n_j`` to the training loss (DIN, Zhou et al. 2018,
+        eq. 4-5): j runs over the distinct table rows the batch reads, each once; ``frequencies``
+        ``[num_layout_rows]`` holds n_j, how often the training data reads row j
+        (:func:`recsys_embed.tables.frequencies.row_frequencies`; the Trainer counts them when
+        ``TrainerConfig.mba_l2 > 0``). ``weight`` 0 turns it off."""
+        if weight < 0:
+            raise ValueError(f"mini-batch aware L2 weight must be >= 0, got {weight}")
+        rows = num_layout_rows(self.tables)
+        if frequencies.shape != (rows,):
+            raise ValueError(f"row frequencies must have shape ({rows},), one count per layout row; got {tuple(frequencies.shape)}")
+        self.mba_l2 = float(weight)
+        self.row_frequencies = frequencies.to(next(self.parameters(), frequencies).device)
+
+    def mini_batch_aware_l2(self, batch: Batch, emb: Embeddings) -> torch.Tensor:
+        """``sum_j ||w_j||^2 / n_j`` over the distinct rows j that ``emb`` (this batch's table
+        output) read, taken on ``emb`` so the gradient reaches the rows through the table's
+        fused optimizer."""
+        if self.row_frequencies is None:
+            raise ValueError("mini-batch aware L2 needs the row frequencies: call use_mini_batch_aware_l2(weight, frequencies)")
+        penalty = torch.zeros((), device=batch.dense.device)
+        for vectors, rows in row_vectors(self.tables, batch.sparse, emb):
+            penalty = penalty + mini_batch_aware_l2(vectors, rows, self.row_frequencies[rows])
+        return penalty
 
     def dense_param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Optimizer param groups for everything the fused table kernel does not update."""

@@ -12,8 +12,9 @@ only as a validation or test target keeps its initial embedding and simply score
 Metrics are HR@k, NDCG@k and MRR@k of the held-out item among all items (or among the target
 and ``negatives`` sampled ones), with the user's history excluded from the candidates by
 default, for BERT4Rec and for :class:`~recsys_embed.models.Popularity` on the same split. The
-run directory gets ``metrics.json``, ``training_curves.png`` and ``model/`` (safetensors plus a
-JSON manifest holding the model config and the item vocabulary; no pickle).
+run directory gets ``metrics.json``, ``training_curves.png``, ``model/`` (safetensors plus a
+JSON manifest holding the model config and the item vocabulary; no pickle) and ``checkpoint/``
+(after every epoch and every ``checkpoint_every`` steps; ``resume=True`` continues from it).
 :func:`load_sequential` rebuilds a :class:`SequentialRecommender`, whose ``recommend`` takes raw
 item ids and returns raw item ids; raw ids outside the vocabulary are skipped (they have no
 embedding), so a history of only unknown items gets the model's non-personal ranking.
@@ -24,7 +25,7 @@ Example::
     >>> events = pl.DataFrame({"user_id": [u for u in range(60) for _ in range(6)],
     ...                        "item_id": [10 * ((u + t) % 9) for u in range(60) for t in range(6)],
     ...                        "timestamp": [t for _ in range(60) for t in range(6)]})
-    >>> config = SequentialConfig(SequentialModelConfig(max_len=8, dim=16, num_layers=1),
+    >>> config = SequentialConfig(BERT4RecConfig(max_len=8, dim=16, num_layers=1),
     ...                           epochs=2, batch_size=16, progress=False)
     >>> run_dir = Path(tempfile.mkdtemp())
     >>> report = train_sequential(events, config, run_dir)
@@ -59,7 +60,7 @@ from recsys_embed.config import from_mapping
 from recsys_embed.models import BERT4Rec, BERT4RecConfig, Popularity, cloze_mask, rank_of, sample_negatives
 from recsys_embed.pipelines.readers import leave_one_out, read_movielens, user_sequences
 from recsys_embed.pipelines.sources import resolve_files
-from recsys_embed.trainer import FitResult, plot_curves, seed_everything
+from recsys_embed.trainer import FitResult, plot_curves, restore_checkpoint, save_checkpoint, seed_everything
 
 TASK = "sequential"
 NEGATIVE_SAMPLING = ("uniform", "popularity")
@@ -67,27 +68,10 @@ SCORES_PER_EVAL_BATCH = 1 << 22  # eval rows x vocabulary size per scoring call 
 
 
 @dataclass
-class SequentialModelConfig:
-    """BERT4Rec's hyper-parameters (:class:`~recsys_embed.models.BERT4RecConfig` without
-    ``num_items``, which comes from the data): ``max_len`` most recent items per sequence."""
-
-    max_len: int = 50
-    dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.bert4rec(num_items=1)  # validates max_len, dim and num_heads
-
-    def bert4rec(self, num_items: int) -> BERT4RecConfig:
-        return BERT4RecConfig(num_items=num_items, **asdict(self))
-
-
-@dataclass
 class SequentialConfig:
     """Args:
-    model: the BERT4Rec encoder (a :class:`SequentialModelConfig` or a mapping of its fields).
+    model: the BERT4Rec encoder (a :class:`~recsys_embed.models.BERT4RecConfig` or a mapping of
+        its fields) without ``num_items``, which the job counts in the data.
     min_length: users with fewer events are dropped (>= 3: train, valid and test items).
     mask_prob: Cloze masking probability of each training item.
     batch_size / epochs: training sequences per step / passes over the training users.
@@ -99,11 +83,14 @@ class SequentialConfig:
         ``negative_sampling="uniform"`` or ``"popularity"`` (by training counts).
     exclude_history: the items a user already had are no candidates (in evaluation and in
         ``recommend``).
+    checkpoint_every: steps between checkpoints (0: only at the end of each epoch); with them
+        ``train_sequential(..., resume=True)`` after a kill reaches the same final weights as an
+        uninterrupted run.
     device: torch device to train and evaluate on.
     progress: a tqdm bar per epoch with the running loss and sequences/s.
     """
 
-    model: SequentialModelConfig = field(default_factory=SequentialModelConfig)
+    model: BERT4RecConfig = field(default_factory=BERT4RecConfig)
     min_length: int = 5
     mask_prob: float = 0.2
     batch_size: int = 32
@@ -115,19 +102,25 @@ class SequentialConfig:
     negatives: int = 0
     negative_sampling: str = "uniform"
     exclude_history: bool = True
+    checkpoint_every: int = 0
     device: str = "cpu"
     progress: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.model, Mapping):
-            self.model = SequentialModelConfig(**self.model)
+            self.model = BERT4RecConfig(**self.model)
+        if self.model.num_items is not None:
+            raise ValueError(
+                f"model.num_items is counted from the data by the sequential job; leave it out (got {self.model.num_items})"
+            )
         if self.min_length < 3:
             raise ValueError(f"min_length must be >= 3 (train, valid and test items), got {self.min_length}")
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must lie in (0, 1), got {self.mask_prob}")
-        if self.batch_size < 1 or self.epochs < 1 or self.negatives < 0:
+        if self.batch_size < 1 or self.epochs < 1 or self.negatives < 0 or self.checkpoint_every < 0:
             raise ValueError(
-                f"batch_size and epochs must be >= 1 and negatives >= 0, got {self.batch_size}, {self.epochs}, {self.negatives}"
+                "batch_size and epochs must be >= 1, negatives and checkpoint_every >= 0; got "
+                f"{self.batch_size}, {self.epochs}, {self.negatives}, {self.checkpoint_every}"
             )
         self.ks = tuple(self.ks)
         if not self.ks or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in self.ks):
@@ -313,21 +306,49 @@ def _evaluate_model(model: BERT4Rec, split: NextItemSplit, config: SequentialCon
         model.train()
 
 
-def fit_bert4rec(model: BERT4Rec, splits: SequenceSplits, config: SequentialConfig, popularity: Popularity) -> FitResult:
+def fit_bert4rec(
+    model: BERT4Rec,
+    splits: SequenceSplits,
+    config: SequentialConfig,
+    popularity: Popularity,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+) -> FitResult:
     """Cloze training on ``splits.train`` (most recent ``max_len`` items per user), validation
-    after every epoch; the model ends with the weights of the best validation NDCG."""
+    after every epoch; the model ends with the weights of the best validation NDCG.
+
+    With a ``checkpoint`` path, the training state is saved there after every epoch and every
+    ``config.checkpoint_every`` steps; ``resume=True`` continues from it (the order of an epoch
+    depends only on the seed and the epoch, so the interrupted epoch skips the batches already
+    trained on) and ends with the weights an uninterrupted run ends with."""
     device = torch.device(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     masking = torch.Generator().manual_seed(config.seed)
     selection = f"ndcg@{config.selection_k}"
-    result, best_state = FitResult(), None
+    result, best_state, start_epoch, skip = FitResult(), None, 0, 0
+    if resume:
+        if checkpoint is None:
+            raise ValueError("resume=True needs the checkpoint path of the interrupted run")
+        result, position = restore_checkpoint(checkpoint, model, optimizer)
+        start_epoch, skip, best_state = position["epoch"], position["batch_index"], position["best_model"]
+        masking.set_state(position["masking"])
+
+    def save(epoch: int, batch_index: int, seconds: float) -> None:
+        if checkpoint is not None:
+            timed = dataclasses.replace(result, train_seconds=result.train_seconds + seconds)
+            position = {"epoch": epoch, "batch_index": batch_index, "best_model": best_state, "masking": masking.get_state()}
+            save_checkpoint(checkpoint, model, optimizer, timed, position)
+
     model.train()
-    for epoch in range(config.epochs):
+    batches = math.ceil(len(splits.train) / config.batch_size)
+    for epoch in range(start_epoch, config.epochs):
         order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(config.seed + 7919 * epoch))
-        bar = tqdm(desc=f"epoch {epoch + 1}/{config.epochs}", total=math.ceil(len(splits.train) / config.batch_size),
+        bar = tqdm(desc=f"epoch {epoch + 1}/{config.epochs}", total=batches, initial=skip,
                    unit="batch", disable=not config.progress, dynamic_ncols=True)
         running, start = None, time.perf_counter()
-        for rows in _chunks(len(splits.train), config.batch_size, order):
+        for index, rows in enumerate(_chunks(len(splits.train), config.batch_size, order)):
+            if index < skip:
+                continue
             items = splits.train.padded(rows, last=config.model.max_len)
             inputs, targets = cloze_mask(items, config.mask_prob, model.config.mask_id, masking)
             loss = model.cloze_loss(inputs.to(device), targets.to(device))
@@ -345,12 +366,16 @@ def fit_bert4rec(model: BERT4Rec, splits: SequenceSplits, config: SequentialConf
                 elapsed = result.train_seconds + time.perf_counter() - start
                 bar.set_postfix(loss=f"{running:.4f}", seq_s=f"{result.samples / elapsed:,.0f}")
             bar.update(1)
+            if config.checkpoint_every and result.steps % config.checkpoint_every == 0:
+                save(epoch, index + 1, time.perf_counter() - start)
         bar.close()
+        skip = 0
         result.train_seconds += time.perf_counter() - start  # evaluation time is not training time
         valid = _evaluate_model(model, splits.valid, config, popularity)
         result.epochs.append({"epoch": float(epoch + 1), "steps": float(result.steps), **valid})
         if not result.best or valid[selection] > result.best[selection]:
             result.best, best_state = dict(result.epochs[-1]), copy.deepcopy(model.state_dict())
+        save(epoch + 1, 0, 0.0)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
@@ -381,16 +406,19 @@ class SequentialReport:
                           f"{self.sequences_per_second:,.0f} seq/s", f"saved to {self.run_dir}/"])
 
 
-def train_sequential(events: pl.LazyFrame | pl.DataFrame, config: SequentialConfig, run_dir: str | Path) -> SequentialReport:
+def train_sequential(
+    events: pl.LazyFrame | pl.DataFrame, config: SequentialConfig, run_dir: str | Path, resume: bool = False
+) -> SequentialReport:
     """Split, train, evaluate against popularity, and write ``metrics.json``,
-    ``training_curves.png`` and the ``model`` artifact into ``run_dir`` (see the module docstring)."""
+    ``training_curves.png`` and the ``model`` artifact into ``run_dir`` (see the module docstring).
+    Training checkpoints go to ``run_dir/checkpoint``; ``resume=True`` continues from there."""
     run_dir = Path(run_dir)
     seed_everything(config.seed)
     splits = split_sequences(events, config.min_length)
     num_items = len(splits.items)
     popularity = fit_popularity(splits.train, num_items).to(config.device)
-    model = BERT4Rec(config.model.bert4rec(num_items)).to(config.device)
-    result = fit_bert4rec(model, splits, config, popularity)
+    model = BERT4Rec(config.model.with_items(num_items)).to(config.device)
+    result = fit_bert4rec(model, splits, config, popularity, run_dir / "checkpoint", resume)
     test = _evaluate_model(model, splits.test, config, popularity)
     baseline = {name: evaluate_next_item(popularity.score_next, split, config, popularity)
                 for name, split in (("valid", splits.valid), ("test", splits.test))}
@@ -493,7 +521,7 @@ class SequentialRunConfig:
 
     data: EventsConfig
     task: str = TASK
-    model: SequentialModelConfig = field(default_factory=SequentialModelConfig)
+    model: BERT4RecConfig = field(default_factory=BERT4RecConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     run_dir: str = "runs/sequential"
 
@@ -513,8 +541,10 @@ def sequential_run_config(mapping: Mapping[str, Any], where: str = "config") -> 
         hint = "; model settings go under the top-level 'model' key" if "model" in unknown else ""
         raise ValueError(f"{where}.trainer: unknown key(s) {unknown}; expected some of {trainer_keys}{hint}")
     config = from_mapping(SequentialConfig, run.trainer, f"{where}.trainer")
-    config.model = run.model
-    return run, config
+    try:
+        return run, dataclasses.replace(config, model=run.model)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def train_sequential_from_config(

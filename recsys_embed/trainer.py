@@ -5,7 +5,8 @@ other parameter by a torch Adam. Each epoch ends with an evaluation; early stopp
 ``config.metric``; checkpoints every ``config.checkpoint_every`` steps make ``resume=True``
 after a kill reach the same final weights as an uninterrupted run (data order is a
 function of the seed and the epoch, so the interrupted epoch is replayed from its start and
-the batches already trained on are skipped).
+the batches already trained on are skipped). ``config.mba_l2 > 0`` adds DIN's mini-batch aware
+L2 on the table rows, with the row frequencies counted in one pass over the training data first.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import math
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from recsys_embed import metrics
 from recsys_embed.batch import Batch
 from recsys_embed.checkpoint import load_state, save_state
 from recsys_embed.ranking import RankingModel
+from recsys_embed.tables.frequencies import row_frequencies
 
 _HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False}
 
@@ -39,6 +42,8 @@ class TrainerConfig:
     lr / weight_decay: Adam for the dense parameters (tables carry their own fused optimizer).
     metric: validation metric for early stopping and best-model selection (auc, gauc, logloss).
     patience: epochs without improvement before stopping.
+    mba_l2: weight of DIN's mini-batch aware L2 on the table rows (0: off); when > 0, ``fit``
+        first counts how often the training data reads each row (one pass over it).
     checkpoint_every: steps between checkpoints (0: only at the end of each epoch).
     max_steps: stop after this many steps in total (0: no limit).
     seed: seeds torch, numpy and random.
@@ -48,6 +53,7 @@ class TrainerConfig:
     epochs: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
+    mba_l2: float = 0.0
     metric: str = "auc"
     patience: int = 1
     checkpoint_every: int = 0
@@ -60,6 +66,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.metric={self.metric!r} is not one of {sorted(_HIGHER_IS_BETTER)}")
         if self.epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
+        if self.mba_l2 < 0:
+            raise ValueError(f"trainer.mba_l2 must be >= 0 (0 turns mini-batch aware L2 off), got {self.mba_l2}")
 
 
 @dataclass
@@ -128,6 +136,8 @@ class Trainer:
         result = FitResult()
         start_epoch, skip = 0, 0
         best_score, stale, best_state = None, 0, None
+        if cfg.mba_l2:  # before restoring: the counting pass may draw from the global RNG (loader workers)
+            self.model.use_mini_batch_aware_l2(cfg.mba_l2, row_frequencies(self.model.tables, (b.sparse for b in train)))
         if resume:
             start_epoch, skip, result, best_score, stale, best_state = self._restore()
         self.model.train()
@@ -188,35 +198,15 @@ class Trainer:
     ) -> None:
         if not self.run_dir:
             return
-        state: dict[str, Any] = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "numpy_rng": _numpy_rng_state(),
-            "epoch": epoch,
-            "batch_index": batch_index,
-            "result": {**asdict(result), "train_seconds": result.train_seconds + time.perf_counter() - start},
-            "best_score": best,
-            "stale": stale,
-            "best_model": best_state,
-        }
-        save_state(self.run_dir / "checkpoint", state)
+        timed = replace(result, train_seconds=result.train_seconds + time.perf_counter() - start)
+        position = {"epoch": epoch, "batch_index": batch_index, "best_score": best, "stale": stale, "best_model": best_state}
+        save_checkpoint(self.run_dir / "checkpoint", self.model, self.optimizer, timed, position)
 
     def _restore(self) -> tuple[int, int, FitResult, float | None, int, dict | None]:
-        if not self.run_dir or not (self.run_dir / "checkpoint").exists():
-            raise FileNotFoundError(f"resume=True but {self.run_dir}/checkpoint does not exist")
-        state = load_state(self.run_dir / "checkpoint")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        rng = state["numpy_rng"]
-        np.random.set_state(("MT19937", rng["keys"].numpy().astype(np.uint32), rng["pos"], rng["has_gauss"], rng["cached"]))
-        r = state["result"]
-        result = FitResult(
-            epochs=r["epochs"], losses=[tuple(x) for x in r["losses"]], steps=r["steps"],
-            samples=r["samples"], train_seconds=r["train_seconds"], best=r["best"],
-        )
-        return state["epoch"], state["batch_index"], result, state["best_score"], state["stale"], state["best_model"]
+        if not self.run_dir:
+            raise FileNotFoundError("resume=True but the Trainer has no run_dir to find a checkpoint in")
+        result, p = restore_checkpoint(self.run_dir / "checkpoint", self.model, self.optimizer)
+        return p["epoch"], p["batch_index"], result, p["best_score"], p["stale"], p["best_model"]
 
     # ---- reports ----------------------------------------------------------------------
     def write_reports(self, result: FitResult) -> None:
@@ -234,9 +224,48 @@ class Trainer:
         plot_curves(result, self.run_dir / "training_curves.png", self.config.metric)
 
 
-def _numpy_rng_state() -> dict[str, Any]:
+_CHECKPOINT_KEYS = ("model", "optimizer", "rng", "numpy_rng", "result")
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, result: FitResult, position: dict[str, Any]
+) -> None:
+    """Write what a resumed run needs to go on as if never stopped: ``model`` and ``optimizer``
+    state, torch's and numpy's global RNG, ``result`` so far, and the caller's ``position`` (epoch,
+    batch index, best weights, its own generators' states: tensors, numbers, strings, lists and
+    dicts). Atomic (safetensors + JSON, no pickle; see :mod:`recsys_embed.checkpoint`)."""
+    taken = sorted(set(position) & set(_CHECKPOINT_KEYS))
+    if taken:
+        raise ValueError(f"checkpoint position keys {taken} are reserved for the common state {list(_CHECKPOINT_KEYS)}")
     _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+    state: dict[str, Any] = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "numpy_rng": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "result": asdict(result),
+        **position,
+    }
+    save_state(path, state)
+
+
+def restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[FitResult, dict[str, Any]]:
+    """Load a :func:`save_checkpoint` into ``model``, ``optimizer`` and the global RNGs; returns
+    the ``FitResult`` so far and the caller's ``position``."""
+    if not path.exists():
+        raise FileNotFoundError(f"resume=True but {path} does not exist")
+    state = load_state(path)
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    torch.set_rng_state(state.pop("rng"))
+    rng = state.pop("numpy_rng")
+    np.random.set_state(("MT19937", rng["keys"].numpy().astype(np.uint32), rng["pos"], rng["has_gauss"], rng["cached"]))
+    r = state.pop("result")
+    result = FitResult(
+        epochs=r["epochs"], losses=[tuple(x) for x in r["losses"]], steps=r["steps"],
+        samples=r["samples"], train_seconds=r["train_seconds"], best=r["best"],
+    )
+    return result, state
 
 
 def plot_curves(result: FitResult, path: Path, metric: str) -> None:

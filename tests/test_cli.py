@@ -73,6 +73,25 @@ def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[
     assert manifest["layout_state"]["layout"] == "multiplexed" and manifest["model"]["name"] == "autoint"
 
 
+def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    config = {
+        "data": {"train": str(splits / "train"), "test": str(splits / "test")},
+        "model": {"name": "din", "hidden": [32], "attention_hidden": [16]},
+        "trainer": {"epochs": 1, "lr": 0.003, "mba_l2": 0.01, "progress": False},
+        "batching": {"batch_size": 2048},
+        "run_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run("train", "--config", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    auc = float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1))
+    assert auc > 0.5, result.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["mba_l2"] == 0.01
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -81,6 +100,8 @@ def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[
         ({"batching": {"batch_size": "big"}}, r"batching.batch_size: expected int"),
         ({"layout": {"name": "per_feature", "rows": 3}}, r"layout: per_feature takes no options"),
         ({"data": {"valid": "x"}}, r"data: missing required key\(s\) \['train'\]"),
+        ({"trainer": {"mba_l2": -0.1}}, r"trainer: trainer.mba_l2 must be >= 0"),
+        ({"trainer": {"mba_l2": "high"}}, r"trainer.mba_l2: expected float"),
     ],
 )
 def test_bad_config_keys_name_the_key(tmp_path: Path, change: dict, message: str) -> None:

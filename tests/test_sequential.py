@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,12 +18,14 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import recsys_embed.sequential
+from recsys_embed.checkpoint import load_state
+from recsys_embed.models import BERT4Rec, BERT4RecConfig
 from recsys_embed.sequential import (
     ItemIndex,
     SequentialConfig,
-    SequentialModelConfig,
     SequentialReport,
     evaluate_next_item,
     fit_popularity,
@@ -34,7 +37,7 @@ from recsys_embed.sequential import (
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_bert4rec.py"
-TINY_MODEL = SequentialModelConfig(max_len=10, dim=32, num_layers=1, num_heads=2, dropout=0.0)
+TINY_MODEL = BERT4RecConfig(max_len=10, dim=32, num_layers=1, num_heads=2, dropout=0.0)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -176,6 +179,8 @@ def test_bad_config_keys_and_values_are_named() -> None:
         "run.yaml.model: BERT4Rec dim 30 must be divisible": {**good, "model": {"dim": 30, "num_heads": 4}},
         "run.yaml.trainer: unknown key(s) ['model']; expected some of ['batch_size',": {**good, "trainer": {"model": {}}},
         "run.yaml: missing required key(s) ['data']": {"task": "sequential"},
+        "run.yaml: model.num_items is counted from the data by the sequential job; leave it out (got 5)":
+            {**good, "model": {"num_items": 5}},
     }
     for message, mapping in cases.items():
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -184,7 +189,9 @@ def test_bad_config_keys_and_values_are_named() -> None:
         train_sequential_from_config({**good, "data": {"events": "missing"}}, "run.yaml")
     with pytest.raises(ValueError, match="min_length must be >= 3"):
         SequentialConfig(min_length=2)
-    assert SequentialConfig(model={"dim": 16, "num_heads": 4}).model == SequentialModelConfig(dim=16, num_heads=4)
+    assert SequentialConfig(model={"dim": 16, "num_heads": 4}).model == BERT4RecConfig(dim=16, num_heads=4)
+    with pytest.raises(ValueError, match=re.escape("num_items is not set; build the model from config.with_items")):
+        BERT4Rec(BERT4RecConfig(dim=16))
 
 
 def test_movielens_u_data_end_to_end_through_a_run_config(tmp_path: Path) -> None:
@@ -226,3 +233,62 @@ def test_example_script_trains_and_prints_the_summary(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     assert "test NDCG@10 " in run.stdout and "(popularity " in run.stdout and "saved to " in run.stdout
     assert "recommended after " in run.stdout and (tmp_path / "run" / "model" / "manifest.json").is_file()
+
+
+RESUME_SCRIPT = Path(__file__).with_name("sequential_resume_script.py")
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model" / "tensors.safetensors"))
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """A run killed mid-epoch and resumed from its checkpoint trains the remaining steps only
+    and ends with the same weights, optimizer state and metrics as a run never stopped."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run([sys.executable, str(RESUME_SCRIPT), str(tmp_path / "straight")],
+                              capture_output=True, text=True, timeout=300, env=env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    total = len(straight.stdout.splitlines())
+    assert total == 60  # 3 epochs of 20 steps
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(RESUME_SCRIPT), str(killed)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # epoch 2, a step after the mid-epoch checkpoint of step 27
+        if line.strip() == "step 29":
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "model").exists()
+    state = load_state(killed / "checkpoint")
+    assert state["epoch"] == 1 and 0 < state["batch_index"] < 20 and state["result"]["steps"] == 20 + state["batch_index"]
+
+    resumed = subprocess.run([sys.executable, str(RESUME_SCRIPT), str(killed), "--resume"],
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(resumed.stdout.splitlines()) == total - state["result"]["steps"]  # trained steps are not replayed
+    last = {name: load_state(run / "checkpoint") for name, run in (("straight", tmp_path / "straight"), ("resumed", killed))}
+    assert last["straight"]["epoch"] == last["resumed"]["epoch"] == 3
+    for key in ("model", "optimizer", "masking"):  # the last epoch's weights, AdamW state, Cloze generator
+        flat = {name: dict(_flatten(state[key])) for name, state in last.items()}
+        assert flat["straight"].keys() == flat["resumed"].keys()
+        for name, value in flat["straight"].items():
+            assert torch.equal(value, flat["resumed"][name]) if isinstance(value, torch.Tensor) else value == flat["resumed"][name], f"{key}.{name}"
+    a, b = _tensors(tmp_path / "straight"), _tensors(killed)  # the saved best-validation model
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = {name: json.loads((run / "metrics.json").read_text()) for name, run in (("a", tmp_path / "straight"), ("b", killed))}
+    for key in ("epochs", "best", "test", "steps", "sequences"):
+        assert metrics["a"][key] == metrics["b"][key], key
+
+
+def _flatten(tree: object, prefix: str = "") -> Iterator[tuple[str, object]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}.{key}")
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from _flatten(value, f"{prefix}.{index}")
+    else:
+        yield prefix, tree
