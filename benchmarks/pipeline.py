@@ -10,8 +10,9 @@ Contenders, all reading the same Parquet file from disk:
 * ``ours_hash``: ``Pipeline`` with 26 hashed categoricals (2^20 buckets) and 13
   ``log1p_standardize`` numerics; ``ours_vocab``: the same with fitted vocabularies
   (min_count 1, like LabelEncoder). Phases: ``fit``; ``transform`` (all encoded Arrow
-  batches); ``batches`` (one epoch of shuffled ``Batch`` es of 4096 read from disk,
-  ``num_workers`` 0 and 2).
+  batches; building the lookup tables is not in it); ``fit_transform`` (a fresh pipeline:
+  fit, lookup tables, transform); ``batches`` (one epoch of shuffled ``Batch`` es of 4096
+  read from disk, ``num_workers`` 0 and 2).
 * ``pandas_sklearn`` (run in ``benchmarks/.venv-peers``: ``pip install pandas scikit-learn
   pyarrow``; created on first run): ``pd.read_parquet``, ``fillna``, one ``LabelEncoder`` per
   categorical and a ``MinMaxScaler``, as DeepCTR-Torch's ``run_classification_criteo.py``.
@@ -20,6 +21,10 @@ Contenders, all reading the same Parquet file from disk:
   the encoded columns into one float matrix and trains from ``DataLoader(TensorDataset(x, y),
   batch_size=4096, shuffle=True)``; the peers process saves that matrix and the loader runs
   here (torch is not in the peers venv).
+
+The iterator against training: the median step time at batch 4096 of MLP and AutoInt on
+per-feature tables of the fitted vocabularies (one torch thread), and the batches/s of our
+single-process iterator (``batches_w0``) over the fastest model's steps/s (target: 5).
 
 Every phase runs ``--repeats`` times, contenders interleaved, and is timed by wall clock
 and by process CPU time (all threads of the measuring process; ``batches_w2`` worker
@@ -128,14 +133,57 @@ def ours_round(path: Path) -> dict[str, dict[str, dict[str, float]]]:
 
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, schema in schemas().items():
+        fresh = Pipeline(schema)
+        phases = {"fit_transform": timed(lambda: sum(b.num_rows for b in fresh.fit(path).transform(path)))}
         pipe = Pipeline(schema)
-        phases = {"fit": timed(lambda: pipe.fit(path))}
+        phases["fit"] = timed(lambda: pipe.fit(path))
         pipe.encoder()  # building the lookup tables belongs to loading, not to transforming
         phases["transform"] = timed(lambda: sum(b.num_rows for b in pipe.transform(path)))
         for workers in (0, 2):
             stream = pipe.batches(path, batch_size=BATCH, shuffle=True, num_workers=workers)
             phases[f"batches_w{workers}"] = timed(lambda: sum(1 for _ in stream))
         out[name] = phases
+    return out
+
+
+def training_steps(path: Path) -> dict[str, dict[str, float]]:
+    """Seconds per training step (forward, backward, fused table update, Adam) at batch
+    ``BATCH`` of the models we ship that take Criteo-shaped rows: MLP (20 steps) and AutoInt
+    (3 steps: it is an order of magnitude slower), on the per-feature tables of the fitted
+    vocabularies (dim 16, rowwise Adagrad), one torch thread (the CLI's default); median
+    after one warm-up step. DIN needs behaviour histories, which these rows do not have."""
+    import torch
+
+    from recsys_embed.models import MLP, AutoInt, AutoIntConfig, MLPConfig
+    from recsys_embed.pipelines import Pipeline
+    from recsys_embed.ranking import RankingModel
+    from recsys_embed.tables import PerFeatureTables, TableOptimizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    schema = schemas()["ours_vocab"]
+    pipe = Pipeline(schema).fit(path)
+    stream = iter(pipe.batches(path, batch_size=BATCH, shuffle=True, drop_last=True))
+    batches = [next(stream) for _ in range(4)]
+    models = {"mlp": (lambda shapes: MLP(shapes, MLPConfig()), 20), "autoint": (lambda shapes: AutoInt(shapes, AutoIntConfig()), 3)}
+    out = {}
+    for name, (make, steps) in models.items():
+        torch.manual_seed(0)
+        tables = PerFeatureTables(schema, pipe.num_embeddings, TableOptimizer("rowwise_adagrad", lr=0.05))
+        model = RankingModel(tables, make(tables.shapes(len(schema.dense_features))))
+        optimizer = torch.optim.Adam(model.dense_param_groups(1e-3, 0.0))
+        times = []
+        for step in range(steps + 1):
+            batch = batches[step % len(batches)]
+            start = time.perf_counter()
+            loss, _ = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        step_s = float(np.median(times[1:]))
+        out[name] = {"step_s": round(step_s, 4), "steps_per_s": round(1 / step_s, 2)}
+    torch.set_num_threads(threads)
     return out
 
 
@@ -260,11 +308,20 @@ def summarize(rows: int, ours: list[dict], base: list[dict]) -> dict[str, Any]:
     table["pandas_sklearn"] = {phase: rates(base, phase) for phase in base[0]}
     ratios = {}
     for name in ("ours_hash", "ours_vocab"):
-        for phase in ("fit", "transform", "batches_w0"):
+        for phase in ("fit", "transform", "fit_transform", "batches_w0"):
             ours_rate, base_rate = table[name][phase], table["pandas_sklearn"][phase]
             ratios[f"{name}.{phase}"] = {"wall": round(ours_rate["rows_per_s"] / base_rate["rows_per_s"], 1),
                                          "cpu": round(ours_rate["rows_per_cpu_s"] / base_rate["rows_per_cpu_s"], 1)}  # fmt: skip
     return {"results": table, "ratios_vs_pandas_sklearn": ratios}
+
+
+def batches_vs_steps(summary: dict[str, Any], steps: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Batches/s of each contender's single-process iterator over the steps/s of the fastest
+    training step (target: 5)."""
+    fastest = max(steps, key=lambda m: steps[m]["steps_per_s"])
+    rate = steps[fastest]["steps_per_s"]
+    ratios = {name: round(summary["results"][name]["batches_w0"]["batches_per_s"] / rate, 1) for name in ("ours_hash", "ours_vocab")}
+    return {"steps": steps, "fastest": fastest, "batches_per_step": ratios, "target": 5}
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
@@ -273,15 +330,15 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = ["fit", "transform", "batches_w0", "batches_w2"]
+    phases = ["fit", "transform", "fit_transform", "batches_w0", "batches_w2"]
     contenders = ["ours_hash", "ours_vocab", "pandas_sklearn"]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     width = 0.27
     for i, name in enumerate(contenders):
         values = [summary["results"][name].get(p, {}).get("rows_per_s", 0) for p in phases]
         bars = ax.bar(np.arange(len(phases)) + (i - 1) * width, values, width, label=name)
         ax.bar_label(bars, labels=[f"{v / 1e3:.0f}k" if v else "" for v in values], fontsize=7)
-    ax.set_xticks(np.arange(len(phases)), ["fit", "transform", "epoch of batches (B=4096)", "batches, 2 workers"])
+    ax.set_xticks(np.arange(len(phases)), ["fit", "transform", "fit + transform", "epoch of batches\n(B=4096)", "batches,\n2 workers"])
     ax.set_yscale("log")
     ax.set_ylabel("rows / s (best wall time)")
     machine = summary["machine"]
@@ -300,6 +357,11 @@ def print_table(summary: dict[str, Any]) -> None:
                   f"{r['rows_per_cpu_s']:>12,} {per_s:>10}")
     for key, ratio in summary["ratios_vs_pandas_sklearn"].items():
         print(f"ratio {key:<24} wall {ratio['wall']:>6}x   cpu {ratio['cpu']:>6}x")
+    steps = summary["training_step"]
+    for model, r in steps["steps"].items():
+        print(f"training step {model:<8} {r['step_s']:.3f} s ({r['steps_per_s']} steps/s)")
+    for name, ratio in steps["batches_per_step"].items():
+        print(f"{name} batches/s per {steps['fastest']} step/s: {ratio}x (target {steps['target']}x)")
 
 
 def main() -> None:
@@ -333,10 +395,12 @@ def main() -> None:
             ours.append(ours_round(path))
             base.append(run_baseline(python, path))
             base[-1]["batches_w0"] = deepctr_batches(path)
+        steps = training_steps(path)
     machine["load_after"] = list(os.getloadavg())
     summary = {"rows": args.rows, "repeats": args.repeats, "machine": machine,
                "versions": {"ours": versions(), "peers": peer_versions(python)}}  # fmt: skip
     summary.update(summarize(args.rows, ours, base))
+    summary["training_step"] = batches_vs_steps(summary, steps)
     if "fit_peak_rss" in previous:
         summary["fit_peak_rss"] = previous["fit_peak_rss"]
     _write(out_path, summary)

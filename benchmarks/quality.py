@@ -3,7 +3,9 @@
 1. **Models against the oracle**: MLP, DIN, DIN with sum-pooled history (``attention=False``),
    AutoInt and AutoInt+ on per-feature vocabulary tables; test AUC, GAUC and logloss next to
    the oracle AUC (``p_true`` of the test split). Targets: DIN and AutoInt within 0.01 of the
-   oracle, DIN above its sum-pooling ablation, AutoInt above the MLP.
+   oracle, DIN above its sum-pooling ablation, AutoInt and AutoInt+ above the MLP. AutoInt's
+   heads were chosen on the validation split (:data:`AUTOINT_SELECTION`, written to the JSON);
+   ``autoint_2_heads`` keeps the defaults (the paper's and the peers' 2 heads) for reference.
 2. **Multiplexed vs per-feature hashing at equal memory** (Coleman et al. 2023): ``P`` is the
    parameter count of the exact per-feature vocabulary tables. At each budget ``P / k``:
    (a) every table group hashed (``ids="hashing"``) into its own table, buckets allocated
@@ -57,8 +59,33 @@ MODELS: dict[str, dict[str, Any]] = {
     "mlp": {"name": "mlp"},
     "din": {"name": "din"},
     "din_sum_pooling": {"name": "din", "attention": False},
-    "autoint": {"name": "autoint"},
-    "autoint_plus": {"name": "autoint", "dnn": [256, 128]},
+    "autoint_2_heads": {"name": "autoint"},
+    "autoint": {"name": "autoint", "num_heads": 4},
+    "autoint_plus": {"name": "autoint", "num_heads": 4, "dnn": [256, 128]},
+}
+# How AutoInt's settings above were chosen: validation AUC (test split unused) of one-epoch runs
+# with this benchmark's data, seed and Settings; the MLP reached 0.7608 in the same runs.
+AUTOINT_SELECTION: dict[str, Any] = {
+    "criterion": "validation AUC, 1M rows, seed 0, one epoch, Settings as recorded; MLP 0.7608 in the same runs",
+    "chosen": {"num_layers": 3, "num_heads": 4, "head_dim": 16, "init": "xavier_uniform", "lr": 3e-3, "table_lr": 0.4},
+    "candidates": [
+        {"change": "none (3 layers, 2 heads of 16)", "valid_auc": 0.7505},
+        {"change": "num_heads 4", "valid_auc": 0.7605},
+        {"change": "head_dim 32", "valid_auc": 0.7589},
+        {"change": "num_layers 1", "valid_auc": 0.7564},
+        {"change": "num_layers 2", "valid_auc": 0.7515},
+        {"change": "num_layers 1, num_heads 4", "valid_auc": 0.7594},
+        {"change": "torch's default Linear init instead of xavier", "valid_auc": 0.7543},
+        {"change": "torch's default Linear init, num_heads 4", "valid_auc": 0.7602},
+        {"change": "normal(0, 0.05) init (DeepCTR's)", "valid_auc": 0.7523},
+        {"change": "attention logits x 0.25", "valid_auc": 0.7499},
+        {"change": "attention logits x 4", "valid_auc": 0.7079},
+        {"change": "lr 1e-3", "valid_auc": 0.7358},
+        {"change": "lr 1e-2", "valid_auc": 0.7393},
+        {"change": "table_lr 0.1 (MLP: 0.7547)", "valid_auc": 0.7394},
+        {"change": "AutoInt+ (dnn 256, 128), 2 heads", "valid_auc": 0.7668},
+        {"change": "AutoInt+ (dnn 256, 128), num_heads 4", "valid_auc": 0.7687},
+    ],
 }
 
 
@@ -177,7 +204,7 @@ def part1_targets(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
     for name in ("din", "autoint"):
         if name in auc:
             out[f"{name} within {TARGET_GAP} of oracle"] = {"gap": round(oracle - auc[name], 4), "met": oracle - auc[name] <= TARGET_GAP}
-    for better, worse in (("din", "din_sum_pooling"), ("autoint", "mlp")):
+    for better, worse in (("din", "din_sum_pooling"), ("autoint", "mlp"), ("autoint_plus", "mlp")):
         if better in auc and worse in auc:
             out[f"{better} > {worse}"] = {"difference": round(auc[better] - auc[worse], 4), "met": auc[better] > auc[worse]}
     return out
@@ -210,8 +237,12 @@ def reuse(result: dict[str, Any], paths: list[Path]) -> None:
             print(f"--reuse {path}: other settings, not reused ({earlier.get('settings')})", flush=True)
             continue
         result["part1"]["models"].update(earlier.get("part1", {}).get("models", {}))
-        for k, entry in earlier.get("part2", {}).get("budgets", {}).items():
+        part2 = earlier.get("part2", {})
+        for k, entry in part2.get("budgets", {}).items():
             result["part2"].setdefault("budgets", {}).setdefault(k, {}).update(entry)
+        for key in ("model", "exact_vocabulary_parameters", "exact_vocabulary"):  # what part 2 compared with
+            if key in part2:
+                result["part2"][key] = part2[key]
 
 
 def write_json(result: dict[str, Any], out: Path) -> None:
@@ -303,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **versions(), "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },  # fmt: skip
-        "part1": {"models": {}, "targets": {}},
+        "part1": {"models": {}, "targets": {}, "autoint_selection": AUTOINT_SELECTION},
         "part2": {},
     }
     reuse(result, args.reuse)

@@ -24,7 +24,7 @@ rotated order each repetition (so load on the shared machine hits all alike); pe
 the best repetition's throughput is kept, and the AUC (computed here, one function for all, from
 each one's test predictions) is averaged. Writes ``benchmarks/results/training.json`` and ``.png``.
 
-    python benchmarks/training.py [--rows 200000] [--reps 2] [--frameworks ours,deepctr,rechub]
+    python benchmarks/training.py [--rows 200000] [--reps 2] [--frameworks ours,deepctr,rechub] [--models din,autoint]
     python benchmarks/training.py --smoke --results /tmp/out     # tiny, ours only (what CI runs)
 """
 
@@ -347,6 +347,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     unknown = sorted(set(frameworks) - set(FRAMEWORKS))
     if unknown:
         raise ValueError(f"--frameworks: unknown {unknown}; expected some of {FRAMEWORKS}")
+    models = [m for m in MODELS if m in args.models.split(",")]
+    if set(args.models.split(",")) - set(MODELS) or not models:
+        raise ValueError(f"--models: expected some of {MODELS}, got {args.models!r}")
     peers_python = ensure_peers_venv() if set(frameworks) - {"ours"} else None
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -357,11 +360,11 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     write_json(config, config_path)
     labels = pq.read_table(config["data"]["test"], columns=[config["label"]])[config["label"]].to_numpy().astype(np.float64)
     load_before = os.getloadavg()
-    contenders = [(f, m) for m in MODELS for f in frameworks]
+    contenders = [(f, m) for m in models for f in frameworks]
     runs = run_contenders(contenders, args.reps, config_path, work, labels, peers_python)
     summary = summarize(runs)
     result = {
-        "config": {**asdict(cfg), "reps": args.reps, "frameworks": frameworks, "our_models": {m: model_spec(m, config) for m in MODELS},
+        "config": {**asdict(cfg), "reps": args.reps, "frameworks": frameworks, "our_models": {m: model_spec(m, config) for m in models},
                    "table_optimizer": asdict(TableOptimizer(lr=cfg.table_lr))},  # fmt: skip
         "method": "training loop only (each framework's own batch production inside it), fresh process per run, "
         "contenders interleaved in a rotated order per rep; samples/s of the best rep, AUC/logloss averaged over reps, "
@@ -408,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=BenchConfig.epochs)
     parser.add_argument("--threads", type=int, default=BenchConfig.threads)
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help=f"comma-separated, of {FRAMEWORKS}")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {MODELS}")
     parser.add_argument("--work-dir", default=str(HERE.parent / "data" / "bench-training"), help="data and run files")
     parser.add_argument("--results", default=str(RESULTS), help="folder for training.json and training.png")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one rep, one thread, ours only (no peers' venv needed)")

@@ -6,7 +6,8 @@ linear map when their dim differs), sequence embeddings mean-pooled over their m
 projected likewise), and each dense feature as its value times a learned vector. Stacked
 interacting layers (multi-head self-attention across fields, residual, ReLU) model the
 feature interactions; a linear output layer over the flattened fields gives the logit.
-AutoInt+ (``dnn`` non-empty) adds a parallel MLP over the raw inputs whose logit is summed in.
+AutoInt+ (``dnn`` non-empty) adds a parallel MLP over the raw inputs whose logit is summed in;
+each sequence is pooled once per forward and feeds both parts.
 
 Shape notation: B batch, F fields (pooled + sequence + dense features), d field dim.
 """
@@ -89,19 +90,25 @@ class AutoInt(nn.Module):
 
     def fields(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
         """The field vectors ``[B, F, d]``: pooled features, sequences, then dense features."""
+        return self._fields(self._vectors(embeddings, dense), dense)
+
+    def _vectors(self, embeddings: Embeddings, dense: torch.Tensor) -> list[torch.Tensor]:
+        """The embedding of each pooled and sequence feature (sequences mean-pooled), unprojected."""
         require_features(embeddings, self.pooled, self.sequences)
         if dense.dim() != 2 or dense.shape[1] != self.numeric.shape[0]:
             raise ValueError(
                 f"dense must be [B, {self.numeric.shape[0]}] (num_dense of the shapes), got {tuple(dense.shape)}"
             )
-        raw = [embeddings.pooled[f] for f in self.pooled]
-        raw += [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
-        vectors = [project(x) for project, x in zip(self.project, raw)]
+        vectors = [embeddings.pooled[f] for f in self.pooled]
+        return vectors + [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
+
+    def _fields(self, vectors: list[torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
         numeric = dense.unsqueeze(-1) * self.numeric  # [B, n_dense, d]
-        return torch.cat([torch.stack(vectors, dim=1), numeric], dim=1) if vectors else numeric
+        return torch.cat([project(x).unsqueeze(1) for project, x in zip(self.project, vectors)] + [numeric], dim=1)
 
     def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
-        logit = self.output(self.interacting(self.fields(embeddings, dense)).flatten(1)).squeeze(-1)
-        if self.dnn is not None:
-            logit = logit + self.dnn(embeddings, dense)
+        vectors = self._vectors(embeddings, dense)  # each sequence is pooled once, for both parts
+        logit = self.output(self.interacting(self._fields(vectors, dense)).flatten(1)).squeeze(-1)
+        if self.dnn is not None:  # the DNN reads what FlatInputs would give: the vectors, then dense
+            logit = logit + self.dnn.score(torch.cat([*vectors, dense.to(self.numeric.dtype)], dim=1))
         return logit

@@ -43,4 +43,9 @@ class MLP(nn.Module):
         self.logit = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
-        return self.logit(self.mlp(self.inputs(embeddings, dense))).squeeze(-1)
+        return self.score(self.inputs(embeddings, dense))
+
+    def score(self, flat: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B]`` of the flat inputs ``[B, inputs.width]`` (what :class:`FlatInputs` gives),
+        for a model that already holds them (AutoInt+ shares its pooled fields)."""
+        return self.logit(self.mlp(flat)).squeeze(-1)

@@ -41,7 +41,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.batch import Batch
 from recsys_embed.features import Schema
 from recsys_embed.pipelines.encode import GROUP_COLUMN, LABEL_COLUMN, Encoder
-from recsys_embed.pipelines.sources import Shard, read_shard
+from recsys_embed.pipelines.fit import read_shards
+from recsys_embed.pipelines.prefetch import prefetch
+from recsys_embed.pipelines.sources import Shard
 
 READ_ROWS = 262_144
 
@@ -94,13 +96,13 @@ def to_batch(rows: pa.Table | pa.RecordBatch, schema: Schema) -> Batch:
 def encode_shards(encoder: Encoder, shards: list[Shard], batch_rows: int) -> Iterator[pa.RecordBatch]:
     """Read and encode ``shards`` in order; yields batches of at most ``batch_rows`` rows.
     Reading and encoding go ``READ_ROWS`` rows at a time at least (fewer calls, one Parquet
-    dictionary per row group), the result is sliced without copying."""
-    read_rows = max(batch_rows, READ_ROWS)
-    for shard in shards:
-        for first_row, batch in read_shard(shard, encoder.read_spec, read_rows):
-            encoded = encoder(batch, shard.name, first_row)
-            for start in range(0, encoded.num_rows, batch_rows):
-                yield encoded.slice(start, batch_rows)
+    dictionary per row group), each in its own read-ahead thread (:func:`prefetch`: on two
+    cores the next batch is read while this one is encoded); the result is sliced without
+    copying."""
+    read = prefetch(read_shards(shards, encoder.read_spec, max(batch_rows, READ_ROWS)))
+    for encoded in prefetch(encoder(batch, shard.name, first_row) for shard, first_row, batch in read):
+        for start in range(0, encoded.num_rows, batch_rows):
+            yield encoded.slice(start, batch_rows)
 
 
 class _EncodedShards(IterableDataset):

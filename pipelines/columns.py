@@ -98,6 +98,44 @@ def check_number_type(t: pa.DataType, where: Where, what: str) -> None:
         raise TypeError(where(f"holds {t}; {what} expects numbers"))
 
 
+def numpy_view(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """The values of an integer or floating-point Arrow array as a zero-copy numpy view (null
+    slots hold arbitrary values) and its validity as a bool array, None without nulls."""
+    n = len(array)
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    data = array.buffers()[1]
+    values = np.frombuffer(data, dtype, n, array.offset * dtype.itemsize) if n else np.zeros(0, dtype)
+    if not array.null_count:
+        return values, None
+    bits = np.frombuffer(array.buffers()[0], np.uint8)
+    return values, np.unpackbits(bits, count=array.offset + n, bitorder="little")[array.offset :].view(bool)
+
+
+def string_bytes(values: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of a string array followed by 8 zero bytes (so that an 8-byte window
+    read at any string's start stays in bounds), and the start and length of each string."""
+    if pa.types.is_string_view(values.type):
+        values = values.cast(pa.large_string())
+    n = len(values)
+    width = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    offsets = np.frombuffer(values.buffers()[1], width, n + 1, values.offset * np.dtype(width).itemsize).astype(np.int64)
+    data = values.buffers()[2]
+    used = np.frombuffer(data, np.uint8, int(offsets[-1])) if data is not None and offsets[-1] else np.zeros(0, np.uint8)
+    return np.concatenate([used, np.zeros(8, np.uint8)]), offsets[:-1], np.diff(offsets)
+
+
+_LOW_BYTES = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [(1 << 64) - 1], np.uint64)
+
+
+def byte_word(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, word: int) -> np.ndarray:
+    """Bytes ``8 word`` to ``8 word + 7`` of each string of :func:`string_bytes` as a
+    little-endian uint64, zero past the string's end (equal words: equal bytes;
+    ``byteswap()`` gives words that compare in byte order)."""
+    words = np.ndarray((len(data) - 7,), np.dtype("<u8"), buffer=data, strides=(1,))  # unaligned: one per byte offset
+    at = np.minimum(starts + 8 * word, len(data) - 8)
+    return words[at] & _LOW_BYTES[np.clip(lengths - 8 * word, 0, 8)]
+
+
 def _check_int64_range(array: pa.Array, where: Where) -> None:
     if pa.types.is_uint64(array.type) and len(array) and (pc.max(array).as_py() or 0) > INT64_MAX:
         row = int(np.argmax(pc.fill_null(array, 0).to_numpy() > np.uint64(INT64_MAX)))
@@ -180,18 +218,22 @@ def numeric_values(array: pa.Array, spec: FeatureSpec, where: Where) -> tuple[np
     transforms stay float64 so bucket boundaries compare exactly. Infinities are an error."""
     log = spec.transform in (NumericTransform.LOG1P, NumericTransform.LOG1P_STANDARDIZE)
     dtype = np.float32 if log else np.float64
-    if pa.types.is_null(array.type):
+    if pa.types.is_null(array.type) or not len(array):
         values, missing = np.zeros(len(array), dtype), np.ones(len(array), bool)
     else:
-        values = array.cast(pa.from_numpy_dtype(dtype), safe=False).to_numpy(zero_copy_only=False)
-        if not values.flags.writeable:
-            values = values.copy()
-        missing = np.isnan(values)  # nulls come back as NaN
-        infinite = np.isinf(values)
-        if infinite.any():
-            row = int(np.argmax(infinite))
+        if not (pa.types.is_float32(array.type) or pa.types.is_float64(array.type)):
+            array = array.cast(pa.from_numpy_dtype(dtype), safe=False)
+        raw, valid = numpy_view(array)
+        values = raw.astype(dtype)  # a copy: worked on in place below
+        missing = ~np.isfinite(values)  # NaN (missing) or infinite (an error)
+        if valid is not None:
+            missing |= ~valid  # null slots hold arbitrary values
+        bad = np.flatnonzero(missing)
+        infinite = bad[np.isinf(values[bad]) & (True if valid is None else valid[bad])]
+        if infinite.size:
+            row = int(infinite[0])
             raise ValueError(where(f"value {values[row]} is infinite; replace it or mark it missing (null)", row))
-    values[missing] = spec.fill_value
+    np.copyto(values, values.dtype.type(spec.fill_value), where=missing)
     if log:
         np.maximum(values, 0.0, out=values)
         values += 1.0

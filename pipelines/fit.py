@@ -5,10 +5,12 @@ a fixed-size sample per bucketized feature), never by the number of rows:
 
 * vocabularies: exact counts, merged batch by batch. Parquet string columns arrive
   dictionary-encoded, so a batch is counted with ``np.bincount`` over its dictionary
-  indices; other columns with Arrow's ``value_counts``. Partial counts are merged with an
-  Arrow hash aggregation whenever they outgrow the merged table (amortised linear). Then
-  values seen at least ``min_count`` times are kept, the ``max_size`` most frequent, ids
-  ``2..`` by descending count, ties broken by ascending value.
+  indices; other columns with Arrow's ``value_counts``. Partial counts are merged by a
+  polars group-by whenever they outgrow the merged counts (amortised linear). Then values
+  seen at least ``min_count`` times are kept, the ``max_size`` most frequent, ids ``2..``
+  by descending count, ties broken by ascending value (byte order): the table groups' last
+  merges run as one parallel polars query, then :func:`count_order` sorts each in numpy
+  (a value sort, then a stable radix sort on count ranks).
 * numeric mean and std: streamed with the parallel (Chan et al.) update in float64 over
   every row after fill and ``log1p``, so standardising gives exactly mean 0 and std 1 on the
   fitted data as the model sees it (nulls filled).
@@ -20,94 +22,140 @@ a fixed-size sample per bucketized feature), never by the number of rows:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from recsys_embed.features import FeatureKind, IdStrategy, NumericTransform, Schema
-from recsys_embed.hashing import hash_int_np, hash_str_arrow, seed_of, splitmix64_np
-from recsys_embed.pipelines.columns import Where, check_type, key_type_of, keys, numeric_values, sequence_keys
-from recsys_embed.pipelines.lookup import HashIndex
+from recsys_embed.features import FeatureKind, FeatureSpec, IdStrategy, NumericTransform, Schema
+from recsys_embed.hashing import hash_int_np, seed_of
+from recsys_embed.pipelines.columns import (
+    Where,
+    byte_word,
+    check_type,
+    key_type_of,
+    keys,
+    numeric_values,
+    numpy_view,
+    sequence_keys,
+    string_bytes,
+)
+from recsys_embed.pipelines.prefetch import prefetch
 from recsys_embed.pipelines.sources import ReadSpec, Shard, read_shard
 from recsys_embed.pipelines.state import FittedState, NumericState, TableState
 
 SAMPLE_SIZE = 100_000
-COUNT_SEED = seed_of("vocabulary-count")
 
 
 class VocabularyCounter:
     """Exact counts of the values of one table group, accumulated batch by batch.
 
-    Each batch is first reduced to (distinct value, count) pairs; the pairs are then added
-    to running counts found through a :class:`HashIndex` on a 64-bit key of the value
-    (``splitmix64`` of an integer, a bijection; a seeded stable hash of a string, every hit
-    confirmed by comparing the strings, and the astronomically rare colliding string counted
-    apart). Work per batch grows with its distinct values, never with the values seen before.
+    Each batch is first reduced to (value, count) pairs: ``np.bincount`` over the indices of
+    a dictionary-encoded batch (Parquet string columns), Arrow's ``value_counts`` otherwise.
+    The pairs wait as they are and are merged by one polars group-by (exact equality of
+    values) whenever they outnumber both the distinct values merged so far and
+    ``MERGE_ROWS``: amortised linear work, memory about twice the distinct values.
+    :meth:`grouped` is the last merge, left lazy so that all table groups merge in one
+    parallel query (:func:`vocabularies`).
     """
 
+    MERGE_ROWS = 1 << 18
+
     def __init__(self) -> None:
-        self._index: HashIndex | None = None
-        self._values: list[pa.Array] = []  # each distinct value once, in order of first sight
-        self._counts = np.zeros(1024, np.int64)
-        self._size = 0
-        self._collided: dict[str, int] = {}
+        self._merged: pl.DataFrame | None = None
+        self._values: list[pa.Array] = []
+        self._counts: list[np.ndarray] = []
+        self._pending_rows = 0
 
     def add(self, keys: pa.Array) -> None:
         """Count the non-null values of ``keys`` (int64 or string, maybe dictionary-encoded)."""
         if pa.types.is_dictionary(keys.type):
-            counts = np.bincount(keys.indices.drop_null().to_numpy(), minlength=len(keys.dictionary))
-            seen = counts > 0
-            values, counts = keys.dictionary.filter(pa.array(seen)), counts[seen]
+            indices, valid = numpy_view(keys.indices)
+            if valid is not None:  # null slots hold arbitrary indices: count them as index 0, then take them back
+                indices = np.where(valid, indices, 0)
+            counts = np.bincount(indices, minlength=len(keys.dictionary))
+            if valid is not None:
+                counts[0] -= len(valid) - np.count_nonzero(valid)
+            values = keys.dictionary  # unused entries (count 0) and null values go at the merge
         else:
             table = pc.value_counts(keys.drop_null())
             values, counts = table.field("values"), table.field("counts").to_numpy()
-        if values.null_count:
-            valid = pc.is_valid(values)
-            values, counts = values.filter(valid), counts[valid.to_numpy(zero_copy_only=False)]
-        if pa.types.is_string(values.type) or pa.types.is_string_view(values.type):
-            values = values.cast(pa.large_string())
-        if len(values):
-            self._add(values, counts.astype(np.int64))
+        if not len(values):
+            return
+        self._values.append(values)
+        self._counts.append(counts.astype(np.int64, copy=False))
+        self._pending_rows += len(values)
+        if self._pending_rows > max(self.MERGE_ROWS, 0 if self._merged is None else self._merged.height):
+            self._merged = self.grouped().collect()
+            self._values, self._counts, self._pending_rows = [], [], 0
 
-    def _add(self, values: pa.Array, counts: np.ndarray) -> None:
-        strings = not pa.types.is_integer(values.type)
-        hashes = hash_str_arrow(values, COUNT_SEED) if strings else splitmix64_np(values.to_numpy().view(np.uint64))
-        if self._index is None:
-            self._index = HashIndex(np.zeros(0, np.uint64), np.zeros(0, np.int64))
-        slots = self._index.get(hashes) - 1  # ids are slot + 1, 0 = unseen
-        found = np.flatnonzero(slots >= 0)
-        if strings and found.size:
-            known = pa.chunked_array(self._values).take(pa.array(slots[found]))
-            same = pc.equal(known, values.take(pa.array(found))).to_numpy(zero_copy_only=False)
-            for i in found[~same]:  # a 64-bit hash collision between two different strings
-                self._collided[values[int(i)].as_py()] = self._collided.get(values[int(i)].as_py(), 0) + int(counts[i])
-            found = found[same]
-        self._counts[slots[found]] += counts[found]
-        new = np.flatnonzero(slots < 0)
-        new_hashes, first = np.unique(hashes[new], return_index=True)
-        for i in np.setdiff1d(new, new[first]):  # a collision among this batch's new strings
-            self._collided[values[int(i)].as_py()] = self._collided.get(values[int(i)].as_py(), 0) + int(counts[i])
-        new = new[first]
-        new_slots = np.arange(self._size, self._size + new.size)
-        self._index.insert(new_hashes, new_slots + 1)
-        self._values.append(values.take(pa.array(new)))
-        if self._size + new.size > self._counts.size:
-            self._counts = np.concatenate([self._counts, np.zeros(max(self._counts.size, new.size), np.int64)])
-        self._counts[new_slots] = counts[new]
-        self._size += new.size
+    def grouped(self) -> pl.LazyFrame:
+        """Every value counted so far once, with its total count: columns ``v``, ``c``."""
+        frames = [] if self._merged is None else [self._merged.lazy()]
+        if self._values:
+            values = self._values
+            if len({v.type for v in values}) > 1:  # e.g. string and large_string
+                values = [v.cast(pa.large_string()) for v in values]
+            pairs = pa.table({"v": pa.chunked_array(values), "c": np.concatenate(self._counts)})
+            frames.append(pl.from_arrow(pairs).lazy().filter(pl.col("v").is_not_null() & (pl.col("c") > 0)))
+        if not frames:
+            return pl.LazyFrame(schema={"v": pl.String, "c": pl.Int64})
+        return pl.concat(frames).group_by("v").agg(pl.col("c").sum())
 
-    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
-        """Values seen ``min_count`` times or more, most frequent first (ties by value),
-        at most ``max_size``."""
-        values = pa.chunked_array(self._values + [pa.array(list(self._collided), value_type)], value_type)
-        counts = np.concatenate([self._counts[: self._size], np.array(list(self._collided.values()), np.int64)])
-        table = pa.table({"v": values, "c": counts})
-        table = table.filter(pc.greater_equal(table["c"], min_count))
-        order = pc.sort_indices(table, sort_keys=[("c", "descending"), ("v", "ascending")])
-        if max_size is not None:
-            order = order[:max_size]
-        return table["v"].take(order).combine_chunks().cast(value_type)
+
+def vocabularies(
+    counters: dict[str, VocabularyCounter], specs: dict[str, FeatureSpec], value_types: dict[str, pa.DataType]
+) -> dict[str, pa.Array]:
+    """The vocabulary of each counted table group (``specs`` gives its ``min_count`` and
+    ``max_size``): the counts merged by one parallel polars query, then ordered by
+    :func:`count_order` in threads (numpy and Arrow release the GIL); the counters are
+    emptied."""
+    tables = list(counters)
+    frames = dict(zip(tables, pl.collect_all([counters.pop(t).grouped() for t in tables])))
+
+    def vocabulary(table: str) -> pa.Array:
+        frame = frames.pop(table).filter(pl.col("c") >= specs[table].min_count)
+        values = frame["v"].to_arrow().cast(value_types[table])
+        return values.take(count_order(values, frame["c"].to_numpy())[: specs[table].max_size])
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(tables), os.cpu_count() or 1))) as pool:
+        return dict(zip(tables, pool.map(vocabulary, tables)))
+
+
+def count_order(values: pa.Array, counts: np.ndarray) -> np.ndarray:
+    """Positions of distinct ``values`` by descending count, ties by ascending value (byte
+    order for strings): the values are sorted once, then stably by count rank (a 16-bit key,
+    which numpy radix-sorts).
+
+        >>> count_order(pa.array(["b", "abcdefghij", "abcdefghi", "a", "c"]), np.array([1, 2, 2, 2, 5])).tolist()
+        [4, 3, 2, 1, 0]
+    """
+    order = _value_order(values)
+    distinct, ranks = np.unique(-counts, return_inverse=True)  # rank 0: the highest count
+    ranks = ranks.astype(np.uint16 if len(distinct) <= 1 << 16 else np.int64)
+    return order[np.argsort(ranks[order], kind="stable")]
+
+
+def _value_order(values: pa.Array) -> np.ndarray:
+    """Positions of distinct ``values`` in ascending order. Strings are sorted in numpy on
+    their first 8 bytes (a big-endian integer, zero padded); the runs sharing those (strings
+    longer than 8 bytes, or differing only by trailing NUL bytes) are re-sorted by Arrow."""
+    if pa.types.is_integer(values.type):
+        return np.argsort(values.to_numpy())
+    data, starts, lengths = string_bytes(values)
+    prefix = byte_word(data, starts, lengths, 0).byteswap()  # first 8 bytes, in byte order
+    order = np.argsort(prefix)
+    tie = prefix[order[1:]] == prefix[order[:-1]]
+    if tie.any():
+        at = np.flatnonzero(np.append(tie, False) | np.insert(tie, 0, False))
+        members = order[at]
+        order[at] = members[pc.sort_indices(values.take(members)).to_numpy()]
+    return order
 
 
 class RowSample:
@@ -183,11 +231,22 @@ def read_spec(schema: Schema, with_targets: bool) -> ReadSpec:
     return ReadSpec(columns=tuple(types), text_types=tuple(types.items()), dictionary=dictionary)  # type: ignore[arg-type]
 
 
+def read_shards(shards: list[Shard], spec: ReadSpec, batch_rows: int) -> Iterator[tuple[Shard, int, pa.RecordBatch]]:
+    """``(shard, first_row, batch)`` for every record batch of ``shards``, in order."""
+    for shard in shards:
+        for first_row, batch in read_shard(shard, spec, batch_rows):
+            yield shard, first_row, batch
+
+
 def fit_state(schema: Schema, shards: list[Shard], batch_rows: int = 262_144, progress: bool = False) -> FittedState:
     """Learn the :class:`FittedState` of ``schema`` in one pass over ``shards``."""
     spec = read_spec(schema, with_targets=False)
     key_types: dict[str, str] = {}
-    counters = {t: VocabularyCounter() for t, specs in schema.tables.items() if specs[0].ids is IdStrategy.VOCABULARY}
+    counters = {
+        t: VocabularyCounter()
+        for t, specs in schema.tables.items()
+        if specs[0].ids is IdStrategy.VOCABULARY and specs[0].kind is not FeatureKind.NUMERIC
+    }
     numeric = {
         f.name: NumericAccumulator(f.name, sample=f.transform is NumericTransform.BUCKETIZE)
         for f in schema.features
@@ -198,34 +257,33 @@ def fit_state(schema: Schema, shards: list[Shard], batch_rows: int = 262_144, pr
     total = None if None in known else sum(known)  # type: ignore[arg-type]
     rows = 0
     with tqdm(total=total, unit="rows", unit_scale=True, desc="fit", disable=not progress) as bar:
-        for shard in shards:
-            for first_row, batch in read_shard(shard, spec, batch_rows):
-                row_ids = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
-                for feature in schema.features:
-                    column = batch.column(feature.source)
-                    where = Where(shard.name, feature.source, first_row)  # type: ignore[arg-type]
-                    check_type(feature, column.type, where)
-                    if feature.kind is FeatureKind.NUMERIC:
-                        values, missing = numeric_values(column, feature, where)
-                        numeric[feature.name].add(values, row_ids)
-                        present[feature.name] += len(values) - int(missing.sum())
-                        continue
-                    table = feature.table
-                    if table not in key_types and key_type_of(column.type) is not None:
-                        group_types = {key_type_of(batch.column(f.source).type) for f in schema.tables[table]}  # type: ignore[index]
-                        key_types[table] = "int" if "int" in group_types else "str"  # type: ignore[index]
-                    if table not in key_types:
-                        continue  # an all-null column: nothing to learn yet
-                    key_type = key_types[table]  # type: ignore[index]
-                    if feature.is_sequence:
-                        _, values = sequence_keys(column, feature, key_type, where)
-                    else:
-                        values = keys(column, key_type, where)
-                    present[feature.name] += len(values) - values.null_count
-                    if table in counters:
-                        counters[table].add(values)  # type: ignore[index]
-                rows += batch.num_rows
-                bar.update(batch.num_rows)
+        for shard, first_row, batch in prefetch(read_shards(shards, spec, batch_rows)):
+            row_ids = np.arange(rows, rows + batch.num_rows, dtype=np.int64)
+            for feature in schema.features:
+                column = batch.column(feature.source)
+                where = Where(shard.name, feature.source, first_row)  # type: ignore[arg-type]
+                check_type(feature, column.type, where)
+                if feature.kind is FeatureKind.NUMERIC:
+                    values, missing = numeric_values(column, feature, where)
+                    numeric[feature.name].add(values, row_ids)
+                    present[feature.name] += len(values) - int(missing.sum())
+                    continue
+                table = feature.table
+                if table not in key_types and key_type_of(column.type) is not None:
+                    group_types = {key_type_of(batch.column(f.source).type) for f in schema.tables[table]}  # type: ignore[index]
+                    key_types[table] = "int" if "int" in group_types else "str"  # type: ignore[index]
+                if table not in key_types:
+                    continue  # an all-null column: nothing to learn yet
+                key_type = key_types[table]  # type: ignore[index]
+                if feature.is_sequence:
+                    _, values = sequence_keys(column, feature, key_type, where)
+                else:
+                    values = keys(column, key_type, where)
+                present[feature.name] += len(values) - values.null_count
+                if table in counters:
+                    counters[table].add(values)  # type: ignore[index]
+            rows += batch.num_rows
+            bar.update(batch.num_rows)
     names = ", ".join(sorted({s.name for s in shards}))
     if rows == 0:
         raise ValueError(f"no rows to fit in {names}")
@@ -241,6 +299,9 @@ def fit_state(schema: Schema, shards: list[Shard], batch_rows: int = 262_144, pr
 
 
 def _table_states(schema: Schema, key_types: dict[str, str], counters: dict[str, VocabularyCounter]) -> dict[str, TableState]:
+    owners = {t: schema.tables[t][0] for t in counters}
+    value_types = {t: pa.int64() if key_types[t] == "int" else pa.large_string() for t in counters}
+    vocabs = vocabularies(counters, owners, value_types)
     states = {}
     for table, specs in schema.tables.items():
         owner = specs[0]
@@ -249,7 +310,5 @@ def _table_states(schema: Schema, key_types: dict[str, str], counters: dict[str,
         elif owner.ids is IdStrategy.HASHING:
             states[table] = TableState("hashing", key_types[table], seed=seed_of(owner.salt), size=owner.hash_buckets)
         else:
-            value_type = pa.int64() if key_types[table] == "int" else pa.large_string()
-            vocabulary = counters.pop(table).vocabulary(owner.min_count, owner.max_size, value_type)  # frees its counts
-            states[table] = TableState("vocabulary", key_types[table], vocabulary=vocabulary)
+            states[table] = TableState("vocabulary", key_types[table], vocabulary=vocabs[table])
     return states

@@ -3,10 +3,10 @@
 * hashing: ``2 + hash(key) % size`` with ``recsys_embed.hashing`` (stable across versions);
 * vocabulary: exact lookup in a vectorised open-addressing hash table (:class:`HashIndex`,
   about 10x ``np.searchsorted`` on a 2M-value vocabulary). Integers are keyed by
-  ``splitmix64(value)``, a bijection, so equal keys mean equal values; strings by a 64-bit
-  hash with a lookup seed chosen so that no two vocabulary values collide, and every hit is
-  confirmed by comparing the strings. An unseen value gets the OOV id, never another
-  value's id.
+  ``splitmix64(value)``, a bijection, so equal keys mean equal values; strings of at most
+  8 bytes by their bytes themselves, longer ones by a 64-bit hash whose every hit is
+  confirmed by comparing the strings (:class:`StringIndex`). An unseen value gets the OOV
+  id, never another value's id.
 
 String columns are looked up through their dictionary (unique values), so the cost grows
 with the distinct values of a batch, not its rows; the batches read from one Parquet row
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from recsys_embed.features import FIRST_VALUE_ID, MISSING_ID, OOV_ID
 from recsys_embed.hashing import hash_int_np, hash_str_arrow, splitmix64_np
-from recsys_embed.pipelines.columns import is_string
+from recsys_embed.pipelines.columns import byte_word, is_string, numpy_view, string_bytes
 from recsys_embed.pipelines.state import TableState
 
 
@@ -75,9 +75,11 @@ class HashIndex:
 
     def get(self, query: np.ndarray) -> np.ndarray:
         """The id of every query key, 0 where absent."""
-        out = np.zeros(query.size, np.int64)
-        pending = np.arange(query.size)
         slot = (query & self.mask).astype(np.int64)
+        ids = self.ids[slot]
+        out = np.where(self.keys[slot] == query, ids, 0).astype(np.int64)  # most keys sit in their first slot
+        pending = np.flatnonzero((out == 0) & (ids != 0))  # that slot holds another key: probe on
+        slot = (slot[pending] + 1) & int(self.mask)
         while pending.size:
             ids = self.ids[slot]
             hit = (self.keys[slot] == query[pending]) & (ids != 0)
@@ -100,18 +102,11 @@ class IdLookup:
             self._build_vocabulary(table.vocabulary)
 
     def _build_vocabulary(self, vocabulary: pa.Array) -> None:
-        self._vocabulary = vocabulary
         ids = np.arange(FIRST_VALUE_ID, FIRST_VALUE_ID + len(vocabulary), dtype=np.int64)
         if self.table.key_type == "int":
             self._index = HashIndex(splitmix64_np(vocabulary.to_numpy().view(np.uint64)), ids)
-            return
-        for seed in range(1 << 16):
-            hashes = hash_str_arrow(vocabulary, seed)
-            if np.unique(hashes).size == hashes.size:
-                self._seed = seed
-                self._index = HashIndex(hashes, ids)
-                return
-        raise RuntimeError("no collision-free lookup seed found for a string vocabulary")  # pragma: no cover
+        else:
+            self._strings = StringIndex(vocabulary, ids)
 
     def __call__(self, keys: pa.Array, cache: str | None = None) -> np.ndarray:
         """Ids ``[N]`` of ``keys``; ``cache`` names the column, whose last dictionary's ids
@@ -123,11 +118,12 @@ class IdLookup:
         if not pa.types.is_dictionary(keys.type):
             return self._unique_ids(keys)
         ids = self._dictionary_ids(keys.dictionary, cache)
-        indices = keys.indices
-        if indices.null_count:
-            ids = np.append(ids, MISSING_ID)
-            indices = pc.fill_null(indices, len(ids) - 1)
-        return ids[indices.to_numpy()]
+        indices, valid = numpy_view(keys.indices)
+        if valid is None:
+            return ids[indices]
+        out = ids.take(indices, mode="clip")  # null slots hold arbitrary indices
+        out[~valid] = MISSING_ID
+        return out
 
     def _dictionary_ids(self, dictionary: pa.Array, cache: str | None) -> np.ndarray:
         if cache is None:
@@ -154,12 +150,68 @@ class IdLookup:
 
     def _vocabulary_ids(self, keys: pa.Array) -> np.ndarray:
         if is_string(keys.type):
-            ids = self._index.get(hash_str_arrow(keys, self._seed))
-            where = np.flatnonzero(ids)
-            if where.size:  # confirm every hit by value: an unseen value must never get another's id
-                same = pc.equal(self._vocabulary.take(pa.array(ids[where] - FIRST_VALUE_ID)), keys.take(pa.array(where)))
-                ids[where[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = 0
+            ids = self._strings.get(keys)
         else:
             ids = self._index.get(splitmix64_np(pc.fill_null(keys, 0).to_numpy().view(np.uint64)))
         ids[ids == 0] = OOV_ID
         return ids
+
+
+class StringIndex:
+    """Distinct strings -> distinct int ids (> 0), exact.
+
+    A string of at most 8 bytes is its own key: its bytes as a 64-bit word, with the length
+    in the top byte when shorter than 8 (that byte is then free), so two short strings never
+    share a key and no comparison is needed. Longer strings (and 8-byte strings whose last
+    byte is below 9, whose word could read as a shorter string's key) are keyed by a 64-bit
+    hash with a seed chosen so that no two of them collide, and every hit is confirmed by
+    comparing the strings: an absent string never gets another string's id.
+
+        >>> index = StringIndex(pa.array(["a", "a\\x00", "12345678", "a much longer value"]), np.arange(2, 6))
+        >>> index.get(pa.array(["a much longer value", "a", "b", "12345678", "a much longer valuE", "a\\x00"])).tolist()
+        [5, 2, 0, 4, 0, 3]
+    """
+
+    def __init__(self, values: pa.Array, ids: np.ndarray) -> None:
+        short, keys = _short_keys(values)
+        self._short = HashIndex(keys[short], ids[short])
+        long = np.flatnonzero(~short)
+        self._long_values, self._long_ids = values.take(long), ids[long]
+        rows = np.arange(1, long.size + 1)  # the long index maps a hash to 1 + its row in _long_values
+        for seed in range(1 << 16):
+            hashes = hash_str_arrow(self._long_values, seed)
+            ordered = np.sort(hashes)
+            if not (ordered[1:] == ordered[:-1]).any():
+                self._seed = seed
+                self._long = HashIndex(hashes, rows)
+                return
+        raise RuntimeError("no collision-free lookup seed found for a string vocabulary")  # pragma: no cover
+
+    def get(self, query: pa.Array) -> np.ndarray:
+        """The id of every query string, 0 where absent or null."""
+        short, keys = _short_keys(query)
+        out = self._short.get(keys)
+        long = np.flatnonzero(~short)
+        if long.size:
+            strings = query.take(long)
+            rows = self._long.get(hash_str_arrow(strings, self._seed)) - 1
+            hit = np.flatnonzero(rows >= 0)
+            same = pc.equal(self._long_values.take(rows[hit]), strings.take(hit))
+            hit = hit[pc.fill_null(same, False).to_numpy(zero_copy_only=False)]
+            out[long] = 0
+            out[long[hit]] = self._long_ids[rows[hit]]
+        if query.null_count:
+            out[~pc.is_valid(query).to_numpy(zero_copy_only=False)] = 0
+        return out
+
+
+def _short_keys(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(short [N] bool, key [N] uint64)``: which strings have an exact key (see
+    :class:`StringIndex`), and that key, mixed by ``splitmix64`` (a bijection) so that it
+    spreads over the hash table."""
+    data, starts, lengths = string_bytes(values)
+    word = byte_word(data, starts, lengths, 0)
+    top = word >> np.uint64(56)
+    short = (lengths < 8) | ((lengths == 8) & (top > 8))
+    keyed = np.where(lengths < 8, word | (lengths.astype(np.uint64) + np.uint64(1)) << np.uint64(56), word)
+    return short, splitmix64_np(keyed)

@@ -73,11 +73,12 @@ def test_summary_keeps_best_rep_and_ratio_uses_faster_peer() -> None:
     assert ratios["autoint"]["met"] is False  # slower than 2x and a worse AUC
 
 
-def test_unknown_framework_is_a_value_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("frameworks", "models", "error"), [("ours,tensorflow", "din", "tensorflow"), ("ours", "din,dcn", "dcn")])
+def test_unknown_framework_or_model_is_a_value_error(tmp_path: Path, frameworks: str, models: str, error: str) -> None:
     bench = load_benchmark()
     args = bench.argparse.Namespace(
-        rows=100, seed=0, batch_size=64, epochs=1, threads=1, frameworks="ours,tensorflow", reps=1,
+        rows=100, seed=0, batch_size=64, epochs=1, threads=1, frameworks=frameworks, models=models, reps=1,
         work_dir=str(tmp_path), results=str(tmp_path),
     )  # fmt: skip
-    with pytest.raises(ValueError, match="tensorflow"):
+    with pytest.raises(ValueError, match=error):
         bench.benchmark(args)

@@ -12,6 +12,7 @@ from recsys_embed.models.layers import (
     PReLU,
     make_activation,
     masked_mean,
+    masked_sum,
 )
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 
@@ -75,6 +76,29 @@ def test_interacting_layer_mixes_fields() -> None:
     assert not torch.allclose(layer(x)[:, 0], layer(changed)[:, 0])  # field 0 attends to field 2
 
 
+def test_interacting_layer_matches_the_per_head_equations() -> None:
+    """Eqs. 5-8 of Song et al. 2019 written out head by head, against the batched layer."""
+    torch.manual_seed(5)
+    layer = InteractingLayer(in_dim=5, head_dim=3, num_heads=2)  # 5 -> 6: projected residual
+    x = torch.randn(4, 7, 5)
+    heads = []
+    for h in range(2):
+        rows = slice(3 * h, 3 * h + 3)
+        q, k, v = (x @ m.weight[rows].T for m in (layer.query, layer.key, layer.value))
+        heads.append(torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v)
+    expected = torch.relu(torch.cat(heads, dim=-1) + x @ layer.residual.weight.T)
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_interacting_layer_projections_start_xavier_uniform() -> None:
+    torch.manual_seed(6)
+    layer = InteractingLayer(in_dim=48, head_dim=16, num_heads=2)  # 48 -> 32: projected residual
+    for linear in (layer.query, layer.key, layer.value, layer.residual):
+        bound = (6 / (48 + 32)) ** 0.5
+        assert linear.weight.abs().max() <= bound
+        assert abs(float(linear.weight.std()) - bound / 3**0.5) < 0.1 * bound
+
+
 def test_local_activation_unit_ignores_masked_positions_and_softmax_normalises() -> None:
     torch.manual_seed(4)
     mask = torch.tensor([[True, True, False, False], [True, False, False, False], [False] * 4])
@@ -94,6 +118,9 @@ def test_masked_mean_and_flat_inputs() -> None:
     seq = torch.arange(12.0).reshape(2, 3, 2)
     mask = torch.tensor([[True, False, True], [False, True, False]])
     assert masked_mean(seq, mask).tolist() == [[2.0, 3.0], [8.0, 9.0]]
+    noisy = seq.masked_fill(~mask.unsqueeze(-1), 1e6)  # what masked positions hold does not matter
+    assert masked_mean(noisy, mask).tolist() == [[2.0, 3.0], [8.0, 9.0]]
+    assert masked_sum(noisy, mask).tolist() == [[4.0, 6.0], [8.0, 9.0]]
     shapes = EmbeddingShapes(pooled={"a": 2}, sequences={"s": (3, 2)}, num_dense=1)
     emb = Embeddings(pooled={"a": torch.ones(2, 2)}, sequences={"s": seq}, masks={"s": mask})
     flat = FlatInputs(shapes)

@@ -124,3 +124,26 @@ def test_bad_batching_arguments_are_refused(pipe: Pipeline, data: Path) -> None:
         pipe.batches(data, batch_size=0)
     with pytest.raises(ValueError, match="num_workers must be an integer >= 0"):
         pipe.batches(data, num_workers=-1)
+
+
+def test_prefetch_keeps_order_raises_in_place_and_stops_when_closed() -> None:
+    import threading
+
+    from recsys_embed.pipelines.prefetch import prefetch
+
+    def items(fail_at: int | None):
+        for i in range(10):
+            if i == fail_at:
+                raise ValueError(f"bad item {i}")
+            yield i
+
+    assert list(prefetch(items(None), depth=2)) == list(range(10))
+    got = []
+    with pytest.raises(ValueError, match="bad item 4"):
+        for item in prefetch(items(4)):
+            got.append(item)
+    assert got == [0, 1, 2, 3]
+    stream = prefetch(items(None))
+    assert next(stream) == 0
+    stream.close()  # the consumer stops early: the producer thread ends too
+    assert not [t for t in threading.enumerate() if t.name == "recsys-embed-prefetch"]

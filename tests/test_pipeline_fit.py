@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.pipelines import FittedState, Pipeline, pipeline, sources, state
+from recsys_embed.pipelines import FittedState, Pipeline, fit, pipeline, prefetch, sources, state
 
 ITEMS = [5, 7, 5, None, 9, 7, 5, 11]
 HISTORY = [[7, 9], [], [5, 5, 9, 13], None, [13], [9, 9], [7], [5, 7]]
@@ -55,7 +55,7 @@ def assert_same_state(a: FittedState, b: FittedState) -> None:
 
 
 def test_module_doctests() -> None:
-    for module in (pipeline, sources, state):
+    for module in (pipeline, sources, state, fit, prefetch):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0, module.__name__
 
 
@@ -149,3 +149,19 @@ def test_save_load_and_dict_round_trip_give_identical_ids(tmp_path: Path) -> Non
 def test_unfitted_pipeline_says_so(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"not fitted; call fit\(source\)"):
         Pipeline(schema()).transform(tmp_path)
+
+
+def test_vocabulary_order_is_count_then_byte_order_for_look_alike_strings() -> None:
+    """count_order sorts strings on their first 8 bytes in numpy; NUL padding, long strings
+    sharing a prefix, non-ASCII bytes and large counts must still give Arrow's exact order."""
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(0)
+    pieces = ["a", "b", "\x00", "\x01", "é", "abcdefgh", "abcdefghi", "zz"]
+    values = sorted({"".join(pieces[i] for i in rng.integers(0, len(pieces), rng.integers(1, 5))) for _ in range(2000)})
+    values = [values[i] for i in rng.permutation(len(values))]
+    counts = rng.choice([1, 2, 70_000], len(values))
+    for column in (pa.array(values), pa.array(values, pa.large_string()).slice(1), pa.array(np.arange(len(values)) * 7 - 99)):
+        c = counts[-len(column) :]
+        expected = pc.sort_indices(pa.table({"c": c, "v": column}), sort_keys=[("c", "descending"), ("v", "ascending")])
+        assert fit.count_order(column, c).tolist() == expected.to_pylist()

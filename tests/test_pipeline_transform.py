@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.hashing import hash_arrow, seed_of
@@ -106,3 +107,32 @@ def test_hash_index_finds_every_key_across_growth_and_probe_chains() -> None:
         index.insert(keys[start : start + 7_000], ids[start : start + 7_000])
     assert index.get(keys).tolist() == ids.tolist()
     assert not index.get(keys + np.uint64(1)).any()
+
+
+def test_string_index_is_exact_for_short_long_and_look_alike_strings() -> None:
+    rng = np.random.default_rng(0)
+    pieces = ["", "a", "\x00", "\x01", "\x08", "\t", "é", "1234567", "abcdefgh", "z"]
+    pool = sorted({"".join(pieces[i] for i in rng.integers(0, len(pieces), rng.integers(1, 5))) for _ in range(3000)} - {""})
+    known = pool[::2]
+    index = lookup.StringIndex(pa.array(known), np.arange(2, 2 + len(known)))
+    ids = {v: i + 2 for i, v in enumerate(known)}
+    query = pa.array(pool + [None] + known[::-1], pa.large_string())
+    assert index.get(query).tolist() == [ids.get(v, 0) for v in pool] + [0] + [ids[v] for v in known[::-1]]
+    assert {"a", "a\x00", "a\x00\x00"} <= set(pool)  # equal words, other lengths
+    assert any(len(v.encode()) == 8 and v.encode()[-1] < 9 for v in pool)  # 8 bytes ending in a low byte: hashed
+    assert any(len(v.encode()) < 8 for v in known) and any(len(v.encode()) > 8 for v in known)
+
+
+def test_values_hidden_under_nulls_are_ignored() -> None:
+    """Arrow leaves the slot under a null undefined: an infinity or an out-of-range dictionary
+    index there must neither raise nor leak into ids, counts or stats."""
+    hidden = np.array([False, True, False, True, False])
+    values = pa.array(np.array([1.0, np.inf, 3.0, np.nan, 1.0]), mask=hidden)
+    items = pa.DictionaryArray.from_arrays(pa.array(np.array([0, 99, 1, -7, 0], np.int32), mask=hidden), pa.array(["a", "b"]))
+    data = pa.table({"item": items, "x": values})
+    spec = Schema([FeatureSpec("item"), FeatureSpec("x", kind="numeric", transform="standardize")], label=None)
+    pipe = Pipeline(spec).fit(data)
+    assert pipe.state.tables["item"].vocabulary.to_pylist() == ["a", "b"]  # a twice, b once
+    assert pipe.state.numeric["x"].mean == pytest.approx(5 / 5)  # 1, fill 0, 3, fill 0, 1
+    out = next(pipe.transform(data))
+    assert out.column("item").to_pylist() == [2, 0, 3, 0, 2]

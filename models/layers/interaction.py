@@ -12,10 +12,13 @@ from torch import nn
 class InteractingLayer(nn.Module):
     """One AutoInt interacting layer (Song et al. 2019, eqs. 5-8).
 
-    ``[B, F, in_dim] -> [B, F, H * d]``: for each head, field m attends over all fields with
-    ``softmax_k(<W_q e_m, W_k e_k>)`` and sums ``W_v e_k``; the heads are concatenated, a
+    ``[B, F, in_dim] -> [B, F, H * d]``: for each head h, field m attends over all fields with
+    ``softmax_k(<W_q^h e_m, W_k^h e_k>)`` and sums ``W_v^h e_k``; the heads are concatenated, a
     residual is added (``W_res e_m``, the identity when ``in_dim == H * d``) and ReLU applied.
-    No positional input: permuting the fields permutes the output the same way.
+    No positional input: permuting the fields permutes the output the same way. The
+    projections of all heads are one matrix each (head h in rows ``h * d : (h + 1) * d``) and
+    all heads attend in one batched matmul over ``B * H``. The projections start
+    Xavier-uniform.
 
     Example::
 
@@ -35,6 +38,9 @@ class InteractingLayer(nn.Module):
         self.key = nn.Linear(in_dim, self.out_dim, bias=False)
         self.value = nn.Linear(in_dim, self.out_dim, bias=False)
         self.residual = nn.Identity() if in_dim == self.out_dim else nn.Linear(in_dim, self.out_dim, bias=False)
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         batch, num_fields, _ = fields.shape

@@ -15,7 +15,16 @@ from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 
 def masked_sum(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Sum of ``sequence [B, L, D]`` over the positions where ``mask [B, L]`` is True -> ``[B, D]``."""
-    return (sequence * mask.unsqueeze(-1).to(sequence.dtype)).sum(1)
+    return weighted_sum(sequence, mask.to(sequence.dtype))
+
+
+def weighted_sum(sequence: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_l weights[b, l] * sequence[b, l]``: ``[B, L, D]`` and ``[B, L]`` -> ``[B, D]``.
+
+    One batched matmul ``[B, 1, L] x [B, L, D]``: a single pass over the sequence forward and
+    one over its gradient backward, where multiplying by a mask then summing takes several.
+    """
+    return torch.bmm(weights.unsqueeze(1), sequence).squeeze(1)
 
 
 def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -28,8 +37,8 @@ def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         >>> masked_mean(seq, mask).tolist()
         [[2.0], [0.0]]
     """
-    count = mask.sum(1, keepdim=True).clamp(min=1).to(sequence.dtype)
-    return masked_sum(sequence, mask) / count
+    weights = mask.to(sequence.dtype)
+    return weighted_sum(sequence, weights / weights.sum(1, keepdim=True).clamp(min=1))
 
 
 def require_features(embeddings: Embeddings, pooled: Iterable[str], sequences: Iterable[str]) -> None:
