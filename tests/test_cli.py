@@ -64,10 +64,7 @@ def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[
         "batching": {"batch_size": 1024},
         "run_dir": str(tmp_path / "run"),
     }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = run("train", "--config", str(path))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_from_yaml(config, tmp_path)
     assert re.search(r"test AUC 0\.\d+", result.stdout)
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["layout"] == "multiplexed" and manifest["model"]["name"] == "autoint"
@@ -83,10 +80,7 @@ def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subproce
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = run("train", "--config", str(path))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_from_yaml(config, tmp_path)
     auc = float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1))
     assert auc > 0.5, result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["mba_l2"] == 0.01
@@ -169,3 +163,12 @@ def test_train_sequential_task_from_yaml(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"test NDCG@10 0\.\d+ \(popularity 0\.\d+\)", result.stdout), result.stdout
     assert (tmp_path / "run" / "model" / "manifest.json").exists()
+
+
+def train_from_yaml(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`recsys-embed train --config run.yaml` on ``config``; asserts it exits 0."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run("train", "--config", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
