@@ -81,10 +81,11 @@ def test_interacting_layer_matches_the_per_head_equations() -> None:
     torch.manual_seed(5)
     layer = InteractingLayer(in_dim=5, head_dim=3, num_heads=2)  # 5 -> 6: projected residual
     x = torch.randn(4, 7, 5)
+    w_query, w_key, w_value = layer.query_key_value.weight.chunk(3)
     heads = []
     for h in range(2):
         rows = slice(3 * h, 3 * h + 3)
-        q, k, v = (x @ m.weight[rows].T for m in (layer.query, layer.key, layer.value))
+        q, k, v = (x @ w[rows].T for w in (w_query, w_key, w_value))
         heads.append(torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v)
     expected = torch.relu(torch.cat(heads, dim=-1) + x @ layer.residual.weight.T)
     torch.testing.assert_close(layer(x), expected)
@@ -93,10 +94,10 @@ def test_interacting_layer_matches_the_per_head_equations() -> None:
 def test_interacting_layer_projections_start_xavier_uniform() -> None:
     torch.manual_seed(6)
     layer = InteractingLayer(in_dim=48, head_dim=16, num_heads=2)  # 48 -> 32: projected residual
-    for linear in (layer.query, layer.key, layer.value, layer.residual):
+    for weight in (*layer.query_key_value.weight.detach().chunk(3), layer.residual.weight.detach()):
         bound = (6 / (48 + 32)) ** 0.5
-        assert linear.weight.abs().max() <= bound
-        assert abs(float(linear.weight.std()) - bound / 3**0.5) < 0.1 * bound
+        assert weight.abs().max() <= bound
+        assert abs(float(weight.std()) - bound / 3**0.5) < 0.1 * bound
 
 
 def test_local_activation_unit_ignores_masked_positions_and_softmax_normalises() -> None:

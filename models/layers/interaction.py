@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recsys_embed.models.layers.field_attention import field_attention
+
 
 class InteractingLayer(nn.Module):
     """One AutoInt interacting layer (Song et al. 2019, eqs. 5-8).
@@ -16,9 +18,11 @@ class InteractingLayer(nn.Module):
     ``softmax_k(<W_q^h e_m, W_k^h e_k>)`` and sums ``W_v^h e_k``; the heads are concatenated, a
     residual is added (``W_res e_m``, the identity when ``in_dim == H * d``) and ReLU applied.
     No positional input: permuting the fields permutes the output the same way. The
-    projections of all heads are one matrix each (head h in rows ``h * d : (h + 1) * d``) and
-    all heads attend in one batched matmul over ``B * H``. The projections start
-    Xavier-uniform.
+    query, key and value projections of all heads are one matrix (``[3 * H * d, in_dim]``: queries,
+    keys, values; head h in rows ``h * d : (h + 1) * d`` of each third, each third initialised
+    Xavier-uniform on its own); the
+    attention runs in :func:`field_attention` (a fused CPU kernel where it applies). The residual projection
+    starts Xavier-uniform.
 
     Example::
 
@@ -34,21 +38,13 @@ class InteractingLayer(nn.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.out_dim = num_heads * head_dim
-        self.query = nn.Linear(in_dim, self.out_dim, bias=False)
-        self.key = nn.Linear(in_dim, self.out_dim, bias=False)
-        self.value = nn.Linear(in_dim, self.out_dim, bias=False)
+        self.query_key_value = nn.Linear(in_dim, 3 * self.out_dim, bias=False)
         self.residual = nn.Identity() if in_dim == self.out_dim else nn.Linear(in_dim, self.out_dim, bias=False)
-        for layer in self.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.xavier_uniform_(layer.weight)
+        for block in self.query_key_value.weight.data.chunk(3):
+            nn.init.xavier_uniform_(block)
+        if isinstance(self.residual, nn.Linear):
+            nn.init.xavier_uniform_(self.residual.weight)
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
-        batch, num_fields, _ = fields.shape
-
-        def heads(x: torch.Tensor) -> torch.Tensor:  # [B, F, H*d] -> [B, H, F, d]
-            return x.view(batch, num_fields, self.num_heads, self.head_dim).transpose(1, 2)
-
-        q, k, v = heads(self.query(fields)), heads(self.key(fields)), heads(self.value(fields))
-        attention = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # [B, H, F, F]
-        mixed = (attention @ v).transpose(1, 2).reshape(batch, num_fields, self.out_dim)
+        mixed = field_attention(self.query_key_value(fields), self.num_heads)
         return torch.relu(mixed + self.residual(fields))
