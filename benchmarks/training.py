@@ -48,7 +48,7 @@ import torch
 
 from recsys_embed import metrics
 from recsys_embed.artifacts import versions
-from recsys_embed.builders import build_model
+from recsys_embed.builders import SEQUENCE_MEAN_MODELS, build_model
 from recsys_embed.pipelines import Pipeline, split_dataset
 from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
 from recsys_embed.ranking import RankingModel
@@ -177,7 +177,10 @@ def train_ours(model: str, config: dict[str, Any]) -> tuple[dict[str, Any], np.n
     seed_everything(config["seed"])  # before the tables and the model draw their initial weights
     pipe = Pipeline.load(config["pipeline"])
     schema = pipe.schema
-    tables = PerFeatureTables(schema, pipe.num_embeddings, TableOptimizer(lr=config["table_lr"]))
+    # AutoInt reads only each history's mean: the kernel pools it (what jobs.train does for it)
+    tables = PerFeatureTables(
+        schema, pipe.num_embeddings, TableOptimizer(lr=config["table_lr"]), pool_sequences=model in SEQUENCE_MEAN_MODELS
+    )
     net = RankingModel(tables, build_model(model_spec(model, config), tables.shapes(len(schema.dense_features)), schema))
     trainer = Trainer(net, TrainerConfig(epochs=config["epochs"], lr=config["lr"], seed=config["seed"], progress=False))
     train = pipe.batches(config["splits"]["train"], batch_size=config["batch_size"], shuffle=True, seed=config["seed"])

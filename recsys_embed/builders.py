@@ -40,6 +40,8 @@ LAYOUT_CLASSES: dict[str, type[nn.Module]] = {
     "compact": CompactTables,
 }
 TRAINABLE_LAYOUTS = ("per_feature", "multiplexed", "pruned", "matryoshka")
+# models that read only the mean of each sequence: per_feature pools their sequences in the kernel
+SEQUENCE_MEAN_MODELS = ("mlp", "autoint")
 
 
 def _split_name(spec: Mapping[str, Any], where: str, allowed: Any) -> tuple[str, dict[str, Any]]:
@@ -55,14 +57,12 @@ def build_tables(
 ) -> nn.Module:
     """A fresh table layout from ``{"name": ..., **options}``.
 
-    ``per_feature`` (no options), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
+    ``per_feature`` (``pool_sequences``: see :func:`layout_for_model`), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
     (OptEmbedConfig keys, plus ``search`` for the dim search), ``matryoshka`` (``prefixes`` and a nested ``base`` layout spec).
     """
     name, rest = _split_name(spec, where, TRAINABLE_LAYOUTS)
     if name == "per_feature":
-        if rest:
-            raise ValueError(f"{where}: per_feature takes no options, got {sorted(rest)}")
-        return PerFeatureTables(schema, num_embeddings, optimizer)
+        return PerFeatureTables(schema, num_embeddings, optimizer, pool_sequences=_per_feature_pooling(rest, where))
     if name == "multiplexed":
         return MultiplexedTables(schema, from_mapping(MultiplexedConfig, rest, where), optimizer, vocab_sizes=dict(num_embeddings))
     if name == "pruned":  # 'search' (EvolutionConfig keys) is read by the training job
@@ -78,14 +78,41 @@ def build_tables(
 def validate_specs(layout: Mapping[str, Any], model: Mapping[str, Any]) -> None:
     """Check layout and model names and option keys before any data is read."""
     name, rest = _split_name(layout, "layout", TRAINABLE_LAYOUTS)
-    if name == "per_feature" and rest:
-        raise ValueError(f"layout: per_feature takes no options, got {sorted(rest)}")
+    if name == "per_feature":
+        _per_feature_pooling(rest, "layout")
     if name == "multiplexed":
         from_mapping(MultiplexedConfig, rest, "layout")
     if name == "pruned":
         from_mapping(OptEmbedConfig, {k: v for k, v in rest.items() if k != "search"}, "layout")
     model_name, model_rest = _split_name(model, "model", MODELS)
     from_mapping(MODELS[model_name][1], model_rest, "model")
+
+
+def _per_feature_pooling(options: Mapping[str, Any], where: str) -> bool:
+    """per_feature's one option, ``pool_sequences`` (a bool, default False)."""
+    if set(options) - {"pool_sequences"}:
+        raise ValueError(f"{where}: per_feature takes only 'pool_sequences', got {sorted(options)}")
+    pool = options.get("pool_sequences", False)
+    if not isinstance(pool, bool):
+        raise ValueError(f"{where}.pool_sequences: expected true or false, got {pool!r}")
+    return pool
+
+
+def layout_for_model(layout: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """``layout`` with ``pool_sequences: true`` added when it is ``per_feature`` without that key
+    and the model reads only sequence means (``SEQUENCE_MEAN_MODELS``): the same model inputs,
+    computed by the kernel's pooling instead of per-position embeddings and a masked mean.
+
+    Example::
+
+        >>> layout_for_model({"name": "per_feature"}, {"name": "autoint"})
+        {'name': 'per_feature', 'pool_sequences': True}
+        >>> layout_for_model({"name": "per_feature"}, {"name": "din"})
+        {'name': 'per_feature'}
+    """
+    if layout.get("name") == "per_feature" and "pool_sequences" not in layout and model.get("name") in SEQUENCE_MEAN_MODELS:
+        return {**layout, "pool_sequences": True}
+    return dict(layout)
 
 
 def default_history(schema: Schema) -> dict[str, str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys_embed.builders import build_model, build_tables, validate_specs
+from recsys_embed.builders import build_model, build_tables, layout_for_model, validate_specs
 from recsys_embed.config import BatchingConfig, DataConfig, RunConfig, from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.model_io import load_model, save_model
@@ -64,7 +64,8 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(schema).fit(config.data.train)
-    tables = build_tables(config.layout, schema, pipeline.num_embeddings, config.table_optimizer)
+    layout = layout_for_model(config.layout, config.model)
+    tables = build_tables(layout, schema, pipeline.num_embeddings, config.table_optimizer)
     model = build_model(config.model, tables.shapes(len(schema.dense_features)), schema)
     ranking = RankingModel(tables, model)
     trainer = Trainer(ranking, config.trainer, run_dir)
@@ -85,7 +86,7 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
             report.test["oracle_auc"] = oracle_auc(config.data.test)
     if isinstance(ranking.tables, PrunedTables):  # serve the compact export: kept rows, chosen dims
         ranking = RankingModel(ranking.tables.compact(), ranking.model)
-    save_model(run_dir / "model", pipeline, ranking, config.layout, config.model)
+    save_model(run_dir / "model", pipeline, ranking, layout, config.model)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics["test"] = report.test

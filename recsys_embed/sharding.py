@@ -104,6 +104,11 @@ def slot_features(
         order = layout.features
         probes = {f.name: layout.probes[f.table] for f in order}  # type: ignore[index]
     elif isinstance(layout, PerFeatureTables):
+        if layout.pool_sequences:
+            raise ValueError(
+                "sharding: a PerFeatureTables with pool_sequences=True is not sharded (its sequences are "
+                "one kernel bag each); build it with pool_sequences=False"
+            )
         order, probes = layout.slot_order, {f.name: 1 for f in layout.slot_order}
     else:
         raise ValueError(

@@ -70,6 +70,25 @@ def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[
     assert manifest["layout_state"]["layout"] == "multiplexed" and manifest["model"]["name"] == "autoint"
 
 
+def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    config = {
+        "data": {"train": str(splits / "train"), "test": str(splits / "test")},
+        "model": {"name": "autoint", "head_dim": 8},
+        "trainer": {"epochs": 1, "lr": 0.002},
+        "batching": {"batch_size": 1024},
+        "run_dir": str(tmp_path / "run"),
+    }
+    train_from_yaml(config, tmp_path)
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["layout_state"]["pool_sequences"] is True
+    out = run("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(saved["auc"], abs=1e-6)
+
+
 def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
@@ -92,7 +111,8 @@ def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subproce
         ({"trainer": {"epochs": 1, "learning_rate": 0.1}}, r"trainer: unknown key\(s\) \['learning_rate'\]"),
         ({"model": {"name": "dcn"}}, r"model.name='dcn' is not one of"),
         ({"batching": {"batch_size": "big"}}, r"batching.batch_size: expected int"),
-        ({"layout": {"name": "per_feature", "rows": 3}}, r"layout: per_feature takes no options"),
+        ({"layout": {"name": "per_feature", "rows": 3}}, r"layout: per_feature takes only 'pool_sequences', got \['rows'\]"),
+        ({"layout": {"name": "per_feature", "pool_sequences": "yes"}}, r"layout.pool_sequences: expected true or false"),
         ({"data": {"valid": "x"}}, r"data: missing required key\(s\) \['train'\]"),
         ({"trainer": {"mba_l2": -0.1}}, r"trainer: trainer.mba_l2 must be >= 0"),
         ({"trainer": {"mba_l2": "high"}}, r"trainer.mba_l2: expected float"),

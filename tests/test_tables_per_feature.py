@@ -230,3 +230,54 @@ def test_fused_tables_check_each_id_against_its_own_packed_table() -> None:
         kernel(ok, torch.arange(6))
     with pytest.raises(ValueError, match="group the slots by dim"):
         FusedTables(rows=[5, 7], dims=[4, 8], slot_tables=[0, 1, 0], optimizer=TableOptimizer("sgd"))
+
+
+def _pooled_and_positional() -> tuple[PerFeatureTables, PerFeatureTables]:
+    torch.manual_seed(11)
+    positional = PerFeatureTables(SCHEMA, ROWS, TableOptimizer("rowwise_adagrad", lr=0.1))
+    pooled = PerFeatureTables(SCHEMA, ROWS, TableOptimizer("rowwise_adagrad", lr=0.1), pool_sequences=True)
+    pooled.kernel.load_state_tensors(positional.kernel.state_tensors())
+    return pooled, positional
+
+
+def test_pooled_sequences_are_the_masked_mean_of_the_positions() -> None:
+    pooled, positional = _pooled_and_positional()
+    kjt = kjt_from_ids(batch(), padding_id=PAD)
+    out, reference = pooled(kjt), positional(kjt)
+    assert pooled.shapes().pooled == {"user": 8, "item": 4, "query_item": 4, "hist": 4, "city": 8}
+    assert not pooled.shapes().sequences
+    assert list(out.pooled) == ["user", "item", "query_item", "hist", "city"] and not out.sequences and not out.masks
+    mask = reference.masks["hist"]  # the last 3 ids of a longer history, zeros for an empty one
+    mean = (reference.sequences["hist"] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(out.pooled["hist"], mean, rtol=0, atol=1e-6)
+    assert torch.equal(out.pooled["hist"][2], torch.zeros(4))
+    for name in ("user", "item", "query_item", "city"):
+        assert torch.equal(out.pooled[name], reference.pooled[name])
+
+
+def test_pooled_sequences_train_the_same_rows_as_positions() -> None:
+    pooled, positional = _pooled_and_positional()
+    kjt = kjt_from_ids(batch(), padding_id=PAD)
+    torch.manual_seed(12)
+    grad = torch.randn(4, 4)
+    pooled(kjt).pooled["hist"].backward(grad)
+    reference = positional(kjt)
+    mask = reference.masks["hist"].unsqueeze(-1)
+    ((reference.sequences["hist"] * mask).sum(1) / mask.sum(1).clamp(min=1)).backward(grad)
+    for table, weight in positional.table_weights().items():
+        torch.testing.assert_close(pooled.table_weights()[table], weight, rtol=0, atol=1e-6)
+
+
+def test_pooled_sequences_survive_the_state_round_trip_and_refuse_sharding() -> None:
+    from recsys_embed.sharding import slot_features
+
+    pooled, _ = _pooled_and_positional()
+    tensors, config = pooled.export_state()
+    assert config["pool_sequences"] is True
+    again = PerFeatureTables.from_state(SCHEMA, tensors, config)
+    kjt = kjt_from_ids(batch(), padding_id=PAD)
+    assert again.pool_sequences and torch.equal(again(kjt).pooled["hist"], pooled(kjt).pooled["hist"])
+    empty = pooled(kjt_from_ids({name: ids[:0] for name, ids in batch().items()}, padding_id=PAD))
+    assert empty.pooled["hist"].shape == (0, 4) and not empty.sequences
+    with pytest.raises(ValueError, match="pool_sequences=True is not sharded"):
+        slot_features(pooled)

@@ -369,6 +369,16 @@ def sequence_grid(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> 
     return grid, present
 
 
+def most_recent(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, lengths)`` of a jagged feature keeping the most recent ``max_len`` ids of each
+    row (the last ones, in order); returned as they are when no row is longer."""
+    lengths = lengths.to(torch.int64)
+    if lengths.numel() == 0 or int(lengths.max()) <= max_len:
+        return values.to(torch.int64), lengths
+    grid, present = sequence_grid(values, lengths, max_len)  # [L, B]
+    return grid.T[present.T], present.sum(0)
+
+
 def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Spread a jagged sequence feature over ``max_len`` position slots.
 
@@ -472,22 +482,24 @@ def unpack_output(
     dims: Mapping[str, int],
     masks: Mapping[str, torch.Tensor],
     features: Sequence[FeatureSpec],
+    pooled_sequences: bool = False,
 ) -> Embeddings:
     """Split the kernel's ``[B, W]`` output into per-feature views.
 
     ``slot_order``: the features in the order their slots were fed to the kernel; ``dims``:
     feature -> D (per position for sequences); ``masks``: sequence feature -> ``[B, L]``;
-    ``features``: the order of the returned dicts. One split (not slicing per feature) keeps
+    ``features``: the order of the returned dicts; ``pooled_sequences``: each sequence had one
+    slot (one bag) and goes to ``pooled`` as it came out of the kernel. One split (not slicing per feature) keeps
     backward to one concatenation of the gradients, or none when they arrive as adjacent
     columns of one tensor.
     """
-    widths = [dims[f.name] * (f.max_len if f.is_sequence else 1) for f in slot_order]
+    widths = [dims[f.name] * (f.max_len if f.is_sequence and not pooled_sequences else 1) for f in slot_order]
     views = _SplitColumns.apply(flat, widths) if flat.requires_grad else flat.split(widths, dim=1)
     pieces = dict(zip((f.name for f in slot_order), views))
     batch = flat.shape[0]
     out = Embeddings()
     for spec in features:
-        if spec.is_sequence:
+        if spec.is_sequence and not pooled_sequences:
             out.sequences[spec.name] = pieces[spec.name].reshape(batch, spec.max_len, dims[spec.name])
             out.masks[spec.name] = masks[spec.name]
         else:
@@ -495,11 +507,13 @@ def unpack_output(
     return out
 
 
-def empty_embeddings(features: Sequence[FeatureSpec], dims: Mapping[str, int], device: torch.device) -> Embeddings:
+def empty_embeddings(
+    features: Sequence[FeatureSpec], dims: Mapping[str, int], device: torch.device, pooled_sequences: bool = False
+) -> Embeddings:
     """The output for a batch of zero rows (fbgemm and torchrec do not take one)."""
     out = Embeddings()
     for spec in features:
-        if spec.is_sequence:
+        if spec.is_sequence and not pooled_sequences:
             out.sequences[spec.name] = torch.zeros(0, spec.max_len, dims[spec.name], device=device)
             out.masks[spec.name] = torch.zeros(0, spec.max_len, dtype=torch.bool, device=device)
         else:

@@ -21,6 +21,7 @@ from recsys_embed.tables.base import (
     TableOptimizer,
     check_ids,
     empty_embeddings,
+    most_recent,
     offsets_of,
     sequence_grid,
     single_ids,
@@ -55,6 +56,12 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         >>> tables.memory_bytes()     # 160 B weights + 40 B rowwise Adagrad state + 72 B fbgemm placeholders
         272
 
+    ``pool_sequences=True``: the kernel pools each sequence in one bag, and ``pooled[s]`` is
+    its mean embedding ``[B, D_s]`` (zeros for an empty sequence; no positions, no mask): for
+    models that only read a sequence's mean (AutoInt, the MLP baseline), whose inputs it leaves
+    unchanged while the kernel writes and differentiates one column block per sequence instead
+    of ``L_s``. DIN and BERT4Rec need the positions; :meth:`shapes` tells the models which.
+
     ``storage=False`` builds the input side only (id checks and slot maps:
     :meth:`kernel_inputs`, :meth:`shapes`) with its kernel on the meta device: no weight or
     optimizer state is allocated, and ``forward`` raises. ``recsys_embed.sharding`` shards
@@ -69,8 +76,10 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         init_scale: float = 0.05,
         device: torch.device | str | None = None,
         storage: bool = True,
+        pool_sequences: bool = False,
     ) -> None:
         super().__init__()
+        self.pool_sequences = pool_sequences
         self.schema = schema
         self.features: list[FeatureSpec] = schema.sparse_features
         self.table_names = list(schema.tables)
@@ -92,7 +101,7 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         self.slot_order = sorted(self.features, key=lambda f: dim_rank[f.embedding_dim])
         slot_tables: list[int] = []
         for spec in self.slot_order:
-            slot_tables += [table_index[spec.table]] * (spec.max_len if spec.is_sequence else 1)  # type: ignore[index]
+            slot_tables += [table_index[spec.table]] * self._slots(spec)  # type: ignore[index]
         self.kernel = FusedTables(
             rows=[self.rows[t] for t in kernel_tables],
             dims=[dims[t] for t in kernel_tables],
@@ -105,8 +114,13 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         # fast path for batches of single ids in slot order (no sequence feature)
         self._slot_names = [f.name for f in self.slot_order]
         self._all_single = not any(f.is_sequence for f in self.features)
+        self._pooled_sequences = [f for f in self.features if f.is_sequence] if pool_sequences else []
         slot_rows = torch.tensor([self.rows[f.table] for f in self.slot_order], device=device)  # type: ignore[index]
         self.register_buffer("_slot_rows", slot_rows, persistent=False)
+
+    def _slots(self, spec: FeatureSpec) -> int:
+        """Kernel slots (bags per sample) of a feature: a sequence has one per position unless pooled."""
+        return spec.max_len if spec.is_sequence and not self.pool_sequences else 1  # type: ignore[return-value]
 
     def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The (indices, offsets) the kernel reads for this batch."""
@@ -114,7 +128,8 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         return indices, offsets
 
     def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Checked kernel ids (table-relative), offsets and sequence masks."""
+        """Checked kernel ids (table-relative), offsets, and per sequence its mask ``[B, L]``
+        (or, pooled, its kept lengths ``[B]``)."""
         single = single_ids(kjt, self._slot_names) if self._all_single else None
         if single is not None:  # [F, B]: the ids are the kernel's input as they are
             lo, hi = single.aminmax(dim=1)
@@ -129,7 +144,12 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
                 raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
             jt = by_key[spec.name]
             check_ids(spec.name, jt.values(), self.rows[spec.table])  # type: ignore[index]
-            if spec.is_sequence:
+            if spec.is_sequence and self.pool_sequences:
+                kept, kept_lengths = most_recent(jt.values(), jt.lengths(), spec.max_len)  # type: ignore[arg-type]
+                values.append(kept)
+                lengths.append(kept_lengths)
+                masks[spec.name] = kept_lengths
+            elif spec.is_sequence:
                 grid, present = sequence_grid(jt.values(), jt.lengths(), spec.max_len)
                 values.append(grid[present])
                 lengths.append(present.reshape(-1).to(torch.int64))
@@ -141,16 +161,22 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         if kjt.lengths().numel() == 0:
-            return empty_embeddings(self.features, self.dims, kjt.values().device)
+            return empty_embeddings(self.features, self.dims, kjt.values().device, self.pool_sequences)
         indices, offsets, masks = self._inputs(kjt)
         flat = self.kernel(indices, offsets, validated=True)
-        return unpack_output(flat, self.slot_order, self.dims, masks, self.features)
+        if not self.pool_sequences:
+            return unpack_output(flat, self.slot_order, self.dims, masks, self.features)
+        out = unpack_output(flat, self.slot_order, self.dims, {}, self.features, pooled_sequences=True)
+        for spec in self._pooled_sequences:  # sums -> means
+            out.pooled[spec.name] = out.pooled[spec.name] / masks[spec.name].clamp(min=1).unsqueeze(1).to(flat.dtype)
+        return out
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""
+        positions = [f for f in self.features if f.is_sequence and not self.pool_sequences]
         return EmbeddingShapes(
-            pooled={f.name: f.embedding_dim for f in self.features if not f.is_sequence},
-            sequences={f.name: (f.max_len, f.embedding_dim) for f in self.features if f.is_sequence},
+            pooled={f.name: f.embedding_dim for f in self.features if f not in positions},
+            sequences={f.name: (f.max_len, f.embedding_dim) for f in positions},  # type: ignore[misc]
             num_dense=num_dense,
         )
 
@@ -191,6 +217,7 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
             "layout": LAYOUT,
             "num_embeddings": dict(self.rows),
             "optimizer": dataclasses.asdict(self.kernel.current_optimizer()),
+            "pool_sequences": self.pool_sequences,
         }
 
 
@@ -204,4 +231,7 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
     ) -> PerFeatureTables:
         """A layout of the :meth:`state_config` ``config`` with fresh weights (or none: ``storage=False``)."""
         check_layout(config, LAYOUT)
-        return cls(schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device, storage=storage)
+        return cls(
+            schema, config["num_embeddings"], TableOptimizer(**config["optimizer"]), device=device, storage=storage,
+            pool_sequences=bool(config.get("pool_sequences", False)),
+        )  # fmt: skip
