@@ -192,3 +192,12 @@ def train_from_yaml(config: dict, tmp_path: Path) -> subprocess.CompletedProcess
     result = run("train", "--config", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def test_builders_docstring_examples() -> None:
+    import doctest
+
+    import recsys_embed.builders
+
+    result = doctest.testmod(recsys_embed.builders)
+    assert result.attempted >= 2 and result.failed == 0

@@ -32,6 +32,7 @@ def test_every_model_module_has_examples() -> None:
         "recsys_embed.models.layers.activation",
         "recsys_embed.models.layers.attention",
         "recsys_embed.models.layers.interaction",
+        "recsys_embed.models.layers.field_attention",
         "recsys_embed.models.layers.mlp",
         "recsys_embed.models.layers.pooling",
     }
