@@ -5,12 +5,13 @@ a fixed-size sample per bucketized feature), never by the number of rows:
 
 * vocabularies: exact counts, merged batch by batch. Parquet string columns arrive
   dictionary-encoded, so a batch is counted with ``np.bincount`` over its dictionary
-  indices; other columns with Arrow's ``value_counts``. Partial counts are merged by a
-  polars group-by whenever they outgrow the merged counts (amortised linear). Then values
-  seen at least ``min_count`` times are kept, the ``max_size`` most frequent, ids ``2..``
-  by descending count, ties broken by ascending value (byte order): the table groups' last
-  merges run as one parallel polars query, then :func:`count_order` sorts each in numpy
-  (a value sort, then a stable radix sort on count ranks).
+  indices; other columns with Arrow's ``value_counts``. Values with an order-preserving
+  64-bit key (int64 ids, strings of at most 8 bytes) are counted by key and merged by a
+  numpy sort, longer strings by a polars group-by; pending counts are merged whenever they
+  outgrow the merged counts (amortised linear). Then values seen at least ``min_count``
+  times are kept, the ``max_size`` most frequent, ids ``2..`` by descending count, ties
+  broken by ascending value (byte order), each table group in a thread (a value sort, then
+  a stable radix sort on count ranks).
 * numeric mean and std: streamed with the parallel (Chan et al.) update in float64 over
   every row after fill and ``log1p``, so standardising gives exactly mean 0 and std 1 on the
   fitted data as the model sees it (nulls filled).
@@ -23,8 +24,10 @@ a fixed-size sample per bucketized feature), never by the number of rows:
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -41,7 +44,6 @@ from recsys_embed.pipelines.columns import (
     key_type_of,
     keys,
     numeric_values,
-    numpy_view,
     sequence_keys,
     string_bytes,
 )
@@ -50,6 +52,7 @@ from recsys_embed.pipelines.sources import ReadSpec, Shard, read_shard
 from recsys_embed.pipelines.state import FittedState, NumericState, TableState
 
 SAMPLE_SIZE = 100_000
+MERGE_ROWS = 1 << 18
 
 
 class VocabularyCounter:
@@ -57,88 +60,218 @@ class VocabularyCounter:
 
     Each batch is first reduced to (value, count) pairs: ``np.bincount`` over the indices of
     a dictionary-encoded batch (Parquet string columns), Arrow's ``value_counts`` otherwise.
-    The pairs wait as they are and are merged by one polars group-by (exact equality of
-    values) whenever they outnumber both the distinct values merged so far and
-    ``MERGE_ROWS``: amortised linear work, memory about twice the distinct values.
-    :meth:`grouped` is the last merge, left lazy so that all table groups merge in one
-    parallel query (:func:`vocabularies`).
+    While every value has an order-preserving uint64 key (:func:`value_keys`: int64 ids, and
+    strings of at most 8 bytes such as Criteo's hex ids), the pairs are kept as keys and
+    merged by a numpy sort (:class:`KeyCounts`); the first string without a key turns the
+    counter to strings merged by a polars group-by (:class:`StringCounts`). Pending pairs
+    are merged whenever they outnumber both the merged values and ``merge_rows``: amortised
+    linear work, memory about twice the distinct values.
     """
 
-    MERGE_ROWS = 1 << 18
-
-    def __init__(self) -> None:
-        self._merged: pl.DataFrame | None = None
-        self._values: list[pa.Array] = []
-        self._counts: list[np.ndarray] = []
-        self._pending_rows = 0
+    def __init__(self, merge_rows: int = MERGE_ROWS) -> None:
+        self._counts: KeyCounts | StringCounts = KeyCounts(merge_rows)
 
     def add(self, keys: pa.Array) -> None:
         """Count the non-null values of ``keys`` (int64 or string, maybe dictionary-encoded)."""
-        if pa.types.is_dictionary(keys.type):
-            indices, valid = numpy_view(keys.indices)
-            if valid is not None:  # null slots hold arbitrary indices: count them as index 0, then take them back
-                indices = np.where(valid, indices, 0)
-            counts = np.bincount(indices, minlength=len(keys.dictionary))
-            if valid is not None:
-                counts[0] -= len(valid) - np.count_nonzero(valid)
-            values = keys.dictionary  # unused entries (count 0) and null values go at the merge
-        else:
-            table = pc.value_counts(keys.drop_null())
-            values, counts = table.field("values"), table.field("counts").to_numpy()
-        if not len(values):
-            return
-        self._values.append(values)
-        self._counts.append(counts.astype(np.int64, copy=False))
-        self._pending_rows += len(values)
-        if self._pending_rows > max(self.MERGE_ROWS, 0 if self._merged is None else self._merged.height):
-            self._merged = self.grouped().collect()
-            self._values, self._counts, self._pending_rows = [], [], 0
+        values, counts = _batch_counts(keys)
+        if isinstance(self._counts, KeyCounts):
+            value_key = value_keys(values)
+            if value_key is not None:
+                if not counts.all():  # unused or null dictionary entries
+                    value_key, counts = value_key[counts > 0], counts[counts > 0]
+                self._counts.add(value_key, counts)
+                return
+            self._counts = self._counts.as_strings()
+        self._counts.add(values, counts)
 
-    def grouped(self) -> pl.LazyFrame:
-        """Every value counted so far once, with its total count: columns ``v``, ``c``."""
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
+        """The values counted at least ``min_count`` times, the ``max_size`` most frequent, by
+        descending count, ties by ascending value (byte order for strings), as ``value_type``."""
+        return self._counts.vocabulary(min_count, max_size, value_type)
+
+
+def _batch_counts(keys: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``(values, counts)`` of one batch: the distinct non-null values, or the dictionary of
+    a dictionary-encoded batch, whose unused entries and null entries count 0."""
+    if not pa.types.is_dictionary(keys.type):
+        table = pc.value_counts(keys.drop_null())
+        return table.field("values"), table.field("counts").to_numpy()
+    counts = np.bincount(pc.fill_null(keys.indices, 0).to_numpy(), minlength=len(keys.dictionary))
+    if keys.null_count:
+        counts[0] -= keys.null_count  # null slots were counted as index 0
+    if keys.dictionary.null_count:
+        counts[~keys.dictionary.is_valid().to_numpy(zero_copy_only=False)] = 0
+    return keys.dictionary, counts[: len(keys.dictionary)]
+
+
+_SIGN = np.uint64(1 << 63)
+_VIEW = np.dtype([("length", "<i4"), ("bytes", ">u8"), ("padding", "<u4")])  # an Arrow string view, inline
+
+
+def value_keys(values: pa.Array) -> np.ndarray | None:
+    """uint64 keys of distinct values (int64 without nulls, or strings) that compare as the
+    values do: an integer with its sign bit flipped; the bytes of a string of at most 8 bytes
+    that does not end in a NUL byte, big-endian, zero padded. None when a string has no key.
+
+        >>> value_keys(pa.array(["b", "ab", "a"])).argsort().tolist(), value_keys(pa.array(["123456789"]))
+        ([2, 1, 0], None)
+    """
+    if pa.types.is_integer(values.type):
+        return values.to_numpy().view(np.uint64) ^ _SIGN
+    data, starts, lengths = string_bytes(values)
+    width = int(lengths.max(initial=0))
+    if width > 8 or not data[(starts + lengths - 1)[lengths > 0]].all():
+        return None
+    if width and lengths.min() == width:  # one length (e.g. fixed-width ids): a byte matrix, 3x faster
+        padded = np.zeros((len(lengths), 8), np.uint8)
+        padded[:, :width] = data[starts[0] : starts[0] + width * len(lengths)].reshape(-1, width)
+        return padded.view(">u8")[:, 0].astype(np.uint64)
+    return byte_word(data, starts, lengths, 0).byteswap()
+
+
+def key_values(keys: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """The values of :func:`value_keys` ``keys``, as ``value_type`` (int64 or large_string).
+    Strings are built as inline string views (4-byte length, then the bytes, zero padded)."""
+    if pa.types.is_integer(value_type):
+        return pa.array((keys ^ _SIGN).view(np.int64))
+    _, exponent = np.frexp((keys & (~keys + np.uint64(1))).astype(np.float64))  # lowest set bit: 2 ** (exponent - 1)
+    views = np.zeros(len(keys), _VIEW)
+    views["length"] = np.where(keys == 0, 0, 8 - (exponent - 1) // 8)  # 8 minus the zero padding
+    views["bytes"] = keys
+    return pa.Array.from_buffers(pa.string_view(), len(keys), [None, pa.py_buffer(views)]).cast(value_type)
+
+
+class _Counts(ABC):
+    """(value, count) pairs of one table group: merged ones, and batches of pending ones that
+    are merged whenever they outnumber both the merged values and ``merge_rows``."""
+
+    def __init__(self, merge_rows: int) -> None:
+        self.merge_rows = merge_rows
+        self._pending: list[tuple[Any, np.ndarray]] = []
+        self._pending_rows = 0
+        self._merged_rows = 0
+
+    def add(self, values: Any, counts: np.ndarray) -> None:
+        self._pending.append((values, counts))
+        self._pending_rows += len(counts)
+        if self._pending_rows > max(self.merge_rows, self._merged_rows):
+            self._merged_rows = self._merge(self._take_pending())
+
+    def _take_pending(self) -> list[tuple[Any, np.ndarray]]:
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        return pending
+
+    @abstractmethod
+    def _merge(self, pending: list[tuple[Any, np.ndarray]]) -> int:
+        """Fold ``pending`` into the merged pairs; the number of merged pairs."""
+
+    @abstractmethod
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
+        """See :meth:`VocabularyCounter.vocabulary`."""
+
+
+class KeyCounts(_Counts):
+    """Counts by :func:`value_keys` key: ``keys`` distinct and ascending (so in value order),
+    ``counts`` beside them; pending pairs are merged by a numpy sort."""
+
+    def __init__(self, merge_rows: int) -> None:
+        super().__init__(merge_rows)
+        self.keys = np.zeros(0, np.uint64)
+        self.counts = np.zeros(0, np.int64)
+
+    def _merge(self, pending: list[tuple[Any, np.ndarray]]) -> int:
+        if pending:
+            keys, counts = _by_key([k for k, _ in pending], [c for _, c in pending])
+            if len(self.keys):  # two sorted runs: numpy's stable sort merges them in linear time
+                keys, counts = _by_key([self.keys, keys], [self.counts, counts], "stable")
+            starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+            self.keys, self.counts = keys[starts], np.add.reduceat(counts, starts)
+        return len(self.keys)
+
+    def as_strings(self) -> StringCounts:
+        """The counts so far as :class:`StringCounts` (the keys of a string table group)."""
+        self._merge(self._take_pending())
+        strings = StringCounts(self.merge_rows)
+        strings.add(key_values(self.keys, pa.large_string()), self.counts)
+        return strings
+
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
+        self._merge(self._take_pending())
+        kept = self.counts >= min_count
+        keys, counts = self.keys[kept], self.counts[kept]
+        return key_values(keys[descending_count(counts)[:max_size]], value_type)
+
+
+def _by_key(keys: list[np.ndarray], counts: list[np.ndarray], kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The concatenated ``keys`` sorted, and ``counts`` alongside."""
+    key = np.concatenate(keys)
+    order = np.argsort(key, kind=kind)
+    return key[order], np.concatenate(counts)[order]
+
+
+class StringCounts(_Counts):
+    """Counts by exact value (any strings), merged by a polars group-by (columns ``v``, ``c``),
+    then ordered by :func:`count_order`."""
+
+    def __init__(self, merge_rows: int) -> None:
+        super().__init__(merge_rows)
+        self._merged: pl.DataFrame | None = None
+
+    def _merge(self, pending: list[tuple[Any, np.ndarray]]) -> int:
+        self._merged = self._grouped(pending).collect()
+        return self._merged.height
+
+    def _grouped(self, pending: list[tuple[Any, np.ndarray]]) -> pl.LazyFrame:
         frames = [] if self._merged is None else [self._merged.lazy()]
-        if self._values:
-            values = self._values
+        if pending:
+            values = [v for v, _ in pending]
             if len({v.type for v in values}) > 1:  # e.g. string and large_string
                 values = [v.cast(pa.large_string()) for v in values]
-            pairs = pa.table({"v": pa.chunked_array(values), "c": np.concatenate(self._counts)})
+            pairs = pa.table({"v": pa.chunked_array(values), "c": np.concatenate([c for _, c in pending])})
             frames.append(pl.from_arrow(pairs).lazy().filter(pl.col("v").is_not_null() & (pl.col("c") > 0)))
         if not frames:
             return pl.LazyFrame(schema={"v": pl.String, "c": pl.Int64})
         return pl.concat(frames).group_by("v").agg(pl.col("c").sum())
+
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
+        frame = self._grouped(self._take_pending()).filter(pl.col("c") >= min_count).collect()
+        values = frame["v"].to_arrow().cast(value_type)
+        return values.take(count_order(values, frame["c"].to_numpy())[:max_size])
 
 
 def vocabularies(
     counters: dict[str, VocabularyCounter], specs: dict[str, FeatureSpec], value_types: dict[str, pa.DataType]
 ) -> dict[str, pa.Array]:
     """The vocabulary of each counted table group (``specs`` gives its ``min_count`` and
-    ``max_size``): the counts merged by one parallel polars query, then ordered by
-    :func:`count_order` in threads (numpy and Arrow release the GIL); the counters are
-    emptied."""
+    ``max_size``), built in threads (numpy, Arrow and polars release the GIL); the counters
+    are emptied."""
     tables = list(counters)
-    frames = dict(zip(tables, pl.collect_all([counters.pop(t).grouped() for t in tables])))
+    jobs = [(counters.pop(t), specs[t], value_types[t]) for t in tables]
 
-    def vocabulary(table: str) -> pa.Array:
-        frame = frames.pop(table).filter(pl.col("c") >= specs[table].min_count)
-        values = frame["v"].to_arrow().cast(value_types[table])
-        return values.take(count_order(values, frame["c"].to_numpy())[: specs[table].max_size])
+    def vocabulary(job: tuple[VocabularyCounter, FeatureSpec, pa.DataType]) -> pa.Array:
+        counter, spec, value_type = job
+        return counter.vocabulary(spec.min_count, spec.max_size, value_type)
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(tables), os.cpu_count() or 1))) as pool:
-        return dict(zip(tables, pool.map(vocabulary, tables)))
+        return dict(zip(tables, pool.map(vocabulary, jobs)))
 
 
 def count_order(values: pa.Array, counts: np.ndarray) -> np.ndarray:
     """Positions of distinct ``values`` by descending count, ties by ascending value (byte
-    order for strings): the values are sorted once, then stably by count rank (a 16-bit key,
-    which numpy radix-sorts).
+    order for strings): the values are sorted once, then stably by count (:func:`descending_count`).
 
         >>> count_order(pa.array(["b", "abcdefghij", "abcdefghi", "a", "c"]), np.array([1, 2, 2, 2, 5])).tolist()
         [4, 3, 2, 1, 0]
     """
     order = _value_order(values)
+    return order[descending_count(counts[order])]
+
+
+def descending_count(counts: np.ndarray) -> np.ndarray:
+    """A stable sort of ``counts``, highest first: a stable sort of their ranks, a 16-bit key
+    that numpy radix-sorts when there are at most 65,536 distinct counts."""
     distinct, ranks = np.unique(-counts, return_inverse=True)  # rank 0: the highest count
-    ranks = ranks.astype(np.uint16 if len(distinct) <= 1 << 16 else np.int64)
-    return order[np.argsort(ranks[order], kind="stable")]
+    return np.argsort(ranks.astype(np.uint16 if len(distinct) <= 1 << 16 else np.int64), kind="stable")
 
 
 def _value_order(values: pa.Array) -> np.ndarray:

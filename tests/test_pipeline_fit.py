@@ -165,3 +165,58 @@ def test_vocabulary_order_is_count_then_byte_order_for_look_alike_strings() -> N
         c = counts[-len(column) :]
         expected = pc.sort_indices(pa.table({"c": c, "v": column}), sort_keys=[("c", "descending"), ("v", "ascending")])
         assert fit.count_order(column, c).tolist() == expected.to_pylist()
+
+
+def _as_batches(values: list, value_type: pa.DataType) -> list[pa.Array]:
+    """``values`` cut into batches of the shapes the counter meets: empty, plain and, for
+    strings, dictionary-encoded with unused entries (a sliced row group) or all null."""
+    strings = pa.types.is_string(value_type)
+    batches = [pa.array([], value_type)]
+    for start in range(0, len(values), 7):
+        chunk = pa.array(values[start : start + 7], value_type)
+        if strings and start % 2:
+            chunk = pa.concat_arrays([pa.array(["u", "x"], value_type), chunk]).dictionary_encode().slice(2)
+        batches.append(chunk)
+    if strings:
+        batches.append(pa.DictionaryArray.from_arrays(pa.array([None, None], pa.int32()), pa.array(["only-null"])))
+    return batches
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        ["a", "b", "ab", "é", "a\x00b", "zzzzzzzz", "0f3a9c1e"],  # every string has a key
+        ["a", "ab", "é", "abcdefghi", "a\x00", "a\x00\x00", "long values of many bytes"],  # keys, then strings
+        [-(2**63), -7, 0, 3, 2**63 - 1, 10**12],  # int64 ids
+    ],
+)
+def test_vocabulary_counter_equals_a_plain_count_whatever_the_merges(pool: list) -> None:
+    """Counted by key, by exact string, or by key and then (from the first string without a
+    key, after some merges: merge_rows=4) by string, the vocabulary is the plain count
+    ordered by descending count, then value (bytes)."""
+    from collections import Counter
+
+    strings = isinstance(pool[0], str)
+    rng = np.random.default_rng(1)
+    draws = np.sort(rng.zipf(1.5, 300) % len(pool))  # the values without a key come last
+    values = [None if rng.random() < 0.05 else pool[i] for i in draws]
+    counts = Counter(v for v in values if v is not None)
+    for min_count, max_size in ((1, None), (2, 3)):
+        counter = fit.VocabularyCounter(merge_rows=4)
+        for batch in _as_batches(values, pa.string() if strings else pa.int64()):
+            counter.add(batch)
+        vocab = counter.vocabulary(min_count, max_size, pa.large_string() if strings else pa.int64())
+        kept = [v for v, c in counts.items() if c >= min_count]
+        expected = sorted(kept, key=lambda v: (-counts[v], v.encode() if strings else v))[:max_size]
+        assert vocab.to_pylist() == expected
+
+
+def test_value_keys_order_strings_by_bytes_and_give_them_back() -> None:
+    strings = pa.array(["b", "", "é", "a\x00b", "\x01", "zzzzzzzz", "a", "abcdefgh", "ab"], pa.large_string())
+    keys = fit.value_keys(strings)
+    assert keys is not None
+    assert strings.take(np.argsort(keys)).to_pylist() == sorted(strings.to_pylist(), key=str.encode)
+    assert fit.key_values(keys, pa.large_string()).equals(strings)
+    assert fit.value_keys(pa.array(["ok", "NUL\x00"])) is None and fit.value_keys(pa.array(["ok", "123456789"])) is None
+    fixed_width = ["12345678", "87654321"]
+    assert fit.value_keys(pa.array(fixed_width)).tolist() == [int(s.encode().hex(), 16) for s in fixed_width]
