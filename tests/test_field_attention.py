@@ -1,4 +1,4 @@
-"""The fused field-attention kernel against the eager ops: outputs and gradients, every field
+"""The fused interacting-attention kernel against the eager ops: outputs and gradients, every field
 count it serves, the fall-backs, and that it really runs here."""
 
 from __future__ import annotations
@@ -11,17 +11,23 @@ import torch
 from recsys_embed.models.layers.field_attention import (
     KERNEL_AVAILABLE,
     MAX_FIELDS,
-    eager_field_attention,
-    field_attention,
+    eager_interacting_attention,
     fused_applies,
+    interacting_attention,
 )
 
 
-def _outputs_and_grads(qkv: torch.Tensor, heads: int, attend) -> tuple[torch.Tensor, torch.Tensor]:
+def _residual(qkv: torch.Tensor) -> torch.Tensor:
+    """A residual with about half of the outputs below zero after the ReLU."""
+    return torch.linspace(-1.5, 1.5, qkv.numel() // 3, dtype=qkv.dtype).reshape(*qkv.shape[:2], -1)
+
+
+def _outputs_and_grads(qkv: torch.Tensor, heads: int, attend) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = qkv.detach().clone().requires_grad_(True)
-    out = attend(x, heads)
+    residual = _residual(qkv).requires_grad_(True)
+    out = attend(x, residual, heads)
     out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape))
-    return out.detach(), x.grad
+    return out.detach(), x.grad, residual.grad
 
 
 def test_the_kernel_is_built_and_used_on_this_machine() -> None:
@@ -38,10 +44,12 @@ def test_fused_matches_eager_in_float64(num_fields: int, head_dim: int, heads: i
     torch.manual_seed(num_fields * 100 + head_dim + heads)
     qkv = torch.randn(5, num_fields, 3 * heads * head_dim) * 2.0  # scores up to ~±100: exercises the max shift
     assert fused_applies(qkv, heads) == KERNEL_AVAILABLE
-    out, grad = _outputs_and_grads(qkv, heads, field_attention)
-    ref_out, ref_grad = _outputs_and_grads(qkv.double(), heads, eager_field_attention)
+    out, grad, grad_residual = _outputs_and_grads(qkv, heads, interacting_attention)
+    ref_out, ref_grad, ref_grad_residual = _outputs_and_grads(qkv.double(), heads, eager_interacting_attention)
+    assert 0.2 < float((out == 0).float().mean()) < 0.8  # the ReLU cuts a good share
     torch.testing.assert_close(out, ref_out.float(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grad, ref_grad.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grad_residual, ref_grad_residual.float(), rtol=1e-6, atol=1e-6)
 
 
 def test_fused_reads_a_non_contiguous_input_and_is_thread_count_independent() -> None:
@@ -51,13 +59,13 @@ def test_fused_reads_a_non_contiguous_input_and_is_thread_count_independent() ->
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _outputs_and_grads(qkv, 2, field_attention)
+        one = _outputs_and_grads(qkv, 2, interacting_attention)
         torch.set_num_threads(2)
-        two = _outputs_and_grads(qkv, 2, field_attention)
+        two = _outputs_and_grads(qkv, 2, interacting_attention)
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
-    torch.testing.assert_close(one[0], eager_field_attention(qkv, 2), rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    torch.testing.assert_close(one[0], eager_interacting_attention(qkv, _residual(qkv), 2), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -70,11 +78,14 @@ def test_fused_reads_a_non_contiguous_input_and_is_thread_count_independent() ->
 )
 def test_the_eager_ops_serve_what_the_kernel_does_not(qkv: torch.Tensor, heads: int) -> None:
     assert not fused_applies(qkv, heads)
-    torch.testing.assert_close(field_attention(qkv, heads), eager_field_attention(qkv, heads))
+    residual = _residual(qkv)
+    torch.testing.assert_close(interacting_attention(qkv, residual, heads), eager_interacting_attention(qkv, residual, heads))
 
 
 def test_bad_shapes_get_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"qkv must be \[B, F, 3 \* H \* d\] with H = 2 heads, got \(3, 5, 50\)"):
-        field_attention(torch.randn(3, 5, 50), 2)
-    with pytest.raises(ValueError, match="got \\(5, 48\\)"):
-        field_attention(torch.randn(5, 48), 2)
+        interacting_attention(torch.randn(3, 5, 50), torch.randn(3, 5, 16), 2)
+    with pytest.raises(ValueError, match=r"got \(5, 48\)"):
+        interacting_attention(torch.randn(5, 48), torch.randn(5, 16), 2)
+    with pytest.raises(ValueError, match=r"residual must be \[B, F, H \* d\] = \[3, 5, 16\] for qkv \(3, 5, 48\), got \(3, 5, 8\)"):
+        interacting_attention(torch.randn(3, 5, 48), torch.randn(3, 5, 8), 2)

@@ -1,4 +1,5 @@
-// AutoInt's field attention, softmax(Q K^T) V for every sample and head, fused into one CPU
+// AutoInt's interacting layer after its projections, relu(softmax(Q K^T) V + residual) for every
+// sample and head, fused into one CPU
 // pass per sample (forward and backward) for head dims 8 and 16 and up to 64 fields, with AVX2
 // and FMA. The eager ops it replaces run one batched matmul per product over tiny matrices and
 // copy the heads in and out of a [B, H, F, d] layout; here each sample's heads stay in cache and
@@ -91,8 +92,8 @@ inline void weighted_rows(const float* w, int64_t w_stride, const float* x, int6
 // One sample and head: q, k, v at field 0 of the head in rows of stride S, out likewise in rows
 // of stride D; p receives the [F][NB * 8] probabilities.
 template <int NB, int d>
-void head_forward(const float* q, const float* k, const float* v, int64_t S, float* out, int64_t D, float* p, int64_t F,
-                  float* kt) {
+void head_forward(const float* q, const float* k, const float* v, int64_t S, const float* res, float* out, int64_t D,
+                  float* p, int64_t F, float* kt) {
   transpose_fields<NB, d>(k, F, S, kt);
   __m256 s[NB];
   for (int64_t m = 0; m < F; ++m) {
@@ -108,16 +109,27 @@ void head_forward(const float* q, const float* k, const float* v, int64_t S, flo
     const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
     float* pm = p + m * NB * kLanes;
     for (int nb = 0; nb < NB; ++nb) _mm256_storeu_ps(pm + nb * kLanes, _mm256_mul_ps(s[nb], inv));
-    weighted_rows<d>(pm, 1, v, F, S, out + m * D);
+    float* om = out + m * D;
+    weighted_rows<d>(pm, 1, v, F, S, om);
+    for (int c = 0; c < d / kLanes; ++c) {  // relu(attention + residual)
+      const __m256 sum = _mm256_add_ps(_mm256_loadu_ps(om + c * kLanes), _mm256_loadu_ps(res + m * D + c * kLanes));
+      _mm256_storeu_ps(om + c * kLanes, _mm256_max_ps(sum, _mm256_setzero_ps()));
+    }
   }
 }
 
 // Gradients of one sample and head given g, the output's gradient (rows of stride D): dq, dk, dv
 // written (not accumulated) in rows of stride S, like q, k, v.
 template <int NB, int d>
-void head_backward(const float* g, int64_t D, const float* q, const float* k, const float* v, int64_t S, const float* p,
-                   float* dq, float* dk, float* dv, int64_t F, float* vt, float* ds) {
+void head_backward(const float* grad, const float* out, float* g, int64_t D, const float* q, const float* k, const float* v,
+                   int64_t S, const float* p, float* dq, float* dk, float* dv, int64_t F, float* vt, float* ds) {
   constexpr int64_t W = NB * kLanes;
+  for (int64_t m = 0; m < F; ++m)  // through the relu: g = grad where out > 0 (also the residual's gradient)
+    for (int c = 0; c < d / kLanes; ++c) {
+      const int64_t at = m * D + c * kLanes;
+      const __m256 live = _mm256_cmp_ps(_mm256_loadu_ps(out + at), _mm256_setzero_ps(), _CMP_GT_OQ);
+      _mm256_storeu_ps(g + at, _mm256_and_ps(_mm256_loadu_ps(grad + at), live));
+    }
   transpose_fields<NB, d>(v, F, S, vt);
   __m256 dp[NB];
   for (int64_t m = 0; m < F; ++m) {
@@ -137,42 +149,48 @@ void head_backward(const float* g, int64_t D, const float* q, const float* k, co
   }
 }
 
-// qkv [B, F, 3D] (q, k, v side by side, D = heads * d) -> out [B, F, D], probs [B, H, F, NB * 8].
+// qkv [B, F, 3D] (q, k, v side by side, D = heads * d), residual [B, F, D]
+// -> out = relu(attention + residual) [B, F, D], probs [B, H, F, NB * 8].
 template <int NB, int d>
-std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& qkv, int64_t heads) {
+std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& qkv, const at::Tensor& residual, int64_t heads) {
   const int64_t B = qkv.size(0), F = qkv.size(1), S = qkv.size(2), D = S / 3, W = NB * kLanes;
   auto out = at::empty({B, F, D}, qkv.options());
   auto probs = at::empty({B, heads, F, W}, qkv.options());
-  const float* X = qkv.data_ptr<float>();
+  const float *X = qkv.data_ptr<float>(), *R = residual.data_ptr<float>();
   float *O = out.data_ptr<float>(), *P = probs.data_ptr<float>();
   at::parallel_for(0, B, 16, [&](int64_t lo, int64_t hi) {
     std::array<float, 16 * kMaxBlocks * kLanes> kt;
     for (int64_t b = lo; b < hi; ++b)
       for (int64_t h = 0; h < heads; ++h) {
         const float* q = X + b * F * S + h * d;
-        head_forward<NB, d>(q, q + D, q + 2 * D, S, O + b * F * D + h * d, D, P + (b * heads + h) * F * W, F, kt.data());
+        const int64_t at = b * F * D + h * d;
+        head_forward<NB, d>(q, q + D, q + 2 * D, S, R + at, O + at, D, P + (b * heads + h) * F * W, F, kt.data());
       }
   });
   return {out, probs};
 }
 
+// -> (grad of qkv, grad of the residual = grad of the output through the relu)
 template <int NB, int d>
-at::Tensor backward_impl(const at::Tensor& g, const at::Tensor& qkv, const at::Tensor& probs) {
+std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& g, const at::Tensor& qkv, const at::Tensor& probs,
+                                                 const at::Tensor& out) {
   const int64_t B = qkv.size(0), F = qkv.size(1), S = qkv.size(2), D = S / 3, heads = probs.size(1), W = NB * kLanes;
   auto grad = at::empty_like(qkv);
-  const float *G = g.data_ptr<float>(), *X = qkv.data_ptr<float>(), *P = probs.data_ptr<float>();
-  float* DX = grad.data_ptr<float>();
+  auto grad_residual = at::empty_like(out);
+  const float *G = g.data_ptr<float>(), *X = qkv.data_ptr<float>(), *P = probs.data_ptr<float>(), *O = out.data_ptr<float>();
+  float *DX = grad.data_ptr<float>(), *DR = grad_residual.data_ptr<float>();
   at::parallel_for(0, B, 16, [&](int64_t lo, int64_t hi) {
     std::array<float, 16 * kMaxBlocks * kLanes> vt;
     std::array<float, kMaxBlocks * kLanes * kMaxBlocks * kLanes> ds;
     for (int64_t b = lo; b < hi; ++b)
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t at = b * F * S + h * d;
-        head_backward<NB, d>(G + b * F * D + h * d, D, X + at, X + at + D, X + at + 2 * D, S, P + (b * heads + h) * F * W,
+        const int64_t ot = b * F * D + h * d;
+        head_backward<NB, d>(G + ot, O + ot, DR + ot, D, X + at, X + at + D, X + at + 2 * D, S, P + (b * heads + h) * F * W,
                              DX + at, DX + at + D, DX + at + 2 * D, F, vt.data(), ds.data());
       }
   });
-  return grad;
+  return {grad, grad_residual};
 }
 
 template <typename Fn>
@@ -198,26 +216,34 @@ void check_qkv(const at::Tensor& qkv, int64_t heads) {
               " not divisible by ", heads, " heads");
 }
 
-std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& qkv, int64_t heads) {
-  check_qkv(qkv, heads);
-  auto x = qkv.contiguous();
-  return dispatch(x.size(1), x.size(2) / 3 / heads, [&](auto nb, auto d) { return forward_impl<nb, d>(x, heads); });
+void check_like_output(const at::Tensor& t, const at::Tensor& qkv, const char* what) {
+  TORCH_CHECK(t.dim() == 3 && t.size(0) == qkv.size(0) && t.size(1) == qkv.size(1) && t.size(2) * 3 == qkv.size(2) &&
+                  t.scalar_type() == at::kFloat,
+              "field_attention: ", what, " must be float32 [B, F, H * d] of qkv ", qkv.sizes(), ", got ", t.sizes());
 }
 
-at::Tensor backward(const at::Tensor& grad, const at::Tensor& qkv, const at::Tensor& probs) {
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& qkv, const at::Tensor& residual, int64_t heads) {
+  check_qkv(qkv, heads);
+  check_like_output(residual, qkv, "residual");
+  auto x = qkv.contiguous(), r = residual.contiguous();
+  return dispatch(x.size(1), x.size(2) / 3 / heads, [&](auto nb, auto d) { return forward_impl<nb, d>(x, r, heads); });
+}
+
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& qkv, const at::Tensor& probs,
+                                            const at::Tensor& out) {
   const int64_t heads = probs.size(1);
   check_qkv(qkv, heads);
-  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == qkv.size(0) && grad.size(1) == qkv.size(1) && grad.size(2) * 3 == qkv.size(2),
-              "field_attention: grad must be [B, F, H * d] of qkv ", qkv.sizes(), ", got ", grad.sizes());
-  auto g = grad.contiguous(), x = qkv.contiguous(), p = probs.contiguous();
-  return dispatch(x.size(1), x.size(2) / 3 / heads, [&](auto nb, auto d) { return backward_impl<nb, d>(g, x, p); });
+  check_like_output(grad, qkv, "grad");
+  check_like_output(out, qkv, "out");
+  auto g = grad.contiguous(), x = qkv.contiguous(), p = probs.contiguous(), o = out.contiguous();
+  return dispatch(x.size(1), x.size(2) / 3 / heads, [&](auto nb, auto d) { return backward_impl<nb, d>(g, x, p, o); });
 }
 
 }  // namespace
 
 TORCH_LIBRARY(recsys_embed, m) {
-  m.def("field_attention_forward(Tensor qkv, int heads) -> (Tensor, Tensor)");
-  m.def("field_attention_backward(Tensor grad, Tensor qkv, Tensor probs) -> Tensor");
+  m.def("field_attention_forward(Tensor qkv, Tensor residual, int heads) -> (Tensor, Tensor)");
+  m.def("field_attention_backward(Tensor grad, Tensor qkv, Tensor probs, Tensor out) -> (Tensor, Tensor)");
 }
 TORCH_LIBRARY_IMPL(recsys_embed, CPU, m) {
   m.impl("field_attention_forward", &forward);

@@ -1,5 +1,6 @@
-"""Field attention, ``softmax(Q K^T) V`` per sample and head, the core of AutoInt's interacting
-layer: a fused CPU kernel where it applies, the eager ops elsewhere (same result to float rounding).
+"""AutoInt's interacting layer after its projections, ``relu(softmax(Q K^T) V + residual)`` per
+sample and head: a fused CPU kernel where it applies, the eager ops elsewhere (same result to
+float rounding).
 
 The kernel (``field_attention.cpp``, built at install on x86-64) runs when the input is a float32
 CPU tensor, the head dim is 8 or 16, there are at most 64 fields and the CPU has AVX2; it keeps
@@ -31,7 +32,7 @@ KERNEL_AVAILABLE = _load_kernel()
 
 
 def fused_applies(qkv: torch.Tensor, num_heads: int) -> bool:
-    """Whether :func:`field_attention` runs the fused kernel for ``qkv [B, F, 3*H*d]``."""
+    """Whether :func:`interacting_attention` runs the fused kernel for ``qkv [B, F, 3*H*d]``."""
     return (
         KERNEL_AVAILABLE
         and qkv.device.type == "cpu"
@@ -41,20 +42,22 @@ def fused_applies(qkv: torch.Tensor, num_heads: int) -> bool:
     )
 
 
-class _FusedFieldAttention(torch.autograd.Function):
+class _FusedInteractingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, num_heads: int) -> torch.Tensor:  # type: ignore[override]
-        out, probs = torch.ops.recsys_embed.field_attention_forward(qkv, num_heads)
-        ctx.save_for_backward(qkv, probs)
+    def forward(ctx, qkv: torch.Tensor, residual: torch.Tensor, num_heads: int) -> torch.Tensor:  # type: ignore[override]
+        out, probs = torch.ops.recsys_embed.field_attention_forward(qkv, residual, num_heads)
+        ctx.save_for_backward(qkv, probs, out)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        return torch.ops.recsys_embed.field_attention_backward(grad, *ctx.saved_tensors), None
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        qkv, probs, out = ctx.saved_tensors
+        grad_qkv, grad_residual = torch.ops.recsys_embed.field_attention_backward(grad, qkv, probs, out)
+        return grad_qkv, grad_residual, None
 
 
-def eager_field_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+def eager_interacting_attention(qkv: torch.Tensor, residual: torch.Tensor, num_heads: int) -> torch.Tensor:
     """The reference: heads to ``[B, H, F, d]``, batched matmuls, softmax over the attended fields."""
     batch, num_fields, width = qkv.shape
 
@@ -63,24 +66,28 @@ def eager_field_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
 
     q, k, v = (heads(x) for x in qkv.chunk(3, dim=2))
     attention = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # [B, H, F, F]
-    return (attention @ v).transpose(1, 2).reshape(batch, num_fields, width // 3)
+    return torch.relu((attention @ v).transpose(1, 2).reshape(batch, num_fields, width // 3) + residual)
 
 
-def field_attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """``[B, F, 3*H*d]`` (queries, keys, values side by side) -> ``[B, F, H*d]``: for each head h
-    (columns ``h*d:(h+1)*d`` of each third), field m gets ``sum_k softmax_k(<q_m, k_k>) v_k``
-    (no scaling, as in AutoInt).
+def interacting_attention(qkv: torch.Tensor, residual: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """AutoInt's interacting layer after its projections: ``qkv [B, F, 3*H*d]`` (queries, keys,
+    values side by side) and ``residual [B, F, H*d]`` -> ``relu(attention + residual)``
+    ``[B, F, H*d]``, where for each head h (columns ``h*d:(h+1)*d`` of each third) field m's
+    attention is ``sum_k softmax_k(<q_m, k_k>) v_k`` (no scaling, as in AutoInt).
 
     Example::
 
-        >>> qkv = torch.randn(4, 5, 3 * 16)
-        >>> torch.allclose(field_attention(qkv, 2), eager_field_attention(qkv, 2), atol=1e-6)
+        >>> qkv, residual = torch.randn(4, 5, 3 * 16), torch.randn(4, 5, 16)
+        >>> torch.allclose(interacting_attention(qkv, residual, 2), eager_interacting_attention(qkv, residual, 2), atol=1e-6)
         True
     """
     if qkv.dim() != 3 or qkv.shape[2] % (3 * num_heads):
+        raise ValueError(f"qkv must be [B, F, 3 * H * d] with H = {num_heads} heads, got {tuple(qkv.shape)}")
+    if residual.shape != (*qkv.shape[:2], qkv.shape[2] // 3):
         raise ValueError(
-            f"qkv must be [B, F, 3 * H * d] with H = {num_heads} heads, got {tuple(qkv.shape)}"
+            f"residual must be [B, F, H * d] = {[*qkv.shape[:2], qkv.shape[2] // 3]} for qkv {tuple(qkv.shape)}, "
+            f"got {tuple(residual.shape)}"
         )
-    if fused_applies(qkv, num_heads):
-        return _FusedFieldAttention.apply(qkv, num_heads)
-    return eager_field_attention(qkv, num_heads)
+    if fused_applies(qkv, num_heads) and residual.dtype == torch.float32:
+        return _FusedInteractingAttention.apply(qkv, residual, num_heads)
+    return eager_interacting_attention(qkv, residual, num_heads)

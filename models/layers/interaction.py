@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recsys_embed.models.layers.field_attention import field_attention
+from recsys_embed.models.layers.field_attention import interacting_attention
 
 
 class InteractingLayer(nn.Module):
@@ -20,8 +20,8 @@ class InteractingLayer(nn.Module):
     No positional input: permuting the fields permutes the output the same way. The
     query, key and value projections of all heads are one matrix (``[3 * H * d, in_dim]``: queries,
     keys, values; head h in rows ``h * d : (h + 1) * d`` of each third, each third initialised
-    Xavier-uniform on its own); the
-    attention runs in :func:`field_attention` (a fused CPU kernel where it applies). The residual projection
+    Xavier-uniform on its own); attention, residual and ReLU run in
+    :func:`interacting_attention` (a fused CPU kernel where it applies). The residual projection
     starts Xavier-uniform.
 
     Example::
@@ -46,5 +46,4 @@ class InteractingLayer(nn.Module):
             nn.init.xavier_uniform_(self.residual.weight)
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
-        mixed = field_attention(self.query_key_value(fields), self.num_heads)
-        return torch.relu(mixed + self.residual(fields))
+        return interacting_attention(self.query_key_value(fields), self.residual(fields), self.num_heads)
