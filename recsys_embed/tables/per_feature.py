@@ -55,6 +55,9 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         40
         >>> tables.memory_bytes()     # 160 B weights + 40 B rowwise Adagrad state + 72 B fbgemm placeholders
         272
+        >>> pooled = PerFeatureTables(schema, {"item_id": 10}, pool_sequences=True)
+        >>> pooled(kjt).pooled["hist"].shape, pooled.shapes().sequences    # the mean of each history
+        (torch.Size([2, 4]), {})
 
     ``pool_sequences=True``: the kernel pools each sequence in one bag, and ``pooled[s]`` is
     its mean embedding ``[B, D_s]`` (zeros for an empty sequence; no positions, no mask): for
