@@ -2,10 +2,11 @@
 sample and head: a fused CPU kernel where it applies, the eager ops elsewhere (same result to
 float rounding).
 
-The kernel (``field_attention.cpp``, built at install on x86-64) runs when the input is a float32
-CPU tensor, the head dim is 8 or 16, there are at most 64 fields and the CPU has AVX2; it keeps
-each sample's heads in cache and reads q, k, v in place from the one projection, where the eager ops copy the heads out
-to ``[B, H, F, d]`` and run batched matmuls over tiny matrices (``benchmarks/training.py``).
+The kernel (``field_attention.cpp``, built at install on x86-64) runs when the inputs are float32
+CPU tensors, the head dim is 8 or 16, there are at most 64 fields and the CPU has AVX2; it keeps
+each sample's heads in cache and reads q, k, v in place from the one projection, where the
+eager ops copy the heads out to ``[B, H, F, d]`` and run batched matmuls over tiny matrices
+(``benchmarks/training.py``).
 
 Shape notation: B batch, F fields, H heads, d head dim.
 """
