@@ -489,7 +489,8 @@ def unpack_output(
     ``slot_order``: the features in the order their slots were fed to the kernel; ``dims``:
     feature -> D (per position for sequences); ``masks``: sequence feature -> ``[B, L]``;
     ``features``: the order of the returned dicts; ``pooled_sequences``: each sequence had one
-    slot (one bag) and goes to ``pooled`` as it came out of the kernel. One split (not slicing per feature) keeps
+    slot (one bag, summed by the kernel), ``masks`` holds its kept lengths ``[B]`` instead, and
+    its mean goes to ``pooled``. One split (not slicing per feature) keeps
     backward to one concatenation of the gradients, or none when they arrive as adjacent
     columns of one tensor.
     """
@@ -502,6 +503,8 @@ def unpack_output(
         if spec.is_sequence and not pooled_sequences:
             out.sequences[spec.name] = pieces[spec.name].reshape(batch, spec.max_len, dims[spec.name])
             out.masks[spec.name] = masks[spec.name]
+        elif spec.is_sequence:  # the kernel's sum -> the mean (zeros for an empty sequence)
+            out.pooled[spec.name] = pieces[spec.name] / masks[spec.name].clamp(min=1).unsqueeze(1).to(flat.dtype)
         else:
             out.pooled[spec.name] = pieces[spec.name]
     return out

@@ -117,7 +117,6 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         # fast path for batches of single ids in slot order (no sequence feature)
         self._slot_names = [f.name for f in self.slot_order]
         self._all_single = not any(f.is_sequence for f in self.features)
-        self._pooled_sequences = [f for f in self.features if f.is_sequence] if pool_sequences else []
         slot_rows = torch.tensor([self.rows[f.table] for f in self.slot_order], device=device)  # type: ignore[index]
         self.register_buffer("_slot_rows", slot_rows, persistent=False)
 
@@ -167,12 +166,7 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
             return empty_embeddings(self.features, self.dims, kjt.values().device, self.pool_sequences)
         indices, offsets, masks = self._inputs(kjt)
         flat = self.kernel(indices, offsets, validated=True)
-        if not self.pool_sequences:
-            return unpack_output(flat, self.slot_order, self.dims, masks, self.features)
-        out = unpack_output(flat, self.slot_order, self.dims, {}, self.features, pooled_sequences=True)
-        for spec in self._pooled_sequences:  # sums -> means
-            out.pooled[spec.name] = out.pooled[spec.name] / masks[spec.name].clamp(min=1).unsqueeze(1).to(flat.dtype)
-        return out
+        return unpack_output(flat, self.slot_order, self.dims, masks, self.features, self.pool_sequences)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""
