@@ -28,8 +28,8 @@ import torch
 
 from recsys_embed.artifacts import versions
 from recsys_embed.models import BERT4RecConfig
-from recsys_embed.pipelines.synthetic_seq import write_sequences
-from recsys_embed.sequential import SequentialConfig, scan_parquet_events, train_sequential
+from recsys_embed.pipelines.synthetic.seq import write_sequences
+from recsys_embed.jobs.sequential import SequentialConfig, scan_parquet_events, train_sequential
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 2.0

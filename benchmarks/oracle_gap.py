@@ -42,10 +42,10 @@ import polars as pl
 import torch
 
 from recsys_embed.metrics import auc, logloss
-from recsys_embed.model_io import load_model
-from recsys_embed.pipelines.synthetic_click_model import ClickModel, CtrWorld
-from recsys_embed.pipelines.synthetic_ctr import BLOCK_ROWS
-from recsys_embed.trainer import Trainer, TrainerConfig
+from recsys_embed.jobs.model_io import load_model
+from recsys_embed.pipelines.synthetic.click_model import ClickModel, CtrWorld
+from recsys_embed.pipelines.synthetic.ctr import BLOCK_ROWS
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig
 
 HERE = Path(__file__).resolve().parent
 BUCKETS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, None))  # training occurrences, [lo, hi)

@@ -156,7 +156,7 @@ def training_steps(path: Path) -> dict[str, dict[str, float]]:
 
     from recsys_embed.models import MLP, AutoInt, AutoIntConfig, MLPConfig
     from recsys_embed.pipelines import Pipeline
-    from recsys_embed.ranking import RankingModel
+    from recsys_embed.jobs.ranking_model import RankingModel
     from recsys_embed.tables import PerFeatureTables, TableOptimizer
 
     threads = torch.get_num_threads()

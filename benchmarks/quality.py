@@ -42,14 +42,14 @@ from typing import Any
 import torch
 
 from recsys_embed.artifacts import versions
-from recsys_embed.config import BatchingConfig, DataConfig, RunConfig
+from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig
 from recsys_embed.features import IdStrategy, Schema
-from recsys_embed.jobs import train
-from recsys_embed.model_io import load_model
+from recsys_embed.jobs.ctr import train
+from recsys_embed.jobs.model_io import load_model
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.synthetic_ctr import ctr_schema, write_ctr
+from recsys_embed.pipelines.synthetic.ctr import ctr_schema, write_ctr
 from recsys_embed.tables import MultiplexedConfig, TableOptimizer
-from recsys_embed.trainer import TrainerConfig
+from recsys_embed.jobs.trainer import TrainerConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SPLITS = ("train", "valid", "test")
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     splits = prepare_data(args.data_dir, settings.rows, settings.seed)
     result: dict[str, Any] = {
         "settings": dataclasses.asdict(settings),
-        "data": {"generator": "recsys_embed.pipelines.synthetic_ctr.write_ctr", "split": "time 80/10/10", **splits},
+        "data": {"generator": "recsys_embed.pipelines.synthetic.ctr.write_ctr", "split": "time 80/10/10", **splits},
         "environment": {
             **versions(), "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),

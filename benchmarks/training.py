@@ -48,13 +48,13 @@ import torch
 
 from recsys_embed import metrics
 from recsys_embed.artifacts import versions
-from recsys_embed.builders import SEQUENCE_MEAN_MODELS, build_model
+from recsys_embed.jobs.builders import SEQUENCE_MEAN_MODELS, build_model
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
-from recsys_embed.ranking import RankingModel
+from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
+from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables.base import TableOptimizer
 from recsys_embed.tables.per_feature import PerFeatureTables
-from recsys_embed.trainer import Trainer, TrainerConfig, seed_everything
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from recsys_embed.artifacts import save_artifact
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.sharding import ShardedTables
+from recsys_embed.jobs.sharding import ShardedTables
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, TableOptimizer, kjt_from_ids
 
 VOCAB = {"user": 1_000, "item": 2_000}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from recsys_embed.models import AutoInt, AutoIntConfig
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
-from recsys_embed.ranking import RankingModel
+from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
+from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, TableOptimizer
-from recsys_embed.trainer import Trainer, TrainerConfig
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig
 
 rows, work = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000, Path(sys.argv[2] if len(sys.argv) > 2 else "runs/example-autoint")
 write_ctr(work / "raw", rows=rows, seed=0, overwrite=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 
 from recsys_embed.models import BERT4RecConfig
-from recsys_embed.pipelines.synthetic_seq import write_sequences
-from recsys_embed.sequential import SequentialConfig, load_sequential, scan_parquet_events, train_sequential
+from recsys_embed.pipelines.synthetic.seq import write_sequences
+from recsys_embed.jobs.sequential import SequentialConfig, load_sequential, scan_parquet_events, train_sequential
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--users", type=int, default=5000)

@@ -11,7 +11,7 @@ from recsys_embed.models.bert4rec import BERT4Rec, BERT4RecConfig, append_mask, 
 from recsys_embed.models.din import DIN, DINConfig
 from recsys_embed.models.mlp import MLP, MLPConfig
 from recsys_embed.models.popularity import Popularity
-from recsys_embed.models.ranking import rank_of, sample_negatives
+from recsys_embed.models.next_item_ranking import rank_of, sample_negatives
 from recsys_embed.models.regularization import mini_batch_aware_l2
 
 __all__ = [

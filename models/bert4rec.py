@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recsys_embed.models.ranking import PAD_ID, check_items
+from recsys_embed.models.next_item_ranking import PAD_ID, check_items
 
 
 @dataclass

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from recsys_embed.models.layers.attention import LocalActivationUnit
-from recsys_embed.models.layers.mlp import MLPBlock
+from recsys_embed.models.layers.feedforward import MLPBlock
 from recsys_embed.models.layers.pooling import FlatInputs, masked_sum, require_features
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_embed.models.layers.mlp import MLPBlock
+from recsys_embed.models.layers.feedforward import MLPBlock
 from recsys_embed.models.layers.pooling import FlatInputs
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from recsys_embed.models.ranking import PAD_ID, check_items
+from recsys_embed.models.next_item_ranking import PAD_ID, check_items
 
 
 class Popularity(nn.Module):

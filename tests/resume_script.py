@@ -16,9 +16,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.batch import Batch
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.models import MLP, MLPConfig
-from recsys_embed.ranking import RankingModel
+from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables import PerFeatureTables
-from recsys_embed.trainer import Trainer, TrainerConfig
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig
 
 SCHEMA = Schema([
     FeatureSpec("a", embedding_dim=8),

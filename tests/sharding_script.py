@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.sharding import ShardedTables, ShardingConfig
+from recsys_embed.jobs.sharding import ShardedTables, ShardingConfig
 from recsys_embed.tables import (
     Embeddings, MultiplexedConfig, MultiplexedTables, PerFeatureTables, TableOptimizer, kjt_from_ids,
 )

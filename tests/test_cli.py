@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-CLI = [sys.executable, "-m", "recsys_embed.cli"]
+CLI = [sys.executable, "-m", "recsys_embed.jobs.cli"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -197,7 +197,7 @@ def train_from_yaml(config: dict, tmp_path: Path) -> subprocess.CompletedProcess
 def test_builders_docstring_examples() -> None:
     import doctest
 
-    import recsys_embed.builders
+    import recsys_embed.jobs.builders
 
-    result = doctest.testmod(recsys_embed.builders)
+    result = doctest.testmod(recsys_embed.jobs.builders)
     assert result.attempted >= 2 and result.failed == 0

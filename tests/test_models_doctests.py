@@ -27,13 +27,13 @@ def test_every_model_module_has_examples() -> None:
         "recsys_embed.models.mlp",
         "recsys_embed.models.bert4rec",
         "recsys_embed.models.popularity",
-        "recsys_embed.models.ranking",
+        "recsys_embed.models.next_item_ranking",
         "recsys_embed.models.regularization",
         "recsys_embed.models.layers.activation",
         "recsys_embed.models.layers.attention",
         "recsys_embed.models.layers.interaction",
         "recsys_embed.models.layers.field_attention",
-        "recsys_embed.models.layers.mlp",
+        "recsys_embed.models.layers.feedforward",
         "recsys_embed.models.layers.pooling",
     }
     assert expected <= with_examples

@@ -15,13 +15,11 @@ import polars as pl
 import pytest
 
 from recsys_embed.features import FeatureKind, NumericTransform, Schema
+from recsys_embed.pipelines.derived import behaviour_histories, history_schema, leave_one_out, sequence_schema, user_sequences
 from recsys_embed.pipelines.readers import (
     amazon_events,
     avazu_schema,
-    behaviour_histories,
     criteo_schema,
-    history_schema,
-    leave_one_out,
     movielens_ctr,
     movielens_schema,
     read_amazon_metadata,
@@ -29,11 +27,10 @@ from recsys_embed.pipelines.readers import (
     read_criteo,
     read_movielens,
     read_taobao,
-    sequence_schema,
-    user_sequences,
 )
 
-READER_MODULES = ["amazon", "avazu", "criteo", "histories", "movielens", "output", "sequences", "taobao"]
+READER_MODULES = ["readers.amazon", "readers.avazu", "readers.criteo", "derived.histories", "readers.movielens",
+                  "derived.output", "derived.sequences", "readers.taobao"]
 
 
 def write(path: Path, text: str, newline: str = "\n", final_newline: bool = True) -> Path:
@@ -56,7 +53,7 @@ CATS = ["68fd1e64", "80e26c9b", "", "7e0ccccf"] + [""] * 21 + ["e5ba7672"]
 
 @pytest.mark.parametrize("module", READER_MODULES)
 def test_docstring_examples_run(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(f"recsys_embed.pipelines.readers.{module}"))
+    result = doctest.testmod(importlib.import_module(f"recsys_embed.pipelines.{module}"))
     assert result.attempted > 0 and result.failed == 0
 
 

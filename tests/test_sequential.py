@@ -20,10 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import recsys_embed.sequential
+import recsys_embed.jobs.sequential
 from recsys_embed.checkpoint import load_state
 from recsys_embed.models import BERT4Rec, BERT4RecConfig
-from recsys_embed.sequential import (
+from recsys_embed.jobs.sequential import (
     ItemIndex,
     SequentialConfig,
     SequentialReport,
@@ -223,7 +223,7 @@ def test_movielens_u_data_end_to_end_through_a_run_config(tmp_path: Path) -> Non
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(recsys_embed.sequential, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(recsys_embed.jobs.sequential, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
 
 

@@ -15,7 +15,7 @@ import torch
 
 from recsys_embed.artifacts import load_artifact
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.sharding import ShardedTables, ShardingConfig, ebc_configs, slot_features
+from recsys_embed.jobs.sharding import ShardedTables, ShardingConfig, ebc_configs, slot_features
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, PrunedTables, kjt_from_ids
 
 REPO = Path(__file__).resolve().parents[1]

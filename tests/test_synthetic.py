@@ -18,9 +18,9 @@ from recsys_embed.pipelines import (
     synthetic_sampling,
     synthetic_seq,
 )
-from recsys_embed.pipelines.synthetic_ctr import CTR_ARROW_SCHEMA, MAX_HISTORY, ctr_schema, oracle_auc, write_ctr
-from recsys_embed.pipelines.synthetic_output import ParquetParts
-from recsys_embed.pipelines.synthetic_seq import SEQ_ARROW_SCHEMA, SequenceModel, write_sequences
+from recsys_embed.pipelines.synthetic.ctr import CTR_ARROW_SCHEMA, MAX_HISTORY, ctr_schema, oracle_auc, write_ctr
+from recsys_embed.pipelines.synthetic.output import ParquetParts
+from recsys_embed.pipelines.synthetic.seq import SEQ_ARROW_SCHEMA, SequenceModel, write_sequences
 
 CTR_ROWS = 4_000
 

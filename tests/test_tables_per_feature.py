@@ -269,7 +269,7 @@ def test_pooled_sequences_train_the_same_rows_as_positions() -> None:
 
 
 def test_pooled_sequences_survive_the_state_round_trip_and_refuse_sharding() -> None:
-    from recsys_embed.sharding import slot_features
+    from recsys_embed.jobs.sharding import slot_features
 
     pooled, _ = _pooled_and_positional()
     tensors, config = pooled.export_state()

@@ -19,9 +19,9 @@ from recsys_embed.batch import Batch
 from recsys_embed.checkpoint import load_state
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.models import MLP, MLPConfig
-from recsys_embed.ranking import RankingModel
+from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, PrunedTables, TableOptimizer
-from recsys_embed.trainer import Trainer, TrainerConfig
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
 

@@ -183,7 +183,7 @@ def run_deepctr(model: str, config: dict[str, Any], train: PeerData, test: PeerD
 
 def rechub_model(model: str, config: dict[str, Any]) -> nn.Module:
     from torch_rechub.basic.features import DenseFeature, SequenceFeature, SparseFeature
-    from torch_rechub.models.ranking import DIN, AutoInt
+    from torch_rechub.models.next_item_ranking import DIN, AutoInt
 
     features, rows, dim = config["features"], config["table_rows"], config["embedding_dim"]
     tables = features["tables"]

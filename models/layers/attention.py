@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from recsys_embed.models.layers.mlp import MLPBlock
+from recsys_embed.models.layers.feedforward import MLPBlock
 
 
 class LocalActivationUnit(nn.Module):

@@ -120,7 +120,7 @@ class FusedTables(nn.Module):
     ``slot_tables``, ``table_names``, optimizer) and the shapes of :meth:`state_views` are
     there, but no weight or optimizer state is allocated (``memory_bytes()`` is 0), no
     random number is drawn, and ``forward`` and state copies raise. A layout built with
-    ``storage=False`` holds such a kernel (``recsys_embed.sharding`` shards it).
+    ``storage=False`` holds such a kernel (``recsys_embed.jobs.sharding`` shards it).
     """
 
     def __init__(

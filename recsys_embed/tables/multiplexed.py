@@ -128,7 +128,7 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
     ``storage=False`` builds the input side only (hashing, id checks, slot maps:
     :meth:`kernel_inputs`, :meth:`rows_for`, :meth:`shapes`) with its kernel on the meta
     device: no weight or optimizer state is allocated, and ``forward`` raises.
-    ``recsys_embed.sharding`` shards such a layout.
+    ``recsys_embed.jobs.sharding`` shards such a layout.
     """
 
     def __init__(

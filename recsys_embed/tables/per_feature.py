@@ -67,7 +67,7 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
 
     ``storage=False`` builds the input side only (id checks and slot maps:
     :meth:`kernel_inputs`, :meth:`shapes`) with its kernel on the meta device: no weight or
-    optimizer state is allocated, and ``forward`` raises. ``recsys_embed.sharding`` shards
+    optimizer state is allocated, and ``forward`` raises. ``recsys_embed.jobs.sharding`` shards
     such a layout.
     """
 

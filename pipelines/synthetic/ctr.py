@@ -8,7 +8,7 @@ Each row is one impression of an item to a user at a time, with the user's click
 ``p_true`` is the true click probability and ``label ~ Bernoulli(p_true)``, so the oracle AUC
 (the best AUC any model can reach) of any split is :func:`oracle_auc`. The click model (first
 order effects, rank-4 field interactions, and a soft-max similarity of the candidate to the
-user's click history) is documented in :mod:`recsys_embed.pipelines.synthetic_click_model`.
+user's click history) is documented in :mod:`recsys_embed.pipelines.synthetic.click_model`.
 ``hist_item_id`` holds the items the user clicked strictly before the row, most recent last,
 at most 50; ``hist_item_category`` their categories.
 
@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.metrics import oracle_auc as _oracle_auc
-from recsys_embed.pipelines.synthetic_click_model import CTR_ARROW_SCHEMA, MAX_HISTORY, ClickModel, CtrWorld
+from recsys_embed.pipelines.synthetic.click_model import CTR_ARROW_SCHEMA, MAX_HISTORY, ClickModel, CtrWorld
 from recsys_embed.pipelines.sources import resolve_files
-from recsys_embed.pipelines.synthetic_output import ParquetParts
+from recsys_embed.pipelines.synthetic.output import ParquetParts
 
 __all__ = ["CTR_ARROW_SCHEMA", "MAX_HISTORY", "CtrSummary", "ctr_schema", "oracle_auc", "write_ctr"]
 
@@ -102,7 +102,7 @@ def write_ctr(
     """
     if not isinstance(rows, (int, np.integer)) or isinstance(rows, bool) or rows <= 0:
         raise ValueError(f"rows must be a positive integer, got {rows!r}")
-    meta = {"generator": "recsys_embed.pipelines.synthetic_ctr", "version": 1, "seed": seed, "rows": int(rows)}
+    meta = {"generator": "recsys_embed.pipelines.synthetic.ctr", "version": 1, "seed": seed, "rows": int(rows)}
     schema = CTR_ARROW_SCHEMA.with_metadata({"recsys_embed.synthetic": json.dumps(meta)})
     parts = ParquetParts(out_dir, schema, row_group_size, overwrite=overwrite)  # checks before the set-up
     rng = np.random.default_rng(seed)

@@ -57,20 +57,20 @@ def _run(args: argparse.Namespace) -> None:
     # heavy imports only once arguments parsed, so --help and errors are instant; synth never imports torch
     if args.command == "synth":
         if args.kind == "ctr":
-            from recsys_embed.pipelines.synthetic_ctr import write_ctr
+            from recsys_embed.pipelines.synthetic.ctr import write_ctr
 
             summary = write_ctr(args.out, rows=args.rows, seed=args.seed, row_group_size=args.row_group_size, overwrite=args.overwrite)
             print(f"wrote {summary.rows:,} rows ({summary.users:,} users, {summary.items:,} items, "
                   f"positive rate {summary.positive_rate:.3f}, oracle AUC {summary.oracle_auc:.4f}) to {summary.path}")
         else:
-            from recsys_embed.pipelines.synthetic_seq import write_sequences
+            from recsys_embed.pipelines.synthetic.seq import write_sequences
 
             summary = write_sequences(args.out, users=args.users, seed=args.seed, overwrite=args.overwrite)
             print(f"wrote {summary.rows:,} interactions of {summary.users:,} users to {summary.path}")
         return
     import torch
 
-    from recsys_embed import jobs
+    from recsys_embed.jobs import ctr as jobs
 
     torch.set_num_threads(max(1, args.threads))
 
@@ -79,11 +79,11 @@ def _run(args: argparse.Namespace) -> None:
                                        batch_size=args.batch_size))
         print(report.summary())
     elif args.command == "train":
-        from recsys_embed.config import load_run_config, read_yaml
+        from recsys_embed.jobs.config import load_run_config, read_yaml
 
         data = read_yaml(args.config)
         if isinstance(data, dict) and data.get("task") == "sequential":
-            from recsys_embed.sequential import train_sequential_from_config
+            from recsys_embed.jobs.sequential import train_sequential_from_config
 
             print(train_sequential_from_config(data, args.config, base_dir=Path(args.config).parent).summary())
         else:

@@ -36,8 +36,8 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from recsys_embed.pipelines.synthetic_output import ParquetParts
-from recsys_embed.pipelines.synthetic_sampling import power_law_ranks
+from recsys_embed.pipelines.synthetic.output import ParquetParts
+from recsys_embed.pipelines.synthetic.sampling import power_law_ranks
 
 BLOCK_USERS = 4096  # generation block; the data does not depend on how it is written
 START_TIMESTAMP = 1_704_067_200  # 2024-01-01 00:00:00 UTC
@@ -104,7 +104,7 @@ def write_sequences(
     """
     if not isinstance(users, (int, np.integer)) or isinstance(users, bool) or users <= 0:
         raise ValueError(f"users must be a positive integer, got {users!r}")
-    meta = {"generator": "recsys_embed.pipelines.synthetic_seq", "version": 1, "seed": seed, "users": int(users)}
+    meta = {"generator": "recsys_embed.pipelines.synthetic.seq", "version": 1, "seed": seed, "users": int(users)}
     schema = SEQ_ARROW_SCHEMA.with_metadata({"recsys_embed.synthetic": json.dumps(meta)})
     parts = ParquetParts(out_dir, schema, overwrite=overwrite)  # checks the output before the set-up
     rng = np.random.default_rng(seed)

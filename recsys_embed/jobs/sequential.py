@@ -56,11 +56,12 @@ from tqdm.auto import tqdm
 
 from recsys_embed import metrics
 from recsys_embed.artifacts import load_artifact, save_artifact
-from recsys_embed.config import from_mapping
+from recsys_embed.jobs.config import from_mapping
 from recsys_embed.models import BERT4Rec, BERT4RecConfig, Popularity, cloze_mask, rank_of, sample_negatives
-from recsys_embed.pipelines.readers import leave_one_out, read_movielens, user_sequences
+from recsys_embed.pipelines.derived import leave_one_out, user_sequences
+from recsys_embed.pipelines.readers import read_movielens
 from recsys_embed.pipelines.sources import resolve_files
-from recsys_embed.trainer import FitResult, plot_curves, restore_checkpoint, save_checkpoint, seed_everything
+from recsys_embed.jobs.trainer import FitResult, plot_curves, restore_checkpoint, save_checkpoint, seed_everything
 
 TASK = "sequential"
 NEGATIVE_SAMPLING = ("uniform", "popularity")

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from recsys_embed.tables.base import TableOptimizer
-from recsys_embed.trainer import TrainerConfig
+from recsys_embed.jobs.trainer import TrainerConfig
 
 
 @dataclass

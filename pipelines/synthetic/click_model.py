@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from recsys_embed.pipelines.synthetic_sampling import power_law_ranks
+from recsys_embed.pipelines.synthetic.sampling import power_law_ranks
 
 MAX_HISTORY = 50
 USER_INIT_BLOCK = 1 << 16  # users initialised per step (bounds the memory of the set-up)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys_embed.artifacts import load_artifact, save_artifact
-from recsys_embed.builders import LAYOUT_CLASSES, build_model
+from recsys_embed.jobs.builders import LAYOUT_CLASSES, build_model
 from recsys_embed.pipelines import Pipeline
-from recsys_embed.ranking import RankingModel
+from recsys_embed.jobs.ranking_model import RankingModel
 
 
 @dataclass

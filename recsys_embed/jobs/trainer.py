@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from recsys_embed import metrics
 from recsys_embed.batch import Batch
 from recsys_embed.checkpoint import load_state, save_state
-from recsys_embed.ranking import RankingModel
+from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables.frequencies import row_frequencies
 
 _HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False}

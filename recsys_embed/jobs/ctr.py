@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys_embed.builders import build_model, build_tables, layout_for_model, validate_specs
-from recsys_embed.config import BatchingConfig, DataConfig, RunConfig, from_mapping
+from recsys_embed.jobs.builders import build_model, build_tables, layout_for_model, validate_specs
+from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig, from_mapping
 from recsys_embed.features import Schema
-from recsys_embed.model_io import load_model, save_model
+from recsys_embed.jobs.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.synthetic_ctr import ctr_schema, oracle_auc, write_ctr
-from recsys_embed.ranking import RankingModel
+from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
+from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables import EvolutionConfig, PrunedTables, TableOptimizer
-from recsys_embed.trainer import Trainer, TrainerConfig, seed_everything
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 
 NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
 

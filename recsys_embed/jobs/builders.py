@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from recsys_embed import models
-from recsys_embed.config import from_mapping
+from recsys_embed.jobs.config import from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.tables import (
     CompactTables,

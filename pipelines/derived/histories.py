@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.pipelines.readers.negatives import PopularitySampler, user_position_keys
-from recsys_embed.pipelines.readers.output import atomic_directory
+from recsys_embed.pipelines.derived.negatives import PopularitySampler, user_position_keys
+from recsys_embed.pipelines.derived.output import atomic_directory
 
 HISTORY_PREFIX = "hist_"
 _SORTED = "sorted.parquet.staged"
