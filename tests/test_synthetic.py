@@ -11,13 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys_embed.pipelines import (
-    synthetic_click_model,
-    synthetic_ctr,
-    synthetic_output,
-    synthetic_sampling,
-    synthetic_seq,
-)
+from recsys_embed.pipelines.synthetic import click_model as synthetic_click_model
+from recsys_embed.pipelines.synthetic import ctr as synthetic_ctr
+from recsys_embed.pipelines.synthetic import output as synthetic_output
+from recsys_embed.pipelines.synthetic import sampling as synthetic_sampling
+from recsys_embed.pipelines.synthetic import seq as synthetic_seq
 from recsys_embed.pipelines.synthetic.ctr import CTR_ARROW_SCHEMA, MAX_HISTORY, ctr_schema, oracle_auc, write_ctr
 from recsys_embed.pipelines.synthetic.output import ParquetParts
 from recsys_embed.pipelines.synthetic.seq import SEQ_ARROW_SCHEMA, SequenceModel, write_sequences
