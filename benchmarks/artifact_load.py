@@ -78,7 +78,7 @@ def model_pipeline(ints: int, strings: int) -> tuple[Pipeline, RankingModel]:
     return pipeline, RankingModel(tables, build_model(MODEL, tables.shapes(0), schema))
 
 
-def save_format_1(path: Path, pipeline: Pipeline, model: RankingModel) -> Path:
+def save_format_1(path: Path, pipeline: Pipeline, model: RankingModel, layout: dict[str, Any], model_spec: dict[str, Any]) -> Path:
     """Write ``pipeline`` + ``model`` as a format 1 artifact, as recsys-embed's ``save_model``
     did up to commit e3dc132: the same tensors, vocabularies inline in the manifest."""
     table_tensors, table_config = model.tables.export_state()
@@ -95,9 +95,9 @@ def save_format_1(path: Path, pipeline: Pipeline, model: RankingModel) -> Path:
         "versions": versions(),
         "tensors": {k: {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in stored.items()},
         "pipeline": config,
-        "layout": dict(LAYOUT),
+        "layout": dict(layout),
         "layout_state": table_config,
-        "model": dict(MODEL),
+        "model": dict(model_spec),
     }
     text = json.dumps(manifest, indent=2)
     path.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 def measure(ints: int, strings: int, rounds: int, work: Path, seed: int = 0) -> dict[str, Any]:
     pipeline, model = model_pipeline(ints, strings)
     savers = {
-        "format_1": lambda path: save_format_1(path, pipeline, model),
+        "format_1": lambda path: save_format_1(path, pipeline, model, LAYOUT, MODEL),
         "format_2": lambda path: save_model(path, pipeline, model, LAYOUT, MODEL),
     }
     runs: dict[str, dict[str, list[float]]] = {f: {} for f in FORMATS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +28,13 @@ from recsys_embed.pipelines import FittedState, Pipeline
 from recsys_embed.tables import TableOptimizer
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "artifact_load.py"
+FORMAT_1 = Path(__file__).resolve().parent / "data" / "format_1"
 SCHEMA = Schema([
     FeatureSpec("item", embedding_dim=4),
     FeatureSpec("hist", kind="sequence", table="item", max_len=3, embedding_dim=4),
     FeatureSpec("user", embedding_dim=4),
 ], label="label")  # fmt: skip
-LAYOUT, MODEL = {"name": "per_feature"}, {"name": "mlp"}
+LAYOUT, MODEL = {"name": "per_feature"}, {"name": "mlp", "hidden": [8]}
 USERS = ["é", "日本語のユーザー名", "", "a", None, "user-long-name-000001", "🙂", "a", "a\x00", "12345678"]
 
 
@@ -110,20 +112,19 @@ def test_int_and_string_vocabularies_round_trip_as_arrays(data: tuple[Path, Path
 
 
 def test_format_1_artifacts_and_pipeline_files_still_load_with_identical_ids(data: tuple[Path, Path], tmp_path: Path) -> None:
+    """``FORMAT_1`` was written by recsys-embed at commit e3dc132 (format 1: vocabularies inline
+    in the JSON manifest): ``save_model`` of :func:`trained` on the ``train`` data (other random
+    weights) into ``model/``, and ``Pipeline.save`` into ``pipeline.json``."""
     train, score = data
-    pipeline, model = trained(train)
-    old = benchmark().save_format_1(tmp_path / "old", pipeline, model)
+    pipeline = Pipeline(SCHEMA).fit(train)
+    old = shutil.copytree(FORMAT_1 / "model", tmp_path / "old")
     manifest = json.loads((old / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 1 and "arrays" not in manifest and sorted(p.name for p in old.iterdir()) == [MANIFEST_FILE, TENSORS_FILE]
+    assert manifest["format_version"] == 1 and "arrays" not in manifest
     assert manifest["pipeline"]["state"]["tables"]["user"]["vocabulary"] == pipeline.state.tables["user"].vocabulary.to_pylist()
-
     loaded = load_model(old)
-    assert loaded.pipeline.state == pipeline.state
-    assert encoded(loaded.pipeline, score).equals(encoded(pipeline, score))
-    assert torch.equal(scores(loaded.model, loaded.pipeline, score), scores(model, pipeline, score))
-
-    (tmp_path / "pipeline.json").write_text(json.dumps(manifest["pipeline"]))  # Pipeline.save's file of format 1
-    assert encoded(Pipeline.load(tmp_path / "pipeline.json"), score).equals(encoded(pipeline, score))
+    assert loaded.pipeline.state == pipeline.state and encoded(loaded.pipeline, score).equals(encoded(pipeline, score))
+    assert torch.isfinite(scores(loaded.model, loaded.pipeline, score)).all()
+    assert encoded(Pipeline.load(FORMAT_1 / "pipeline.json"), score).equals(encoded(pipeline, score))
 
     manifest["format_version"] = 0
     (old / MANIFEST_FILE).write_text(json.dumps(manifest))
@@ -133,6 +134,20 @@ def test_format_1_artifacts_and_pipeline_files_still_load_with_identical_ids(dat
     (old / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"fitted state: format_version 3 is not supported \(this library reads 1 and 2\)"):
         load_model(old)
+
+
+def test_the_benchmarks_format_1_writer_writes_what_format_1_wrote(data: tuple[Path, Path], tmp_path: Path) -> None:
+    train, score = data
+    pipeline, model = trained(train)
+    written = benchmark().save_format_1(tmp_path / "old", pipeline, model, LAYOUT, MODEL)
+    manifest, reference = (json.loads((p / MANIFEST_FILE).read_text()) for p in (written, FORMAT_1 / "model"))
+    assert sorted(p.name for p in written.iterdir()) == [MANIFEST_FILE, TENSORS_FILE]
+    assert [manifest[k] for k in ("format_version", "tensors", "pipeline", "layout", "model")] == [
+        reference[k] for k in ("format_version", "tensors", "pipeline", "layout", "model")
+    ]
+    loaded = load_model(written)
+    assert loaded.pipeline.state == pipeline.state and encoded(loaded.pipeline, score).equals(encoded(pipeline, score))
+    assert torch.equal(scores(loaded.model, loaded.pipeline, score), scores(model, pipeline, score))
 
 
 @pytest.fixture
@@ -209,9 +224,8 @@ def test_save_artifact_refuses_arrays_it_cannot_store(tmp_path: Path) -> None:
             "schema_fingerprint": "x", "tables": {"item": {"ids": "vocabulary", "key_type": "int"}}})  # fmt: skip
 
 
-def test_loading_unpickles_nothing(saved: Path, data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline, model = trained(data[0])
-    old = benchmark().save_format_1(tmp_path / "old", pipeline, model)
+def test_loading_unpickles_nothing(saved: Path, data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, old = Pipeline(SCHEMA).fit(data[0]), FORMAT_1 / "model"
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("loading an artifact unpickled")
