@@ -239,8 +239,8 @@ def load_arrays(path: str | Path, manifest: Mapping[str, Any]) -> dict[str, pa.A
         try:
             with safe_open(str(path / TENSORS_FILE), framework="numpy") as file:
                 out.update({name: pa.array(file.get_tensor(name)) for name in with_tensors})
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"artifact {path}: {TENSORS_FILE} cannot be read: {err}") from None
+        except (SafetensorError, OSError, pa.ArrowException) as err:  # e.g. a tensor of 2 dimensions
+            raise ValueError(f"artifact {path}: {TENSORS_FILE} holds no 1-d arrays {with_tensors}: {err}") from None
     with_strings = {spec["batch"]: name for name, spec in declared.items() if spec["file"] == ARRAYS_FILE}
     if with_strings:
         out.update(_read_strings(path, with_strings))

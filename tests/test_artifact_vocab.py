@@ -205,6 +205,9 @@ def test_tampered_vocabulary_files_are_named(saved: Path) -> None:
     save_file({**tensors, "vocabulary.item": tensors["vocabulary.item"].to(torch.int32)}, str(saved / TENSORS_FILE))
     with pytest.raises(ValueError, match=r"array 'vocabulary\.item' in tensors\.safetensors is \{'type': 'int32', 'length': 7\} but manifest"):
         load_model(saved)
+    save_file({**tensors, "vocabulary.item": tensors["vocabulary.item"][:6].reshape(2, 3)}, str(saved / TENSORS_FILE))
+    with pytest.raises(ValueError, match=r"tensors\.safetensors holds no 1-d arrays \['vocabulary\.item'\]"):
+        load_model(saved)
     save_file(tensors, str(saved / TENSORS_FILE))
     edit_manifest(saved, lambda m: m["arrays"]["vocabulary.user"].update(batch=3))
     with pytest.raises(ValueError, match=r"manifest\.json has a malformed 'arrays' table"):
