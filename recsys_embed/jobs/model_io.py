@@ -1,8 +1,9 @@
 """Save and load a trained model: fitted pipeline + table layout + model, one artifact.
 
-The artifact (``recsys_embed.artifacts``) holds tensors in safetensors and everything else
-in a JSON manifest: the schema and fitted pipeline state (so scoring uses exactly the
-training vocabularies), the layout and model names and configs. Loading never unpickles.
+The artifact (``recsys_embed.artifacts``) holds tensors in safetensors, the pipeline's
+vocabularies as arrays (integers in safetensors, strings in Arrow IPC) and everything else in
+a JSON manifest: the schema and fitted pipeline state (so scoring uses exactly the training
+vocabularies), the layout and model names and configs. Loading never unpickles.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys_embed.artifacts import load_artifact, save_artifact
+from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
 from recsys_embed.jobs.builders import LAYOUT_CLASSES, build_model
 from recsys_embed.pipelines import Pipeline
 from recsys_embed.jobs.ranking_model import RankingModel
@@ -29,13 +30,14 @@ def save_model(path: str | Path, pipeline: Pipeline, model: RankingModel, layout
     table_tensors, table_config = model.tables.export_state()
     tensors = {f"tables.{k}": v for k, v in table_tensors.items()}
     tensors.update({f"model.{k}": v for k, v in model.model.state_dict().items()})
+    arrays, pipeline_config = pipeline.export_state()
     manifest = {
-        "pipeline": pipeline.to_dict(),
+        "pipeline": pipeline_config,
         "layout": dict(layout),
         "layout_state": table_config,
         "model": dict(model_spec),
     }
-    save_artifact(path, tensors, manifest)
+    save_artifact(path, tensors, manifest, arrays)
     return Path(path)
 
 
@@ -45,7 +47,7 @@ def load_model(path: str | Path) -> LoadedModel:
     for key in ("pipeline", "layout", "layout_state", "model"):
         if key not in manifest:
             raise ValueError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
-    pipeline = Pipeline.from_dict(manifest["pipeline"])
+    pipeline = Pipeline.from_state(load_arrays(path, manifest), manifest["pipeline"], where=f"artifact {path}")
     layout_name = manifest["layout_state"].get("layout")
     if layout_name not in LAYOUT_CLASSES:
         raise ValueError(f"artifact {path}: unknown layout {layout_name!r}; expected one of {sorted(LAYOUT_CLASSES)}")
