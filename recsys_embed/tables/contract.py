@@ -128,8 +128,8 @@ class TableLayout(nn.Module, abc.ABC):
         return [p for module in self.modules() if isinstance(module, FusedTables) for p in module.parameters()]
 
     def training_views(self, emb: Embeddings) -> list[Embeddings]:
-        """Views of ``emb`` whose model losses the trainer sums (Matryoshka: one per prefix); the last
-        one is the full output. Default: ``[emb]``."""
+        """Views of ``emb`` whose model losses the trainer sums (Matryoshka: one per prefix, widest
+        last; the trainer reports the last one's logits). Default: ``[emb]``."""
         return [emb]
 
     def num_rows(self) -> int:
