@@ -1,7 +1,9 @@
-"""Names to modules: the table layouts and models a run config or an artifact can name.
+"""Run-config names to fresh modules: the table layouts a run trains and the models on top.
 
-Plain dictionaries, not a plugin registry: third parties plug in compression plugins
-(``recsys_embed.compression``), while layouts and models are built by name only here.
+Layout classes are found by name in the layout registry (``recsys_embed.tables.registry``:
+``layout_class``, where artifacts find them too, and where compression plugins register);
+this module reads a run config's layout options into them (``build_tables``; the layouts a
+run can train are ``TRAINABLE_LAYOUTS``) and builds models from the ``MODELS`` table.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from recsys_embed import models
 from recsys_embed.jobs.config import from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.tables import (
-    CompactTables,
     MatryoshkaTables,
     MultiplexedConfig,
     MultiplexedTables,
     OptEmbedConfig,
     PerFeatureTables,
     PrunedTables,
+    TableLayout,
     TableOptimizer,
 )
 from recsys_embed.tables.base import EmbeddingShapes
@@ -30,14 +32,6 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "mlp": (models.MLP, models.MLPConfig),
     "din": (models.DIN, models.DINConfig),
     "autoint": (models.AutoInt, models.AutoIntConfig),
-}
-# layout name (as written in a config and in an artifact's manifest) -> class with from_state
-LAYOUT_CLASSES: dict[str, type[nn.Module]] = {
-    "per_feature": PerFeatureTables,
-    "multiplexed": MultiplexedTables,
-    "pruned": PrunedTables,
-    "matryoshka": MatryoshkaTables,
-    "compact": CompactTables,
 }
 TRAINABLE_LAYOUTS = ("per_feature", "multiplexed", "pruned", "matryoshka")
 # models that read only the mean of each sequence: per_feature pools their sequences in the kernel
@@ -54,7 +48,7 @@ def _split_name(spec: Mapping[str, Any], where: str, allowed: Any) -> tuple[str,
 
 def build_tables(
     spec: Mapping[str, Any], schema: Schema, num_embeddings: Mapping[str, int], optimizer: TableOptimizer, where: str = "layout"
-) -> nn.Module:
+) -> TableLayout:
     """A fresh table layout from ``{"name": ..., **options}``.
 
     ``per_feature`` (``pool_sequences``: see :func:`layout_for_model`), ``multiplexed`` (MultiplexedConfig keys), ``pruned``

@@ -67,12 +67,11 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_embed.features import FeatureSpec
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes, unpack_output
-from recsys_embed.tables.multiplexed import MultiplexedTables
-from recsys_embed.tables.per_feature import PerFeatureTables
+from recsys_embed.tables.contract import TableLayout
 
 SHARDING_TYPES = ("row_wise", "table_wise")
 _WEIGHT = "embedding_bags.{}.weight"  # torchrec's state key of a table's weight
-Layout = MultiplexedTables | PerFeatureTables
+Layout = TableLayout  # one whose kernel_slots() answers: per_feature (pool_sequences=False) or multiplexed
 
 
 @dataclass(frozen=True)
@@ -99,22 +98,9 @@ def slot_features(
     kernel, one torchrec feature name per slot (``<feature>#<probe>``, and
     ``<feature>@<position>#<probe>`` for sequences), and for each sequence feature the slot
     index of probe 0 at each position (its bag is empty where the position is padding).
+    A layout that is not sharded raises ``ValueError`` (:meth:`TableLayout.kernel_slots`).
     """
-    if isinstance(layout, MultiplexedTables):
-        order = layout.features
-        probes = {f.name: layout.probes[f.table] for f in order}  # type: ignore[index]
-    elif isinstance(layout, PerFeatureTables):
-        if layout.pool_sequences:
-            raise ValueError(
-                "sharding: a PerFeatureTables with pool_sequences=True is not sharded (its sequences are "
-                "one kernel bag each); build it with pool_sequences=False"
-            )
-        order, probes = layout.slot_order, {f.name: 1 for f in layout.slot_order}
-    else:
-        raise ValueError(
-            f"sharding: expected MultiplexedTables or PerFeatureTables, got {type(layout).__name__}; "
-            "pruned and Matryoshka layouts are not sharded"
-        )
+    order, probes = layout.kernel_slots()
     names: list[str] = []
     positions: dict[str, list[int]] = {}
     for spec in order:

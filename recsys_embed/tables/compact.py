@@ -22,6 +22,8 @@ from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import EmbeddingShapes, Embeddings, check_ids, check_layout, sequence_grid
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.registry import register_layout
 
 
 def check_single_ids(spec: FeatureSpec, lengths: torch.Tensor) -> None:
@@ -52,7 +54,8 @@ def slot_ids(spec: FeatureSpec, jt: JaggedTensor, rows: int) -> torch.Tensor:
     return ids
 
 
-class CompactTables(nn.Module):
+@register_layout("compact")
+class CompactTables(TableLayout):
     """Serving tables holding only kept rows and kept dims.
 
     Args:
@@ -153,6 +156,13 @@ class CompactTables(nn.Module):
             self._kept_ids(),
             self.out_dims if keep_width else {t: dim for t in self.table_names},
         )
+
+    def num_ids(self, group: str) -> int:
+        return group_size(self.rows, group, "compact")
+
+    def compact(self) -> CompactTables:
+        """Itself: it is the plain lookup already."""
+        return self
 
     def _kept_ids(self) -> dict[str, torch.Tensor]:
         return {t: getattr(self, f"kept_ids_{i}") for i, t in enumerate(self.table_names) if not self.stores_all[i]}

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, Schema
@@ -46,6 +45,8 @@ from recsys_embed.tables.base import (
     single_ids,
     unpack_output,
 )
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.registry import register_layout
 
 LAYOUT = "multiplexed"
 SHARED = "shared"
@@ -100,7 +101,8 @@ def _signed_seeds(seeds: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.array(seeds, dtype=np.uint64).view(np.int64))
 
 
-class MultiplexedTables(FusedLayoutState, nn.Module):
+@register_layout(LAYOUT)
+class MultiplexedTables(FusedLayoutState, TableLayout):
     """One shared ``[M, d_c]`` table read by every feature through ``k_t`` hashed probes.
 
     Input: a ``KeyedJaggedTensor`` with (at least) this layout's features as keys.
@@ -265,6 +267,23 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
     def table_weights(self) -> dict[str, torch.Tensor]:
         """``{"shared": [M, d_c]}`` weight view."""
         return {SHARED: self.kernel.weights()[0]}
+
+    def num_ids(self, group: str) -> int:
+        """From ``vocab_sizes`` (the layout reads any id; without them the range is unknown)."""
+        group_size(self.probes, group, LAYOUT)
+        if group not in self.vocab_sizes:
+            raise ValueError(f"multiplexed: the id range of table group {group!r} is unknown; build the layout with vocab_sizes")
+        return self.vocab_sizes[group]
+
+    def table_vectors(self, group: str) -> torch.Tensor:
+        """``[num_ids, k * d_c]``: each id's k probed rows of the shared table, concatenated (a copy)."""
+        ids = torch.arange(self.num_ids(group), device=self._limits.device)
+        reader = next(f.name for f in self.features if f.table == group)
+        return self.kernel.weights()[0][self.rows_for(reader, ids)].flatten(1)
+
+    def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
+        """Features in kernel slot order, ``k_t`` probes (rows read) per id."""
+        return list(self.features), {f.name: self.probes[f.table] for f in self.features}  # type: ignore[index]
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()

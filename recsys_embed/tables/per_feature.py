@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, IdStrategy, Schema
@@ -27,11 +26,14 @@ from recsys_embed.tables.base import (
     single_ids,
     unpack_output,
 )
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.registry import register_layout
 
 LAYOUT = "per_feature"
 
 
-class PerFeatureTables(FusedLayoutState, nn.Module):
+@register_layout(LAYOUT)
+class PerFeatureTables(FusedLayoutState, TableLayout):
     """One table per table group of the schema; features of a group share its rows.
 
     Input: a ``KeyedJaggedTensor`` with (at least) the schema's sparse features as keys.
@@ -181,6 +183,23 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         """Table group -> ``[rows, dim]`` weight view, in schema order."""
         weights = dict(zip(self.kernel.table_names, self.kernel.weights()))
         return {t: weights[t] for t in self.table_names}
+
+    def num_ids(self, group: str) -> int:
+        return group_size(self.rows, group, LAYOUT)
+
+    def table_vectors(self, group: str) -> torch.Tensor:
+        """The weight view of table group ``group``, ``[rows, D]`` (read directly, detached)."""
+        group_size(self.rows, group, LAYOUT)
+        return self.table_weights()[group]
+
+    def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
+        """Features in kernel slot order, one row read per id."""
+        if self.pool_sequences:
+            raise ValueError(
+                "sharding: a PerFeatureTables with pool_sequences=True is not sharded (its sequences are "
+                "one kernel bag each); build it with pool_sequences=False"
+            )
+        return list(self.slot_order), {f.name: 1 for f in self.slot_order}
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()
