@@ -165,7 +165,7 @@ def test_single_id_fast_path_equals_the_general_path_forward_and_update() -> Non
     fast_tables, general_tables = (PerFeatureTables(schema, rows, TableOptimizer("sgd", lr=0.5)) for _ in range(2))
     general_tables.kernel.load_state_tensors(fast_tables.kernel.state_tensors())
     slot_order = ["a", "c", "d", "b"]  # grouped by dim: the batch takes the single-id fast path
-    assert fast_tables.kernel_inputs(kjt_from_ids({n: ids[n] for n in slot_order}))[0].tolist() == [
+    assert fast_tables.kernel_inputs(kjt_from_ids({n: ids[n] for n in slot_order})).indices.tolist() == [
         v for n in slot_order for v in ids[n].tolist()
     ]
     fast = fast_tables(kjt_from_ids({n: ids[n] for n in slot_order}))

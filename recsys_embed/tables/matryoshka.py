@@ -98,6 +98,14 @@ class MatryoshkaTables(nn.Module):
         so a model built for the full width runs on it unchanged."""
         return compact_of(self.base).prefix(dim, keep_width)
 
+    def num_rows(self) -> int:
+        """The wrapped layout's rows (mini-batch aware L2)."""
+        return self.base.num_rows()
+
+    def rows_read(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        """The rows the wrapped layout's outputs read (mini-batch aware L2)."""
+        return self.base.rows_read(kjt)
+
     def regularization_loss(self) -> torch.Tensor:
         hook = getattr(self.base, "regularization_loss", None)
         return hook() if hook else torch.zeros(())

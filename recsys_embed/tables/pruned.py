@@ -60,9 +60,15 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import Schema
 from recsys_embed.tables.base import EmbeddingShapes, Embeddings, TableOptimizer, check_layout
-from recsys_embed.tables.compact import CompactTables, check_single_ids, slot_ids
+from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.evolution import EvolutionConfig, SearchResult, evolutionary_search
 from recsys_embed.tables.per_feature import PerFeatureTables
+
+
+_NOT_ROWS = (
+    "mini-batch aware L2 needs a layout whose outputs are its table rows (per_feature, multiplexed, or matryoshka "
+    "over one), not PrunedTables: its outputs are rows masked by learned thresholds and cut to the searched dims"
+)
 
 
 class _StraightThroughStep(torch.autograd.Function):
@@ -223,25 +229,32 @@ class PrunedTables(nn.Module):
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         emb = self.tables(kjt)
-        by_key = kjt.to_dict()
+        inputs = self.tables.kernel_inputs(kjt)  # the walk forward just made
         batch = kjt.stride()
         dim_masks = self._dim_masks(batch, self.thresholds.device)
         out = Embeddings(masks=emb.masks)
         for spec in self.schema.sparse_features:
             field = self.fields.index(spec.table)  # type: ignore[arg-type]
             x = emb.sequences[spec.name] if spec.is_sequence else emb.pooled[spec.name]
+            ids = inputs.slot_rows(spec.name).squeeze(-1) if self.frozen or not spec.is_sequence else None  # one id per bag
             if self.frozen:
-                ids = slot_ids(spec, by_key[spec.name], self.rows[spec.table])  # type: ignore[index]
-                keep = self._kept(field)[ids.clamp(min=0)] & (ids >= 0)
+                keep = self._kept(field)[ids.clamp(min=0)] & (ids >= 0)  # type: ignore[union-attr]
                 x = x * keep.unsqueeze(-1).to(x.dtype)
             else:
-                check_single_ids(spec, by_key[spec.name].lengths())
                 x = x * straight_through_step(x.abs().sum(-1) - self.thresholds[field]).unsqueeze(-1)
             mask = dim_masks[field]
             if mask is not None:
                 x = x * (mask[:, None, :] if spec.is_sequence and mask.dim() == 2 else mask).to(x.dtype)
             (out.sequences if spec.is_sequence else out.pooled)[spec.name] = x
         return out
+
+    def num_rows(self) -> int:
+        """Refused: see :meth:`rows_read`."""
+        raise ValueError(_NOT_ROWS)
+
+    def rows_read(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        """Refused: mini-batch aware L2 needs outputs that are table rows; these are masked and cut."""
+        raise ValueError(_NOT_ROWS)
 
     def regularization_loss(self) -> torch.Tensor:
         """``alpha * sum_f exp(-t_f)`` while thresholds learn; zero once frozen."""
