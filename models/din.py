@@ -21,7 +21,7 @@ from torch import nn
 
 from recsys_embed.models.layers.attention import LocalActivationUnit
 from recsys_embed.models.layers.feedforward import MLPBlock
-from recsys_embed.models.layers.pooling import FlatInputs, require_features
+from recsys_embed.models.layers.pooling import FlatInputs, masked_sum, require_features
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 
 
@@ -86,12 +86,12 @@ class DIN(nn.Module):
         """The user's interest in the candidate: the (weighted) sum of the history -> ``[B, D_c]``."""
         require_features(embeddings, self.candidates, self.history)
         candidate = torch.cat([embeddings.pooled[c] for c in self.candidates], dim=-1)
+        history = torch.cat([embeddings.sequences[h] for h in self.history], dim=-1)
         mask = torch.stack([embeddings.masks[h] for h in self.history]).all(0)
-        # the real positions only, [N, D_c] (histories are mostly shorter than L), sample-major
-        history = torch.cat([embeddings.sequences[h][mask] for h in self.history], dim=-1)
-        rows = mask.nonzero(as_tuple=True)[0]
-        weighted = history if self.attention is None else self.attention.packed(history, candidate, mask).unsqueeze(1) * history
-        return candidate.new_zeros(candidate.shape).index_add(0, rows, weighted)
+        if self.attention is None:
+            return masked_sum(history, mask)
+        weights = self.attention(history, candidate, mask)
+        return torch.einsum("bl,bld->bd", weights, history)
 
     def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.inputs(embeddings, dense), self.interest(embeddings)], dim=1)

@@ -107,29 +107,6 @@ def test_din_sum_pooling_ablation_is_the_masked_sum_of_the_history() -> None:
     torch.testing.assert_close(model(emb, dense), logits)
 
 
-@pytest.mark.parametrize("softmax", [False, True])
-def test_din_interest_on_the_real_positions_equals_the_weighted_sum_over_the_grid(softmax: bool) -> None:
-    """DIN attends over the real positions only (``[N, D]``); the interest and its gradients equal
-    those of the attention weights ``[B, L]`` summed over the padded ``[B, L, D]`` history."""
-    emb, _ = random_embeddings()
-    torch.manual_seed(3)
-    model = DIN(SHAPES, replace(SMALL_DIN, softmax=softmax)).double().eval()
-    emb = Embeddings(
-        pooled={k: v.double().requires_grad_() for k, v in emb.pooled.items()},
-        sequences={k: v.double().requires_grad_() for k, v in emb.sequences.items()}, masks=emb.masks,
-    )  # fmt: skip
-    mask = emb.masks["hist_item_id"] & emb.masks["hist_item_category"]
-    history = torch.cat([emb.sequences["hist_item_id"], emb.sequences["hist_item_category"]], dim=-1)
-    candidate = torch.cat([emb.pooled["item_id"], emb.pooled["item_category"]], dim=-1)
-    expected = torch.einsum("bl,bld->bd", model.attention(history, candidate, mask), history)
-    got = model.interest(emb)
-    torch.testing.assert_close(got, expected)
-    leaves = [*emb.pooled.values(), *emb.sequences.values()]
-    grad = torch.randn_like(got)
-    for g, e in zip(torch.autograd.grad(got, leaves, grad, allow_unused=True), torch.autograd.grad(expected, leaves, grad, allow_unused=True)):
-        torch.testing.assert_close(g, e)
-
-
 def test_din_rejects_inconsistent_configs() -> None:
     with pytest.raises(ValueError, match="history is empty"):
         DIN(SHAPES, DINConfig())

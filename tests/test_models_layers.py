@@ -42,22 +42,6 @@ def test_dice_uses_batch_statistics_while_training_and_updates_running_ones() ->
     assert dice(x[:1]).shape == (1, 3)  # one row: running statistics, no error
 
 
-def test_dice_gradients_equal_those_of_its_formula() -> None:
-    """Dice's one-node backward gives the gradients autograd gives for ``p x + (1 - p) alpha x``."""
-    torch.manual_seed(2)
-    dice = Dice(4).double().train()
-    with torch.no_grad():
-        dice.alpha.copy_(torch.tensor([0.1, -0.3, 0.7, 0.0]))
-    x = torch.randn(5, 6, 4, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(5, 6, 4, dtype=torch.float64)
-    got = torch.autograd.grad(dice(x), (x, dice.alpha), grad)
-    flat = x.reshape(-1, 4)
-    p = torch.sigmoid((flat - flat.mean(0)) / torch.sqrt(flat.var(0, unbiased=False) + dice.eps)).reshape(x.shape)
-    expected = torch.autograd.grad(p * x + (1 - p) * dice.alpha * x, (x, dice.alpha), grad)
-    for g, e in zip(got, expected):
-        torch.testing.assert_close(g, e)
-
-
 def test_prelu_slopes_apply_to_last_dim() -> None:
     prelu = PReLU(2)
     with torch.no_grad():

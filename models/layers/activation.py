@@ -5,8 +5,6 @@ Shape notation: ``[..., H]`` any leading dims, H hidden units.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -44,31 +42,8 @@ class Dice(nn.Module):
         normed = F.batch_norm(
             flat, self.running_mean, self.running_var, training=batch_stats, momentum=self.momentum, eps=self.eps
         )
-        return _DiceGate.apply(x, normed.reshape(x.shape), self.alpha)
-
-
-class _DiceGate(torch.autograd.Function):
-    """``x * (alpha + (1 - alpha) * sigmoid(z))`` (Dice's ``p x + (1 - p) alpha x``) in one node:
-    backward saves ``x`` and ``p`` and makes a few passes over them, where autograd's graph of the
-    same expression makes about twice as many (Dice on DIN's ``[B * L, H]`` attention hidden
-    units is the largest elementwise cost of a training step)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        p = torch.sigmoid(z)
-        ctx.save_for_backward(x, p, alpha)
-        return x * torch.addcmul(alpha, p, 1.0 - alpha)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, p, alpha = ctx.saved_tensors
-        gate = torch.addcmul(alpha, p, 1.0 - alpha)  # alpha + (1 - alpha) p
-        grad_x = grad * gate
-        grad_gate = grad * x  # d out / d gate
-        one_minus_p = 1.0 - p
-        grad_alpha = (grad_gate * one_minus_p).reshape(-1, x.shape[-1]).sum(0)
-        grad_z = grad_gate.mul_(p).mul_(one_minus_p).mul_(1.0 - alpha)  # d gate / d z = (1 - alpha) p (1 - p)
-        return grad_x, grad_z, grad_alpha
+        p = torch.sigmoid(normed).reshape(x.shape)
+        return p * x + (1.0 - p) * self.alpha * x
 
 
 class PReLU(nn.Module):

@@ -46,25 +46,19 @@ class LocalActivationUnit(nn.Module):
                 f"expected history [B, L, D], candidate [B, D], mask [B, L]; got {tuple(history.shape)}, "
                 f"{tuple(candidate.shape)}, {tuple(mask.shape)}"
             )
-        weights = self.packed(history[mask], candidate, mask)
-        return torch.zeros(mask.shape, dtype=history.dtype, device=history.device).masked_scatter(mask, weights)
-
-    def packed(self, h: torch.Tensor, candidate: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The weights ``[N]`` of the unmasked positions only: ``h`` ``[N, D]`` is ``history[mask]``
-        (sample-major, the order of ``mask.nonzero()``), so no ``[B, L, D]`` tensor is needed."""
         row = mask.nonzero(as_tuple=True)[0]
-        c = candidate[row]
+        h, c = history[mask], candidate[row]
         if isinstance(self.mlp.layers[0], nn.Linear):
             # W [h, c, h - c, h * c] = (W1 + W3) h + (W2 - W3) c + W4 (h * c): no [N, 4D] concat,
             # and the candidate's part is computed once per sample instead of once per position
             first = self.mlp.layers[0]
-            w_h, w_c, w_diff, w_prod = first.weight.split(h.shape[-1], dim=1)
+            w_h, w_c, w_diff, w_prod = first.weight.split(history.shape[-1], dim=1)
             per_sample = nn.functional.linear(candidate, w_c - w_diff, first.bias)
             hidden = nn.functional.linear(h, w_h + w_diff) + per_sample[row] + nn.functional.linear(h * c, w_prod)
             scores = self.score(self.mlp.layers[1:](hidden)).squeeze(-1)
         else:
             scores = self.score(self.mlp(torch.cat([h, c, h - c, h * c], dim=-1))).squeeze(-1)
-        if not self.softmax:
-            return scores
-        dense = torch.full(mask.shape, torch.finfo(scores.dtype).min, dtype=scores.dtype, device=scores.device)
-        return dense.masked_scatter(mask, scores).softmax(dim=1)[mask]
+        weights = torch.zeros(mask.shape, dtype=history.dtype, device=history.device).masked_scatter(mask, scores)
+        if self.softmax:
+            weights = weights.masked_fill(~mask, torch.finfo(weights.dtype).min).softmax(dim=1) * mask
+        return weights
