@@ -32,25 +32,26 @@ NO_ROW = -1  # an empty bag or a sequence's padding position reads no row
 @dataclass
 class BatchInputs:
     """One batch's kernel inputs. ``masks``: sequence -> ``[B, L]`` bool (pooled: kept lengths ``[B]``).
-    ``places``: feature -> ``(start, present, longest)``: its ids are ``indices[start:]``, one per
+    ``places``: feature -> ``(start, present, bags)``: its ids are ``indices[start:]``, one per
     True of ``present`` (``[k, B]`` categorical, ``[L, k, B]`` sequence, row-major; ``None`` for a
-    pooled sequence), and ``longest`` is its largest bag."""
+    pooled sequence), and ``bags`` ``[B]`` its bag lengths (``None`` for a sequence)."""
 
     indices: torch.Tensor
     offsets: torch.Tensor
     masks: dict[str, torch.Tensor]
-    places: dict[str, tuple[int, torch.Tensor | None, int]]
+    places: dict[str, tuple[int, torch.Tensor | None, torch.Tensor | None]]
 
     def slot_rows(self, feature: str) -> torch.Tensor:
         """The kernel row each output slot of ``feature`` read: ``[B, k]`` (pooled) or ``[B, L, k]``
         (sequence), ``-1`` where none. Raises ``ValueError`` where an output is a sum of rows."""
-        start, present, longest = self.places[feature]
+        start, present, bags = self.places[feature]
         if present is None:
             raise ValueError(
                 f"feature {feature!r}: its sequence is pooled in the kernel (pool_sequences=True), so its output "
                 "is a mean of rows, not one row per position; build the layout with pool_sequences=False"
             )
-        if present.dim() == 2 and longest > 1:
+        longest = int(bags.max()) if bags is not None and bags.numel() else 0
+        if longest > 1:
             raise ValueError(
                 f"feature {feature!r}: categorical bags must hold at most one id (its output is then one row), "
                 f"got a bag of {longest}"
@@ -87,7 +88,7 @@ def batch_inputs(
         present = torch.ones((1, batch), dtype=torch.bool, device=single.device)
         places, start = {}, 0
         for name in names:
-            places[name] = (start, present.expand(probes[name], batch), 1)
+            places[name] = (start, present.expand(probes[name], batch), None)
             start += probes[name] * batch
         return BatchInputs(single.reshape(-1), torch.arange(single.numel() + 1, device=single.device), {}, places)
     by_key = kjt.to_dict()
@@ -109,10 +110,9 @@ def batch_inputs(
             lengths_k = present.reshape(-1).to(torch.int64)
         else:  # slots (probe j), each over the batch
             present = (bags == 1)[None].expand(k, bags.numel())
-            ids_k, lengths_k = values.repeat(k), bags.repeat(k)
+            ids_k, lengths_k = (values, bags) if k == 1 else (values.repeat(k), bags.repeat(k))
             probe_k = torch.arange(k, device=values.device).repeat_interleave(values.numel()) if k > 1 else None
-        longest = int(bags.max()) if bags.numel() and not spec.is_sequence else 1
-        places[spec.name] = (start, present, longest)
+        places[spec.name] = (start, present, None if spec.is_sequence else bags)
         start += ids_k.numel()
         ids.append(ids_k if seeds is None else ids_k ^ seeds[spec.table][0 if probe_k is None else probe_k])  # type: ignore[index]
         lengths.append(lengths_k)
