@@ -281,3 +281,19 @@ def test_pooled_sequences_survive_the_state_round_trip_and_refuse_sharding() -> 
     assert empty.pooled["hist"].shape == (0, 4) and not empty.sequences
     with pytest.raises(ValueError, match="pool_sequences=True is not sharded"):
         slot_features(pooled)
+
+
+def test_a_batch_is_walked_once_for_forward_and_the_rows_it_read() -> None:
+    """forward, rows_read (mini-batch aware L2) and kernel_inputs (sharding, pruning) of one batch
+    share one walk of its KeyedJaggedTensor; the next batch gets its own."""
+    tables = PerFeatureTables(SCHEMA, ROWS)
+    kjt = kjt_from_ids({**batch(), "user": torch.tensor([[3], [7], [PAD], [49]])}, padding_id=PAD)  # one id per bag
+    inputs = tables.kernel_inputs(kjt)
+    out = tables(kjt)
+    rows = tables.rows_read(kjt)
+    assert tables.kernel_inputs(kjt) is inputs
+    assert torch.equal(rows["hist"].squeeze(-1) >= 0, out.masks["hist"])
+    weights = torch.cat([tables.table_weights()[t] for t in ("user", "item", "city")])
+    hist = rows["hist"].squeeze(-1)
+    torch.testing.assert_close(out.sequences["hist"][hist >= 0], weights[hist[hist >= 0]], rtol=0, atol=0)
+    assert tables.kernel_inputs(kjt_from_ids(batch(), padding_id=PAD)) is not inputs

@@ -11,6 +11,18 @@ sharding then share this one result (:class:`BatchMemo` keeps it for the batch).
 Probes: a layout that reads ``k_t`` hashed rows per id (multiplexed) passes ``seeds`` (table
 group -> ``[k_t]`` int64) and ``buckets``; probe j of id v reads ``bucket_torch(v ^ seed_j, 0,
 buckets)``. Without seeds an id reads its own row (k = 1).
+
+Example (two samples; the second has an empty history)::
+
+    >>> from recsys_embed.features import FeatureSpec
+    >>> features = [FeatureSpec("item"), FeatureSpec("hist", kind="sequence", table="item", max_len=2)]
+    >>> kjt = KeyedJaggedTensor.from_lengths_sync(["item", "hist"], torch.tensor([5, 7, 1, 2, 3]),
+    ...                                           torch.tensor([1, 1, 3, 0]))
+    >>> inputs = batch_inputs(kjt, features, {"item": 10})
+    >>> inputs.indices.tolist(), inputs.offsets.tolist()   # slots: item, hist@0, hist@1
+    ([5, 7, 2, 3], [0, 1, 2, 3, 3, 4, 4])
+    >>> inputs.masks["hist"].tolist(), inputs.slot_rows("hist").squeeze(-1).tolist()
+    ([[True, True], [False, False]], [[2, 3], [-1, -1]])
 """
 
 from __future__ import annotations
