@@ -104,15 +104,16 @@ def batch_inputs(
             start += probes[name] * batch
         return BatchInputs(single.reshape(-1), torch.arange(single.numel() + 1, device=single.device), {}, places)
     by_key = kjt.to_dict()
-    ids, slots, lengths, masks, places, start = [], [], [], {}, {}, 0
+    ids, lengths, masks, places, start = [], [], {}, {}, 0
     for spec in features:
         if spec.name not in by_key:
             raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
-        values, bags, k = by_key[spec.name].values().to(torch.int64), by_key[spec.name].lengths().to(torch.int64), probes[spec.name]
+        jagged, k = by_key[spec.name], probes[spec.name]
+        values, bags = jagged.values().to(torch.int64), jagged.lengths().to(torch.int64)
         check_ids(spec.name, values, limits[spec.table])  # type: ignore[index]
         if spec.is_sequence and pool_sequences:  # one bag per sample, k = 1
             kept, masks[spec.name] = most_recent(values, bags, spec.max_len)  # type: ignore[arg-type]
-            present, lengths_k, ids_k, probe_k = None, masks[spec.name], kept, torch.zeros_like(kept)
+            present, lengths_k, ids_k, probe_k = None, masks[spec.name], kept, None
         elif spec.is_sequence:  # slots (position p, probe j), each over the batch
             grid, at = sequence_grid(values, bags, spec.max_len)  # type: ignore[arg-type]
             masks[spec.name] = at.T.contiguous()
