@@ -34,8 +34,8 @@ from recsys_embed.compression import register_compression
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables import Embeddings, EmbeddingShapes, PerFeatureTables, TableLayout, layout_class
 from recsys_embed.tables.base import check_layout
-from recsys_embed.tables.compact import slot_ids
 from recsys_embed.tables.contract import group_size
+from recsys_embed.tables.inputs import batch_inputs
 
 
 @register_compression("int8_rows")
@@ -68,11 +68,11 @@ class Int8RowTables(TableLayout):
         return getattr(self, f"q_{i}"), getattr(self, f"scale_{i}")
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
-        by_key = kjt.to_dict()
+        inputs = batch_inputs(kjt, self.features, self.rows)
         out = Embeddings()
         for spec in self.features:
             q, scale = self._table(spec.table)  # type: ignore[arg-type]
-            ids = slot_ids(spec, by_key[spec.name], self.rows[spec.table])  # type: ignore[index]  # -1: empty
+            ids = inputs.slot_rows(spec.name).squeeze(-1)  # [B] or [B, L], -1 where empty
             at = ids.clamp(min=0)
             vectors = q[at].float() * (scale[at] * (ids >= 0)).unsqueeze(-1)
             if spec.is_sequence:

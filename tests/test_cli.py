@@ -141,6 +141,27 @@ def test_pruned_tables_without_validation_data_fail_before_training(demo: tuple[
     assert not (tmp_path / "run" / "model").exists()
 
 
+@pytest.mark.parametrize("model", ["autoint", "mlp"])
+def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, model: str
+) -> None:
+    """AutoInt and the MLP read only history means, which per_feature pools in the kernel unless
+    mini-batch aware L2 needs each position's row: then the histories stay per position."""
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    config = {
+        "data": {"train": str(splits / "train"), "test": str(splits / "test")},
+        "model": {"name": model},
+        "trainer": {"epochs": 1, "lr": 0.003, "mba_l2": 0.01, "progress": False},
+        "batching": {"batch_size": 2048},
+        "run_dir": str(tmp_path / "run"),
+    }
+    result = train_from_yaml(config, tmp_path)
+    assert float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1)) > 0.5, result.stdout
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["layout_state"]["pool_sequences"] is False
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -152,6 +173,8 @@ def test_pruned_tables_without_validation_data_fail_before_training(demo: tuple[
         ({"data": {"valid": "x"}}, r"data: missing required key\(s\) \['train'\]"),
         ({"trainer": {"mba_l2": -0.1}}, r"trainer: trainer.mba_l2 must be >= 0"),
         ({"trainer": {"mba_l2": "high"}}, r"trainer.mba_l2: expected float"),
+        ({"layout": {"name": "per_feature", "pool_sequences": True}, "trainer": {"mba_l2": 0.01}},
+         r"layout.pool_sequences: true pools each sequence .* trainer.mba_l2 > 0 needs"),
     ],
 )
 def test_bad_config_keys_name_the_key(tmp_path: Path, change: dict, message: str) -> None:

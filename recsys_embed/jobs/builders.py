@@ -92,19 +92,30 @@ def _per_feature_pooling(options: Mapping[str, Any], where: str) -> bool:
     return pool
 
 
-def layout_for_model(layout: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+def layout_for_model(layout: Mapping[str, Any], model: Mapping[str, Any], mba_l2: float = 0.0) -> dict[str, Any]:
     """``layout`` with ``pool_sequences: true`` added when it is ``per_feature`` without that key
     and the model reads only sequence means (``SEQUENCE_MEAN_MODELS``): the same model inputs,
-    computed by the kernel's pooling instead of per-position embeddings and a masked mean.
+    computed by the kernel's pooling instead of per-position embeddings and a masked mean. Not
+    with mini-batch aware L2 (``mba_l2 > 0``), which needs the row each position read: then the
+    sequences stay per position, and an explicit ``pool_sequences: true`` raises ``ValueError``.
 
     Example::
 
         >>> layout_for_model({"name": "per_feature"}, {"name": "autoint"})
         {'name': 'per_feature', 'pool_sequences': True}
+        >>> layout_for_model({"name": "per_feature"}, {"name": "autoint"}, mba_l2=0.01)
+        {'name': 'per_feature'}
         >>> layout_for_model({"name": "per_feature"}, {"name": "din"})
         {'name': 'per_feature'}
     """
-    if layout.get("name") == "per_feature" and "pool_sequences" not in layout and model.get("name") in SEQUENCE_MEAN_MODELS:
+    if layout.get("name") != "per_feature":
+        return dict(layout)
+    if mba_l2 and layout.get("pool_sequences"):
+        raise ValueError(
+            "layout.pool_sequences: true pools each sequence in the kernel, but trainer.mba_l2 > 0 needs the table row "
+            "every sequence position read; set layout.pool_sequences: false (same model inputs) or trainer.mba_l2: 0"
+        )
+    if "pool_sequences" not in layout and model.get("name") in SEQUENCE_MEAN_MODELS and not mba_l2:
         return {**layout, "pool_sequences": True}
     return dict(layout)
 

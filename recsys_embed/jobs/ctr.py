@@ -60,11 +60,11 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     """Fit the pipeline on the training data, train, evaluate, save artifact and reports."""
     schema = schema or resolve_schema(config.schema)
     validate_specs(config.layout, config.model)
+    layout = layout_for_model(config.layout, config.model, config.trainer.mba_l2)
     seed_everything(config.trainer.seed)  # tables and model weights are drawn from the run's seed
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(schema).fit(config.data.train)
-    layout = layout_for_model(config.layout, config.model)
     tables = build_tables(layout, schema, pipeline.num_embeddings, config.table_optimizer)
     model = build_model(config.model, tables.shapes(len(schema.dense_features)), schema)
     ranking = RankingModel(tables, model)

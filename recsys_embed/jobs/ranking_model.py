@@ -10,7 +10,7 @@ from recsys_embed.batch import Batch
 from recsys_embed.models import mini_batch_aware_l2
 from recsys_embed.tables.base import Embeddings
 from recsys_embed.tables.contract import TableLayout
-from recsys_embed.tables.frequencies import num_layout_rows, row_vectors
+from recsys_embed.tables.frequencies import row_vectors
 
 
 class RankingModel(nn.Module):
@@ -50,12 +50,12 @@ class RankingModel(nn.Module):
     def use_mini_batch_aware_l2(self, weight: float, frequencies: torch.Tensor) -> None:
         """Add ``weight * sum_j ||w_j||^2 / n_j`` to the training loss (DIN, Zhou et al. 2018,
         eq. 4-5): j runs over the distinct table rows the batch reads, each once; ``frequencies``
-        ``[num_layout_rows]`` holds n_j, how often the training data reads row j
+        ``[tables.num_rows()]`` holds n_j, how often the training data reads row j
         (:func:`recsys_embed.tables.frequencies.row_frequencies`; the Trainer counts them when
         ``TrainerConfig.mba_l2 > 0``). ``weight`` 0 turns it off."""
         if weight < 0:
             raise ValueError(f"mini-batch aware L2 weight must be >= 0, got {weight}")
-        rows = num_layout_rows(self.tables)
+        rows = self.tables.num_rows()
         if frequencies.shape != (rows,):
             raise ValueError(f"row frequencies must have shape ({rows},), one count per layout row; got {tuple(frequencies.shape)}")
         self.mba_l2 = float(weight)

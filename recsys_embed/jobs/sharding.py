@@ -163,7 +163,7 @@ class ShardedTables(nn.Module):
         super().__init__()
         self.config = config or ShardingConfig()
         self.device = torch.device(device or "cpu")
-        self.order, self.slot_names, self._positions = slot_features(layout)
+        self.order, self.slot_names, _ = slot_features(layout)
         if len(self.slot_names) != len(layout.kernel.slot_tables):
             raise ValueError(
                 f"sharding: the layout feeds {len(layout.kernel.slot_tables)} kernel slots, "
@@ -243,17 +243,14 @@ class ShardedTables(nn.Module):
                 tbe.iter.copy_(source["step"])
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
-        rows, offsets = self.layout.kernel_inputs(kjt)
-        slots = len(self.slot_names)
-        batch = (offsets.numel() - 1) // slots
+        inputs = self.layout.kernel_inputs(kjt)  # the layout's own ids, offsets and masks
+        batch = (inputs.offsets.numel() - 1) // len(self.slot_names)
         if batch == 0:
             raise ValueError("sharding: a batch of 0 rows; every rank must feed B > 0 rows to torchrec's collectives")
-        slot_kjt = KeyedJaggedTensor(keys=self.slot_names, values=rows, offsets=offsets, stride=batch)
+        slot_kjt = KeyedJaggedTensor(keys=self.slot_names, values=inputs.indices, offsets=inputs.offsets, stride=batch)
         pooled = self.dmp(slot_kjt)
         flat = KeyedTensor.regroup([pooled], [self.slot_names])[0]
-        present = offsets.diff().view(slots, batch) > 0
-        masks = {name: present[index].T.contiguous() for name, index in self._positions.items()}
-        return unpack_output(flat, self.order, self.layout.dims, masks, self.layout.features)
+        return unpack_output(flat, self.order, self.layout.dims, inputs.masks, self.layout.features)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, as the unsharded layout gives them."""

@@ -60,7 +60,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import EmbeddingShapes, Embeddings, TableOptimizer, check_layout
-from recsys_embed.tables.compact import CompactTables, check_single_ids, slot_ids
+from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.contract import TableLayout, group_size
 from recsys_embed.tables.evolution import EvolutionConfig, SearchResult, evolutionary_search
 from recsys_embed.tables.per_feature import PerFeatureTables
@@ -233,19 +233,18 @@ class PrunedTables(TableLayout):
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         emb = self.tables(kjt)
-        by_key = kjt.to_dict()
+        inputs = self.tables.kernel_inputs(kjt)  # the walk forward just made
         batch = kjt.stride()
         dim_masks = self._dim_masks(batch, self.thresholds.device)
         out = Embeddings(masks=emb.masks)
         for spec in self.schema.sparse_features:
             field = self.fields.index(spec.table)  # type: ignore[arg-type]
             x = emb.sequences[spec.name] if spec.is_sequence else emb.pooled[spec.name]
+            ids = inputs.slot_rows(spec.name).squeeze(-1) if self.frozen or not spec.is_sequence else None  # one id per bag
             if self.frozen:
-                ids = slot_ids(spec, by_key[spec.name], self.rows[spec.table])  # type: ignore[index]
-                keep = self._kept(field)[ids.clamp(min=0)] & (ids >= 0)
+                keep = self._kept(field)[ids.clamp(min=0)] & (ids >= 0)  # type: ignore[union-attr]
                 x = x * keep.unsqueeze(-1).to(x.dtype)
             else:
-                check_single_ids(spec, by_key[spec.name].lengths())
                 x = x * straight_through_step(x.abs().sum(-1) - self.thresholds[field]).unsqueeze(-1)
             mask = dim_masks[field]
             if mask is not None:
