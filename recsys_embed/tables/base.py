@@ -212,6 +212,28 @@ class FusedTables(nn.Module):
                 indices = indices + torch.repeat_interleave(self.slot_shifts, per_slot, output_size=indices.numel())
         return self.tbe(indices, offsets)
 
+    def read_rows(self, table: int, rows: torch.Tensor) -> torch.Tensor:
+        """The vectors ``[N, dims[table]]`` of rows ``[N]`` of table ``table``, read through the
+        kernel, so their gradient reaches the fused optimizer (one update in ``backward``, rows
+        read twice get the sum of their gradients). The rows are spread one per bag over the
+        slots that read the table (``ceil(N / n)`` samples for ``n`` such slots; other slots
+        get empty bags): e.g. all rows of an item table for a tied output layer."""
+        slots = [s for s, t in enumerate(self.slot_tables) if t == table]
+        if not slots:
+            raise ValueError(f"table {self.table_names[table]!r} is read by no slot of this kernel")
+        rows = rows.to(torch.int64)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.rows[table]):
+            raise IndexError(f"table {self.table_names[table]!r}: rows must lie in [0, {self.rows[table]})")
+        count, n = rows.numel(), len(slots)
+        batch = max(1, -(-count // n))
+        lengths = torch.zeros(len(self.slot_tables), batch, dtype=torch.int64, device=rows.device)
+        lengths[slots] = (torch.arange(n * batch, device=rows.device) < count).to(torch.int64).view(n, batch)
+        flat = self.forward(rows, offsets_of(lengths.reshape(-1)), validated=True)  # [batch, sum of slot dims]
+        starts = [sum(self.dims[t] for t in self.slot_tables[:s]) for s in slots]
+        dim = self.dims[table]
+        blocks = torch.stack([flat[:, a : a + dim] for a in starts])  # [n, batch, dim]: slot-major, as the rows were spread
+        return blocks.reshape(n * batch, dim)[:count]
+
     def _check(self, indices: torch.Tensor, offsets: torch.Tensor) -> None:
         """Raise for malformed offsets (``ValueError``) or ids outside their slot's table (``IndexError``)."""
         if int(offsets[0]) != 0 or int(offsets[-1]) != indices.numel() or bool((offsets.diff() < 0).any()):

@@ -182,6 +182,14 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         weights = dict(zip(self.kernel.table_names, self.kernel.weights()))
         return {t: weights[t] for t in self.table_names}
 
+    def table_vectors(self, group: str) -> torch.Tensor:
+        """Every row of table group ``group`` as ``[rows, D]``, read through the kernel: the
+        gradient reaches the fused optimizer (e.g. a tied output layer over all items)."""
+        if group not in self.rows:
+            raise KeyError(f"per_feature: no table group {group!r}; it has {self.table_names}")
+        table = self.kernel.table_names.index(group)
+        return self.kernel.read_rows(table, torch.arange(self.rows[group], device=self._slot_rows.device))
+
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()
 
