@@ -81,10 +81,14 @@ TASK_MODELS: dict[str, Callable[[nn.Module, Pipeline, dict[str, Any]], Any]] = {
 }
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Rebuild the pipeline and the model saved by :func:`save_model` (eval mode)."""
+def load_model(path: str | Path, task: str | None = None) -> LoadedModel:
+    """Rebuild the pipeline and the model saved by :func:`save_model` (eval mode); with
+    ``task``, refuse an artifact of another task."""
     tensors, manifest = load_artifact(path)
-    task = manifest.get("task", "ctr")
+    saved = manifest.get("task", "ctr")
+    if task is not None and saved != task:
+        raise ValueError(f"artifact {path}: task is {saved!r}, not a {task!r} model")
+    task = saved
     if task == "sequential" and "items" in manifest and "pipeline" not in manifest:
         raise ValueError(
             f"artifact {path}: a sequential model of an earlier version (its own item vocabulary, no pipeline); "

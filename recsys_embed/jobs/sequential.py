@@ -78,6 +78,7 @@ from recsys_embed.tables import TableOptimizer
 
 TASK = "sequential"
 FEATURE = "items"
+DEFAULT_TABLE_OPTIMIZER = TableOptimizer("rowwise_adagrad", lr=0.05)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class SequentialConfig:
 
     model: BERT4RecConfig = field(default_factory=BERT4RecConfig)
     layout: dict[str, Any] = field(default_factory=lambda: {"name": "per_feature"})
-    table_optimizer: TableOptimizer = field(default_factory=lambda: TableOptimizer("adagrad", lr=0.02))
+    table_optimizer: TableOptimizer = field(default_factory=lambda: DEFAULT_TABLE_OPTIMIZER)
     min_length: int = 5
     mask_prob: float = 0.2
     batch_size: int = 32
@@ -319,9 +320,7 @@ class SequentialRecommender:
 
 def load_sequential(path: str | Path) -> SequentialRecommender:
     """Rebuild the recommender saved by :func:`train_sequential` (``RUN_DIR/model``)."""
-    loaded = load_model(path)
-    if loaded.task != TASK:
-        raise ValueError(f"artifact {path}: task is {loaded.task!r}, not a {TASK!r} model")
+    loaded = load_model(path, task=TASK)
     return SequentialRecommender(loaded.pipeline, loaded.model, loaded.manifest["task_settings"].get("exclude_history", True))
 
 
@@ -356,7 +355,7 @@ class SequentialRunConfig:
     task: str = TASK
     model: BERT4RecConfig = field(default_factory=BERT4RecConfig)
     layout: dict[str, Any] = field(default_factory=lambda: {"name": "per_feature"})
-    table_optimizer: TableOptimizer | None = None
+    table_optimizer: TableOptimizer = field(default_factory=lambda: DEFAULT_TABLE_OPTIMIZER)
     trainer: dict[str, Any] = field(default_factory=dict)
     run_dir: str = "runs/sequential"
 
@@ -381,11 +380,8 @@ def sequential_run_config(mapping: Mapping[str, Any], where: str = "config") -> 
         hint = f"; {moved} go under the top-level key(s) of that name" if moved else ""
         raise ValueError(f"{where}.trainer: unknown key(s) {unknown}; expected some of {trainer_keys}{hint}")
     config = from_mapping(SequentialConfig, run.trainer, f"{where}.trainer")
-    top = {"model": run.model, "layout": run.layout}
-    if run.table_optimizer is not None:
-        top["table_optimizer"] = run.table_optimizer
     try:
-        return run, dataclasses.replace(config, **top)
+        return run, dataclasses.replace(config, model=run.model, layout=run.layout, table_optimizer=run.table_optimizer)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
