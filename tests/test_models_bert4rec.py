@@ -181,3 +181,31 @@ def test_table_vectors_are_the_rows_forward_reads_and_train_through_the_fused_op
         assert not torch.allclose(after, before)
     with pytest.raises(KeyError, match="no table group 'user'"):
         tables.table_vectors("user")
+    # the layout's forward and table_vectors in one graph: both reads update the rows, no autograd error
+    before = tables.table_vectors("items").detach().clone()
+    (tables(kjt).sequences["items"].sum() + tables.table_vectors("items").sum()).backward()
+    assert not torch.allclose(tables.table_vectors("items").detach(), before)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rowwise_adagrad"])
+def test_table_vectors_update_equals_the_kernel_update(optimizer: str) -> None:
+    """The dense update behind ``table_vectors`` is the fused kernel's: the same gradients read
+    once per row through ``forward`` give the same weights and optimizer state."""
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    schema = Schema([FeatureSpec("item", table="items", embedding_dim=8)], label=None)
+    torch.manual_seed(0)
+    through_kernel = PerFeatureTables(schema, {"items": 23}, TableOptimizer(optimizer, lr=0.3))
+    dense = PerFeatureTables(schema, {"items": 23}, TableOptimizer(optimizer, lr=0.3))
+    dense.load_state_dict(through_kernel.state_dict())
+    every_row = KeyedJaggedTensor.from_lengths_sync(keys=["item"], values=torch.arange(23), lengths=torch.ones(23, dtype=torch.int64))
+    for step in range(3):
+        grad = torch.randn(23, 8, generator=torch.Generator().manual_seed(step))
+        grad[4] = 0.0  # a row without gradient stays as it is
+        (through_kernel(every_row).pooled["item"] * grad).sum().backward()
+        (dense.table_vectors("items") * grad).sum().backward()
+    for name, value in through_kernel.kernel.state_views().items():
+        if name != "step":  # the kernel's forward counter
+            torch.testing.assert_close(dense.kernel.state_views()[name], value, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        assert not dense.table_vectors("items").requires_grad

@@ -268,8 +268,8 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
 
     def table_vectors(self, group: str) -> torch.Tensor:
         """The vector of every id ``0 .. vocab_sizes[group] - 1`` of table group ``group``,
-        ``[V, k_t * d_c]`` (its probes' rows concatenated), read through the kernel: the
-        gradient reaches the fused optimizer (e.g. a tied output layer over all items)."""
+        ``[V, k_t * d_c]`` (its probes' rows concatenated), whose gradient the fused optimizer
+        applies in backward (:meth:`FusedTables.table_weight`; e.g. a tied output layer over all items)."""
         if group not in self.probes:
             raise KeyError(f"multiplexed: no table group {group!r}; it embeds {list(self.probes)}")
         if group not in self.vocab_sizes:
@@ -277,7 +277,7 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
         ids = torch.arange(self.vocab_sizes[group], device=self._limits.device)
         feature = next(f.name for f in self.features if f.table == group)
         rows = self.rows_for(feature, ids)  # [V, k]
-        return self.kernel.read_rows(0, rows.reshape(-1)).view(len(ids), -1)
+        return self.kernel.table_weight(0)[rows.reshape(-1)].view(len(ids), -1)
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()

@@ -183,12 +183,11 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         return {t: weights[t] for t in self.table_names}
 
     def table_vectors(self, group: str) -> torch.Tensor:
-        """Every row of table group ``group`` as ``[rows, D]``, read through the kernel: the
-        gradient reaches the fused optimizer (e.g. a tied output layer over all items)."""
+        """Every row of table group ``group`` as ``[rows, D]``, whose gradient the fused optimizer
+        applies in backward (:meth:`FusedTables.table_weight`; e.g. a tied output layer over all items)."""
         if group not in self.rows:
             raise KeyError(f"per_feature: no table group {group!r}; it has {self.table_names}")
-        table = self.kernel.table_names.index(group)
-        return self.kernel.read_rows(table, torch.arange(self.rows[group], device=self._slot_rows.device))
+        return self.kernel.table_weight(self.kernel.table_names.index(group))
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()
