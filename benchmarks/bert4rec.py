@@ -1,7 +1,8 @@
 """BERT4Rec against the popularity baseline on synthetic sequences, full ranking.
 
 Generates ``--users`` users with ``write_sequences`` (a temporary directory), runs the
-sequential job (``train_sequential``: leave-one-out by time, Cloze training, validation each
+sequential job (``train_sequential``: leave-one-out by time, Cloze training by the Trainer with
+the item table in a ``--layout`` updated by its fused ``--table-optimizer``, validation each
 epoch with the best epoch kept, test at the end) and compares HR@10, NDCG@10 and MRR@10 of
 BERT4Rec and popularity on the test items, ranked among all items with the user's history
 excluded. Target: BERT4Rec's test NDCG@10 at least twice popularity's.
@@ -11,6 +12,8 @@ step ran ~10x faster with 1 thread than with 2, whose OpenMP barriers wait on de
 threads. Writes ``benchmarks/results/bert4rec.json`` and ``.png``.
 
     python benchmarks/bert4rec.py [--users 5000] [--epochs 8] [--threads 1]
+        [--layout '{"name": "multiplexed", "rows": 4000, "chunk_dim": 32, "probes": 2}']
+        [--table-optimizer rowwise_adagrad --table-lr 0.05]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from recsys_embed.artifacts import versions
 from recsys_embed.models import BERT4RecConfig
+from recsys_embed.tables import TableOptimizer
 from recsys_embed.pipelines.synthetic.seq import write_sequences
 from recsys_embed.jobs.sequential import SequentialConfig, scan_parquet_events, train_sequential
 
@@ -74,13 +78,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--layout", type=json.loads, default={"name": "per_feature"}, help="the item table's layout (JSON)")
+    parser.add_argument("--table-optimizer", default=None, help="fused optimizer of the item table (default: the job's)")
+    parser.add_argument("--table-lr", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS / "bert4rec.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    default = SequentialConfig().table_optimizer
+    table_optimizer = TableOptimizer(args.table_optimizer or default.name, lr=args.table_lr or default.lr)
     config = SequentialConfig(
         BERT4RecConfig(max_len=args.max_len, dim=args.dim, num_layers=args.layers, dropout=args.dropout),
-        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, mask_prob=args.mask_prob, seed=args.seed, progress=False,
+        layout=args.layout, table_optimizer=table_optimizer, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, mask_prob=args.mask_prob, seed=args.seed, progress=False,
     )
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

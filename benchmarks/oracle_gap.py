@@ -45,7 +45,6 @@ from recsys_embed.metrics import auc, logloss
 from recsys_embed.jobs.model_io import load_model
 from recsys_embed.pipelines.synthetic.click_model import ClickModel, CtrWorld
 from recsys_embed.pipelines.synthetic.ctr import BLOCK_ROWS
-from recsys_embed.jobs.trainer import Trainer, TrainerConfig
 
 HERE = Path(__file__).resolve().parent
 BUCKETS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, None))  # training occurrences, [lo, hi)
@@ -90,8 +89,7 @@ def gap_by_frequency(
     """Model and oracle AUC of the test rows, bucketed by training occurrences of user and item
     (:func:`bucket_aucs`)."""
     loaded = load_model(run_dir / "model")
-    trainer = Trainer(loaded.model, TrainerConfig(progress=False))
-    scores, labels, _ = trainer.predict(loaded.pipeline.batches(splits["test"], batch_size=batch_size))
+    scores, labels, _ = loaded.model.predict(loaded.pipeline.batches(splits["test"], batch_size=batch_size))
     test = pl.read_parquet(f"{splits['test']}/*.parquet", columns=["user_id", "item_id", "label", "p_true"])
     if not np.array_equal(test["label"].to_numpy(), labels):
         raise RuntimeError(f"{splits['test']}: the batch stream is not in file order; cannot align rows")

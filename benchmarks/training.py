@@ -187,7 +187,7 @@ def train_ours(model: str, config: dict[str, Any]) -> tuple[dict[str, Any], np.n
     result, loop = timed(lambda: trainer.fit(train))
     train.set_epoch(0)
     _, data = timed(lambda: sum(1 for _ in train))
-    preds, _, _ = trainer.predict(pipe.batches(config["splits"]["test"], batch_size=config["batch_size"]))
+    preds, _, _ = net.predict(pipe.batches(config["splits"]["test"], batch_size=config["batch_size"]))
     dense = sum(p.numel() for p in net.model.parameters())
     report = {
         "samples": result.samples,

@@ -2,8 +2,9 @@
 
 CTR models (``forward(embeddings, dense) -> logits [B]``, built from a table layout's
 ``EmbeddingShapes``): :class:`DIN`, :class:`AutoInt` (AutoInt+ with ``dnn``), :class:`MLP`.
-Sequential models over item ids (``score_next(history) -> [B, num_items + 2]``):
-:class:`BERT4Rec`, :class:`Popularity`, ranked by :func:`rank_of`.
+Next-item models over a table group's item ids (``score_next(...) -> [B, V]``, V table rows):
+:class:`BERT4Rec` (item embeddings ``[B, L, D]`` + mask and the item table ``[V, D]`` in),
+:class:`Popularity`, ranked by :func:`rank_of`.
 """
 
 from recsys_embed.models.autoint import AutoInt, AutoIntConfig

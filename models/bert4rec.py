@@ -2,41 +2,37 @@
 Representations from Transformer").
 
 A bidirectional transformer encoder (post-norm, GELU, as BERT) over the sum of item and
-learned position embeddings (layer-normed, as BERT), trained by Cloze: random items of each sequence are replaced by a mask token and
-predicted from both sides. The output layer shares the item embedding table:
-``logits = GELU(h W_p + b_p) E^T + b``. To recommend, a mask token is appended after the
-history (the oldest item dropped when the history is full) and its prediction scores every item.
+learned position embeddings (layer-normed, as BERT), trained by Cloze: random items of each
+sequence are replaced by a learned mask vector and predicted from both sides. The output layer
+is tied to the item table: ``logits = GELU(h W_p + b_p) E^T + b`` with ``E [V, D]`` every row of
+the item table. To recommend, the mask vector is appended after the history (the oldest item
+dropped when the history is full) and its prediction scores every item.
 
-Inputs are item id tensors ``[B, L]``, left-aligned (oldest first) and zero padded, as the
-pipeline's sequence features are. Because its output layer needs the item table itself, the
-model owns that table (``nn.Embedding(num_items + 2, D)``; 0 pads, ``num_items + 1`` is the
-mask token): a lookup by row, not a vocabulary lookup; the ids come from the pipeline.
+The model owns no item table: it takes the item embeddings ``[B, L, D]`` and mask ``[B, L]``
+of a table layout's sequence feature (left-aligned, oldest first) and, for the output layer,
+the layout's ``table_vectors(group)`` ``[V, D]``. Ids follow the pipeline (0 pads, 1
+out-of-vocabulary, 2.. items; see ``next_item_ranking``).
 
-Shape notation: B batch, L sequence length (<= max_len), D model dim, V = num_items + 2.
+Shape notation: B batch, L sequence length (<= max_len), D model dim, V table rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recsys_embed.models.next_item_ranking import PAD_ID, check_items
+from recsys_embed.models.next_item_ranking import FIRST_ITEM_ID
 
 
 @dataclass
 class BERT4RecConfig:
-    """BERT4Rec hyper-parameters: ``num_items`` items (ids ``1..num_items``), sequences of at
-    most ``max_len`` items, a ``dim``-wide encoder of ``num_layers`` layers with ``num_heads``
-    heads and a ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT).
+    """BERT4Rec hyper-parameters: sequences of at most ``max_len`` items, a ``dim``-wide
+    encoder (the item table's dim) of ``num_layers`` layers with ``num_heads`` heads and a
+    ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT)."""
 
-    ``num_items=None`` leaves the item count to whoever knows the data (the sequential job
-    counts it, then builds the model from :meth:`with_items`); the model needs it set.
-    """
-
-    num_items: int | None = None
     max_len: int = 50
     dim: int = 64
     num_layers: int = 2
@@ -44,73 +40,53 @@ class BERT4RecConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        if (self.num_items is not None and self.num_items < 1) or self.max_len < 2:
-            raise ValueError(f"BERT4Rec needs num_items >= 1 and max_len >= 2, got {self.num_items}, {self.max_len}")
+        if self.max_len < 2:
+            raise ValueError(f"BERT4Rec needs max_len >= 2, got {self.max_len}")
         if self.dim % self.num_heads:
             raise ValueError(f"BERT4Rec dim {self.dim} must be divisible by num_heads {self.num_heads}")
 
-    def with_items(self, num_items: int) -> BERT4RecConfig:
-        """This config for ``num_items`` items."""
-        return replace(self, num_items=num_items)
 
-    def _known_items(self) -> int:
-        if self.num_items is None:
-            raise ValueError("BERT4RecConfig.num_items is not set; build the model from config.with_items(num_items)")
-        return self.num_items
-
-    @property
-    def mask_id(self) -> int:
-        return self._known_items() + 1
-
-    @property
-    def vocab_size(self) -> int:
-        return self._known_items() + 2
-
-
-def cloze_mask(
-    items: torch.Tensor, mask_prob: float, mask_id: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cloze task: each real (non-padding) item is masked with probability ``mask_prob``.
-
-    Returns ``(inputs, targets)``, both ``[B, L]``: ``inputs`` with the chosen items replaced
-    by ``mask_id``; ``targets`` holding the original item at those positions and 0 elsewhere.
+def cloze_mask(real: torch.Tensor, mask_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cloze task: each real position (``real [B, L]`` True) is masked with probability
+    ``mask_prob``; returns the masked positions ``[B, L]`` bool (never padding).
 
     Example::
 
-        >>> inputs, targets = cloze_mask(torch.tensor([[3, 4, 5, 0]]), 0.5, mask_id=9,
-        ...                              generator=torch.Generator().manual_seed(1))
-        >>> inputs.tolist(), targets.tolist()
-        ([[3, 9, 9, 0]], [[0, 4, 5, 0]])
+        >>> cloze_mask(torch.tensor([[True, True, True, False]]), 0.5, torch.Generator().manual_seed(1)).tolist()
+        [[False, True, True, False]]
     """
     if not 0.0 < mask_prob < 1.0:
         raise ValueError(f"mask_prob must lie in (0, 1), got {mask_prob}")
-    real = items != PAD_ID
-    device = items.device if generator is None else generator.device
-    chosen = (torch.rand(items.shape, generator=generator, device=device).to(items.device) < mask_prob) & real
-    return items.masked_fill(chosen, mask_id), torch.where(chosen, items, torch.zeros_like(items))
+    device = real.device if generator is None else generator.device
+    return (torch.rand(real.shape, generator=generator, device=device).to(real.device) < mask_prob) & real
 
 
 class BERT4Rec(nn.Module):
-    """``forward(items [B, L]) -> hidden [B, L, D]``; ``logits(hidden [..., D]) -> [..., V]``.
+    """``forward(items [B, L, D], mask [B, L], masked [B, L]) -> hidden [B, L, D]``;
+    ``logits(hidden [..., D], item_vectors [V, D]) -> [..., V]``; ``rows`` is V (the output bias).
 
     Example::
 
         >>> from recsys_embed.models import rank_of
-        >>> model = BERT4Rec(BERT4RecConfig(num_items=20, max_len=6, dim=8, num_layers=1)).eval()
+        >>> model = BERT4Rec(BERT4RecConfig(max_len=6, dim=8, num_layers=1), rows=22).eval()
+        >>> table = torch.randn(22, 8)
         >>> history = torch.tensor([[3, 4, 5, 0, 0, 0], [7, 8, 9, 10, 11, 12]])
-        >>> scores = model.score_next(history)
+        >>> scores = model.score_next(table[history], history != 0, table)
         >>> scores.shape, rank_of(scores, torch.tensor([6, 13]), exclude=history).shape
         (torch.Size([2, 22]), torch.Size([2]))
-        >>> inputs, targets = cloze_mask(history, 0.3, model.config.mask_id, torch.Generator().manual_seed(0))
-        >>> model.cloze_loss(inputs, targets).shape
+        >>> masked = cloze_mask(history != 0, 0.3, torch.Generator().manual_seed(0))
+        >>> model.cloze_loss(table[history], history != 0, masked, history, table).shape
         torch.Size([])
     """
 
-    def __init__(self, config: BERT4RecConfig) -> None:
+    def __init__(self, config: BERT4RecConfig, rows: int) -> None:
         super().__init__()
+        if rows <= FIRST_ITEM_ID:
+            raise ValueError(f"BERT4Rec needs an item table of more than {FIRST_ITEM_ID} rows, got {rows}")
         self.config = config
+        self.rows = rows
         d = config.dim
-        self.items = nn.Embedding(config.vocab_size, d, padding_idx=PAD_ID)
+        self.mask_vector = nn.Parameter(torch.empty(d))
         self.positions = nn.Embedding(config.max_len, d)
         self.embedding_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(config.dropout)
@@ -119,68 +95,84 @@ class BERT4Rec(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
         self.transform = nn.Sequential(nn.Linear(d, d), nn.GELU())  # W_p, b_p
-        self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
-        for table in (self.items, self.positions):
-            nn.init.trunc_normal_(table.weight, std=0.02, a=-0.04, b=0.04)
-        with torch.no_grad():
-            self.items.weight[PAD_ID].zero_()
+        self.output_bias = nn.Parameter(torch.zeros(rows))
+        nn.init.trunc_normal_(self.positions.weight, std=0.02, a=-0.04, b=0.04)
+        nn.init.trunc_normal_(self.mask_vector, std=0.02, a=-0.04, b=0.04)
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        if items.dim() != 2 or items.shape[1] > self.config.max_len:
-            raise ValueError(f"items must be [B, L] with L <= max_len={self.config.max_len}, got {tuple(items.shape)}")
-        check_items(items, self.config.num_items, "BERT4Rec input", allow_mask=True)
-        positions = torch.arange(items.shape[1], device=items.device)
-        x = self.dropout(self.embedding_norm(self.items(items) + self.positions(positions)))
-        padding = items == PAD_ID
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor | None = None) -> torch.Tensor:
+        if items.dim() != 3 or items.shape[1] > self.config.max_len or items.shape[2] != self.config.dim:
+            raise ValueError(
+                f"items must be [B, L, D] with L <= max_len={self.config.max_len} and D={self.config.dim}, got {tuple(items.shape)}"
+            )
+        if masked is not None:
+            items = torch.where(masked[..., None], self.mask_vector.to(items.dtype), items)
+        x = self.dropout(self.embedding_norm(items + self.positions.weight[: items.shape[1]]))
+        padding = ~mask
         padding[:, 0] &= ~padding.all(1)  # an all-padding row attends to its first slot (no NaN)
         return self.encoder(x, src_key_padding_mask=padding)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """Scores of every id from hidden states: ``[..., D] -> [..., V]`` (output layer tied to the item table)."""
-        return F.linear(self.transform(hidden), self.items.weight, self.output_bias)
+        if item_vectors.shape != (self.rows, self.config.dim):
+            raise ValueError(f"item_vectors must be [{self.rows}, {self.config.dim}], got {tuple(item_vectors.shape)}")
+        return F.linear(self.transform(hidden), item_vectors, self.output_bias)
 
-    def cloze_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the masked positions (``targets != 0``) of :func:`cloze_mask`'s output."""
-        hidden = self(inputs)
-        masked = targets != PAD_ID
+    def cloze_loss(
+        self, items: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor, ids: torch.Tensor, item_vectors: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean cross-entropy over the ``masked`` positions (:func:`cloze_mask`) of predicting
+        their ids ``[B, L]`` among all ``V`` rows."""
+        hidden = self(items, mask, masked)
         if not bool(masked.any()):
-            return hidden.sum() * 0.0
-        return F.cross_entropy(self.logits(hidden[masked]), targets[masked])
+            return hidden.sum() * 0.0 + item_vectors.sum() * 0.0
+        return F.cross_entropy(self.logits(hidden[masked], item_vectors), ids[masked])
 
-    def score_next(self, history: torch.Tensor) -> torch.Tensor:
-        """Scores of the next item after each history, ``[B, L] -> [B, V]``; the padding and
-        mask ids score ``-inf``. Rank them with :func:`recsys_embed.models.rank_of`."""
-        check_items(history, self.config.num_items, "history")
-        inputs, position = append_mask(history, self.config.mask_id, self.config.max_len)
-        hidden = self(inputs)[torch.arange(inputs.shape[0], device=inputs.device), position]
-        scores = self.logits(hidden)
-        scores[:, [PAD_ID, self.config.mask_id]] = float("-inf")
+    def score_next(self, items: torch.Tensor, mask: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        """Scores of the next item after each history ``[B, L, D]`` (mask ``[B, L]``),
+        ``[B, V]``; the padding and out-of-vocabulary ids score ``-inf``. Rank them with
+        :func:`recsys_embed.models.rank_of`."""
+        inputs, real, position = append_mask(items, mask, self.config.max_len)
+        masked = torch.zeros_like(real)
+        rows = torch.arange(inputs.shape[0], device=inputs.device)
+        masked[rows, position] = True
+        hidden = self(inputs, real, masked)[rows, position]
+        scores = self.logits(hidden, item_vectors)
+        scores[:, :FIRST_ITEM_ID] = float("-inf")
         return scores
 
 
-def append_mask(history: torch.Tensor, mask_id: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Put the mask token right after each left-aligned history ``[B, L]``; a row that would
-    exceed ``max_len`` drops its oldest item. Returns the inputs ``[B, min(L + 1, max_len)]``
-    and the mask's position in each row ``[B]``.
+def append_mask(items: torch.Tensor, mask: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Make room for the mask position right after each left-aligned history ``[B, L, ...]``
+    (mask ``[B, L]``); a row that would exceed ``max_len`` drops its oldest item. Returns the
+    inputs ``[B, min(L + 1, max_len), ...]`` (zeros at the new position), their mask (True up
+    to and including the new position) and the new position of each row ``[B]``.
 
     Example::
 
-        >>> append_mask(torch.tensor([[3, 4, 0], [5, 6, 7]]), mask_id=9, max_len=3)
-        (tensor([[3, 4, 9],
-                [6, 7, 9]]), tensor([2, 2]))
+        >>> items = torch.tensor([[3, 4, 0], [5, 6, 7]])
+        >>> append_mask(items, items != 0, max_len=3)
+        (tensor([[3, 4, 0],
+                [6, 7, 0]]), tensor([[True, True, True],
+                [True, True, True]]), tensor([2, 2]))
     """
-    batch, length = history.shape
+    batch, length = mask.shape
     if length > max_len:
         raise ValueError(f"history has length {length} > max_len={max_len}; keep the most recent max_len items")
-    lengths = (history != PAD_ID).sum(1)
-    left_aligned = torch.arange(length, device=history.device)[None, :] < lengths[:, None]
-    if not torch.equal(left_aligned, history != PAD_ID):
-        row = int(torch.nonzero((left_aligned != (history != PAD_ID)).any(1))[0])
-        raise ValueError(f"history row {row} is not left-aligned: item ids first, padding 0 after them")
-    rows = torch.arange(batch, device=history.device)
-    inputs = torch.cat([history, history.new_zeros(batch, 1)], dim=1)
-    inputs[rows, lengths] = mask_id
+    lengths = mask.sum(1)
+    left_aligned = torch.arange(length, device=mask.device)[None, :] < lengths[:, None]
+    if not torch.equal(left_aligned, mask):
+        row = int(torch.nonzero((left_aligned != mask).any(1))[0])
+        raise ValueError(f"history row {row} is not left-aligned: items first, padding after them")
+    rows = torch.arange(batch, device=mask.device)
+    inputs = torch.cat([items, items.new_zeros((batch, 1, *items.shape[2:]))], dim=1)
+    real = torch.cat([mask, mask.new_zeros(batch, 1)], dim=1)
+    real[rows, lengths] = True
     if length + 1 <= max_len:
-        return inputs, lengths
+        return inputs, real, lengths
     full = lengths == length
-    return torch.where(full[:, None], inputs[:, 1:], inputs[:, :length]), lengths - full.to(lengths.dtype)
+    shift = full.view(-1, *([1] * (inputs.dim() - 1)))
+    return (
+        torch.where(shift, inputs[:, 1:], inputs[:, :length]),
+        torch.where(full[:, None], real[:, 1:], real[:, :length]),
+        lengths - full.to(lengths.dtype),
+    )

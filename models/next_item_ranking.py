@@ -1,31 +1,30 @@
 """Next-item ranking shared by the sequential models (BERT4Rec, Popularity).
 
-Item id layout of every sequential model: ``0`` pads, ``1..num_items`` are items, and
-``num_items + 1`` is BERT4Rec's mask token; scores cover all ``V = num_items + 2`` ids.
-(With ids from ``recsys_embed.pipelines``, the out-of-vocabulary id 1 is simply one more
-item and ``num_items = table rows - 1``.) The 1-based ranks feed ``recsys_embed.metrics``
-(``hit_rate``, ``ndcg``, ``mrr``).
+Item ids are the rows of the item table group, as the fitted pipeline gives them
+(``recsys_embed.features``): ``0`` pads, ``1`` is out-of-vocabulary, ``2..V-1`` are items.
+Scores cover all ``V`` rows; only items (ids >= 2) are candidates. The 1-based ranks feed
+``recsys_embed.metrics`` (``hit_rate``, ``ndcg``, ``mrr``).
 
-Shape notation: B batch, L history length, V ids (num_items + 2), N sampled negatives.
+Shape notation: B batch, L history length, V ids (table rows), N sampled negatives.
 """
 
 from __future__ import annotations
 
 import torch
 
-PAD_ID = 0
+from recsys_embed.features import FIRST_VALUE_ID, MISSING_ID
+
+PAD_ID = MISSING_ID
+FIRST_ITEM_ID = FIRST_VALUE_ID
 
 
-def check_items(items: torch.Tensor, num_items: int, what: str, allow_mask: bool = False) -> None:
-    """Raise a ``TypeError`` for non-integer ids and an ``IndexError`` for ids outside
-    ``[0, num_items]`` (``[0, num_items + 1]`` with ``allow_mask``)."""
+def check_items(items: torch.Tensor, rows: int, what: str) -> None:
+    """Raise a ``TypeError`` for non-integer ids and an ``IndexError`` for ids outside ``[0, rows)``."""
     if items.dtype.is_floating_point or items.dtype == torch.bool:
         raise TypeError(f"{what} must hold integer item ids, got dtype {items.dtype}")
-    high = num_items + 1 if allow_mask else num_items
-    if items.numel() and (int(items.min()) < 0 or int(items.max()) > high):
+    if items.numel() and (int(items.min()) < 0 or int(items.max()) >= rows):
         raise IndexError(
-            f"{what}: item ids must lie in [0, {high}] (0 pads, 1..{num_items} items"
-            f"{', ' + str(num_items + 1) + ' the mask token' if allow_mask else ''}), "
+            f"{what}: item ids must lie in [0, {rows}) (0 pads, 1 out-of-vocabulary, 2..{rows - 1} items), "
             f"got min {int(items.min())} max {int(items.max())}"
         )
 
@@ -38,27 +37,27 @@ def rank_of(
 ) -> torch.Tensor:
     """1-based rank of each target item among the candidates, ``[B]`` float.
 
-    Full ranking (``negatives`` None): the candidates are all items ``1..V-2`` (never the
-    padding id 0 nor the mask id V-1), minus the ids in ``exclude [B, L]`` (e.g. the history;
+    Full ranking (``negatives`` None): the candidates are all items ``2..V-1`` (never the
+    padding id 0 nor the out-of-vocabulary id 1), minus the ids in ``exclude [B, L]`` (e.g. the history;
     its padding zeros are ignored) except the target itself. Sampled ranking: the candidates
     are the target and ``negatives [B, N]`` (see :func:`sample_negatives`). Ties count half:
     ``rank = 1 + #higher + #tied / 2``, the expected rank under random tie-breaking.
 
     Example::
 
-        >>> scores = torch.tensor([[9.0, 0.5, 0.9, 0.1, 0.7, 9.0]])  # ids 0..5, 5 is the mask
-        >>> rank_of(scores, torch.tensor([4])), rank_of(scores, torch.tensor([4]), exclude=torch.tensor([[2, 0]]))
+        >>> scores = torch.tensor([[9.0, 9.0, 0.5, 0.9, 0.1, 0.7]])  # ids 0..5: 0 pads, 1 OOV
+        >>> rank_of(scores, torch.tensor([5])), rank_of(scores, torch.tensor([5]), exclude=torch.tensor([[3, 0]]))
         (tensor([2.]), tensor([1.]))
-        >>> rank_of(scores, torch.tensor([1]), negatives=torch.tensor([[3, 2]]))
+        >>> rank_of(scores, torch.tensor([2]), negatives=torch.tensor([[4, 3]]))
         tensor([2.])
     """
     if scores.dim() != 2 or targets.shape != (scores.shape[0],):
         raise ValueError(
             f"expected scores [B, V] and targets [B], got {tuple(scores.shape)} and {tuple(targets.shape)}"
         )
-    check_items(targets, scores.shape[1] - 2, "targets")
-    if bool((targets == PAD_ID).any()):
-        raise ValueError("targets hold the padding id 0; every evaluated row needs a real target item")
+    check_items(targets, scores.shape[1], "targets")
+    if bool((targets < FIRST_ITEM_ID).any()):
+        raise ValueError("targets hold the padding id 0 or the out-of-vocabulary id 1; every evaluated row needs a known target item")
     rows = torch.arange(scores.shape[0], device=scores.device)
     target_score = scores[rows, targets].unsqueeze(1)
     if negatives is not None:
@@ -80,7 +79,7 @@ def rank_of(
 
 def sample_negatives(
     targets: torch.Tensor,
-    num_items: int,
+    rows: int,
     num_negatives: int,
     exclude: torch.Tensor | None = None,
     popularity: torch.Tensor | None = None,
@@ -88,26 +87,26 @@ def sample_negatives(
 ) -> torch.Tensor:
     """Draw ``num_negatives`` distinct negative items per row, ``[B, N]`` int64.
 
-    Never the target, padding, the mask id or an id in ``exclude [B, L]`` (the history, as
-    in the BERT4Rec paper's protocol). Uniform over the remaining items, or proportional to
-    ``popularity [num_items + 2]`` (e.g. ``Popularity.counts``) when given. Builds a
-    ``[B, num_items + 2]`` weight matrix: call it per evaluation batch.
+    Never the target, padding, the out-of-vocabulary id or an id in ``exclude [B, L]`` (the
+    history, as in the BERT4Rec paper's protocol). Uniform over the remaining items, or
+    proportional to ``popularity [rows]`` (e.g. ``Popularity.counts``) when given. Builds a
+    ``[B, rows]`` weight matrix: call it per evaluation batch.
 
     Example::
 
-        >>> neg = sample_negatives(torch.tensor([3, 1]), num_items=5, num_negatives=2,
-        ...                        exclude=torch.tensor([[1, 2], [0, 0]]), generator=torch.Generator().manual_seed(0))
-        >>> neg.shape, set(neg[0].tolist()) <= {4, 5}
+        >>> neg = sample_negatives(torch.tensor([4, 2]), rows=7, num_negatives=2,
+        ...                        exclude=torch.tensor([[2, 3], [0, 0]]), generator=torch.Generator().manual_seed(0))
+        >>> neg.shape, set(neg[0].tolist()) <= {5, 6}
         (torch.Size([2, 2]), True)
     """
     batch = targets.shape[0]
-    size = (batch, num_items + 2)
-    check_items(targets, num_items, "targets")
+    size = (batch, rows)
+    check_items(targets, rows, "targets")
     if popularity is None:
         weights = torch.ones(size, device=targets.device)
     else:
-        if popularity.shape != (num_items + 2,):
-            raise ValueError(f"popularity must be [num_items + 2] = [{num_items + 2}], got {tuple(popularity.shape)}")
+        if popularity.shape != (rows,):
+            raise ValueError(f"popularity must be [rows] = [{rows}], got {tuple(popularity.shape)}")
         weights = popularity.to(torch.float32).clamp(min=0).expand(size).clone()
     weights[~competitors(size, targets, exclude)] = 0.0
     available = (weights > 0).sum(1)
@@ -124,15 +123,14 @@ def sample_negatives(
 def competitors(
     size: tuple[int, ...] | torch.Size, targets: torch.Tensor, exclude: torch.Tensor | None
 ) -> torch.Tensor:
-    """``[B, V]`` bool, True for the ids a target competes with: items ``1..V-2`` other than
+    """``[B, V]`` bool, True for the ids a target competes with: items ``2..V-1`` other than
     the target and not in ``exclude [B, L]``."""
     valid = torch.ones(size, dtype=torch.bool, device=targets.device)
-    valid[:, PAD_ID] = False
-    valid[:, size[1] - 1] = False
+    valid[:, :FIRST_ITEM_ID] = False
     if exclude is not None:
         if exclude.dim() != 2 or exclude.shape[0] != size[0]:
             raise ValueError(f"exclude must be [B, L] with B={size[0]}, got {tuple(exclude.shape)}")
-        check_items(exclude, size[1] - 2, "exclude", allow_mask=True)
+        check_items(exclude, size[1], "exclude")
         valid.scatter_(1, exclude.to(torch.int64), False)
     valid[torch.arange(size[0], device=targets.device), targets] = False
     return valid

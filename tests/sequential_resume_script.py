@@ -3,7 +3,7 @@ subprocess.
 
 usage: sequential_resume_script.py RUN_DIR [--resume]
 Prints ``step N`` before each training step of this process (N counts from 1), so the test can
-kill it mid-run; the job writes its checkpoint, metrics and model into RUN_DIR.
+kill it mid-run; the job (through the Trainer) writes its checkpoint, metrics and model into RUN_DIR.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
-import recsys_embed.jobs.sequential
+import recsys_embed.jobs.next_item_model
 from recsys_embed.models import BERT4RecConfig, cloze_mask
 from recsys_embed.jobs.sequential import SequentialConfig, train_sequential
 
@@ -32,11 +32,11 @@ def main() -> None:
     torch.set_num_threads(1)
     steps = iter(range(1, 10**6))
 
-    def announced_cloze_mask(*args, **kwargs):  # the job draws one Cloze mask per training step
+    def announced_cloze_mask(*args, **kwargs):  # the model draws one Cloze mask per training step
         print(f"step {next(steps)}", flush=True)
         return cloze_mask(*args, **kwargs)
 
-    recsys_embed.jobs.sequential.cloze_mask = announced_cloze_mask
+    recsys_embed.jobs.next_item_model.cloze_mask = announced_cloze_mask
     model = BERT4RecConfig(max_len=8, dim=16, num_layers=1, num_heads=2, dropout=0.1)  # dropout draws from the global RNG
     config = SequentialConfig(model, epochs=EPOCHS, batch_size=BATCH, lr=3e-3, checkpoint_every=3, progress=False)
     train_sequential(events(), config, sys.argv[1], resume="--resume" in sys.argv)

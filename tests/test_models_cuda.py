@@ -66,29 +66,31 @@ def test_ctr_models_match_cpu(make: Callable[[], torch.nn.Module]) -> None:
 
 def test_bert4rec_trains_and_ranks_on_cuda() -> None:
     torch.manual_seed(0)
-    config = BERT4RecConfig(num_items=50, max_len=8, dim=16, num_layers=1, dropout=0.0)
-    model = BERT4Rec(config).to(CUDA)
+    config = BERT4RecConfig(max_len=8, dim=16, num_layers=1, dropout=0.0)
+    model = BERT4Rec(config, rows=52).to(CUDA)
+    table = torch.randn(52, 16, device=CUDA, requires_grad=True)
     lengths = torch.randint(1, 9, (32,), device=CUDA)
-    items = torch.randint(1, 51, (32, 8), device=CUDA).masked_fill(torch.arange(8, device=CUDA) >= lengths[:, None], 0)
-    inputs, targets = cloze_mask(items, 0.3, config.mask_id, generator=torch.Generator().manual_seed(1))
-    assert inputs.device.type == CUDA.type
-    model.cloze_loss(inputs, targets).backward()
-    assert model.items.weight.grad.device.type == CUDA.type
+    items = torch.randint(2, 52, (32, 8), device=CUDA).masked_fill(torch.arange(8, device=CUDA) >= lengths[:, None], 0)
+    masked = cloze_mask(items != 0, 0.3, generator=torch.Generator().manual_seed(1))
+    assert masked.device.type == CUDA.type
+    model.cloze_loss(table[items], items != 0, masked, items, table).backward()
+    assert table.grad.device.type == CUDA.type
     model.eval()
     history = items[:, :6].masked_fill(torch.arange(6, device=CUDA) >= lengths[:, None] - 1, 0)
-    targets = torch.randint(1, 51, (32,), device=CUDA)
+    targets = torch.randint(2, 52, (32,), device=CUDA)
     with torch.no_grad():
-        scores = model.score_next(history)
-        cpu_scores = model.cpu().score_next(history.cpu())
+        scores = model.score_next(table[history], history != 0, table)
+        cpu_table = table.detach().cpu()
+        cpu_scores = model.cpu().score_next(cpu_table[history.cpu()], history.cpu() != 0, cpu_table)
     torch.testing.assert_close(scores.cpu(), cpu_scores, atol=1e-4, rtol=1e-4)
     ranks = rank_of(scores, targets, exclude=history)
     assert ranks.device.type == CUDA.type and (ranks >= 1).all() and (ranks <= 50).all()
-    popularity = Popularity(50).to(CUDA).fit(items)
+    popularity = Popularity(52).to(CUDA).fit(items)
     negatives = sample_negatives(
-        targets, 50, 5, exclude=history, popularity=popularity.counts, generator=torch.Generator(CUDA).manual_seed(0)
+        targets, 52, 5, exclude=history, popularity=popularity.counts, generator=torch.Generator(CUDA).manual_seed(0)
     )
     assert negatives.device.type == CUDA.type
-    assert rank_of(popularity.score_next(history), targets, negatives=negatives).device.type == CUDA.type
+    assert rank_of(popularity.score_next(32), targets, negatives=negatives).device.type == CUDA.type
 
 
 def test_mini_batch_aware_l2_on_cuda() -> None:

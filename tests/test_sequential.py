@@ -1,8 +1,10 @@
-"""The sequential job: item vocabulary, leave-one-out without leaks, learning beyond popularity,
-artifact round trip, run configs, MovieLens end to end, and the example script."""
+"""The sequential job: pipeline item ids, leave-one-out without leaks, learning beyond popularity,
+per_feature and multiplexed item tables, artifact round trip, run configs, MovieLens end to end,
+resume after SIGKILL, and the example script."""
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import json
 import os
@@ -22,16 +24,18 @@ from safetensors.torch import load_file
 
 import recsys_embed.jobs.sequential
 from recsys_embed.checkpoint import load_state
-from recsys_embed.models import BERT4Rec, BERT4RecConfig
+from recsys_embed.features import OOV_ID
+from recsys_embed.jobs.next_item_model import RankingProtocol, evaluate_next_item
+from recsys_embed.models import BERT4RecConfig, Popularity
 from recsys_embed.jobs.sequential import (
-    ItemIndex,
+    FEATURE,
     SequentialConfig,
     SequentialReport,
-    evaluate_next_item,
-    fit_popularity,
+    encode_histories,
+    item_lookup,
     load_sequential,
+    sequence_data,
     sequential_run_config,
-    split_sequences,
     train_sequential,
     train_sequential_from_config,
 )
@@ -69,20 +73,22 @@ def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SequentialRepor
     return train_sequential(cycle_events(), config, run_dir), run_dir
 
 
-def test_item_index_round_trip() -> None:
-    index = ItemIndex.from_values(pl.Series([907, 15, None, 907, 3]))
-    assert index.to_json() == [3, 15, 907] and len(index) == 3
-    ids = index.encode([907, 3, 42, 15])
-    assert ids.tolist() == [3, 1, 0, 2]  # 42 is unknown: 0
-    assert index.decode(ids[ids > 0]) == [907, 3, 15]
-    again = ItemIndex.from_json(json.loads(json.dumps(index.to_json())))
-    assert again.encode(pl.Series([15, 907], dtype=pl.Int32)).tolist() == [2, 3]
-    names = ItemIndex.from_values(pl.Series(["b", "a", "c"]))
-    assert names.decode(names.encode(["c", "a"])) == ["c", "a"]
-    with pytest.raises(IndexError, match=r"\[1, 3\]"):
-        index.decode([0])
-    with pytest.raises(TypeError, match="String"):
-        index.encode(["a"])
+def decode(data, ids: torch.Tensor | np.ndarray) -> list:
+    """Raw item ids of pipeline ids (2.. values of the item vocabulary)."""
+    vocabulary = data.pipeline.state.tables[FEATURE].vocabulary
+    return vocabulary.take(np.asarray(ids) - 2).to_pylist()
+
+
+def test_item_ids_come_from_the_fitted_pipeline() -> None:
+    data = sequence_data(cycle_events(users=40, length=6), TINY_MODEL, min_length=3)
+    vocabulary = data.pipeline.state.tables[FEATURE].vocabulary.to_pylist()
+    assert sorted(vocabulary) == list(range(100, 130)) and data.pipeline.num_embeddings == {FEATURE: 32}
+    lookup = item_lookup(data.pipeline)
+    values, lengths = encode_histories(lookup, pl.Series([[907, 100, None], [], [129]]))
+    assert lengths.tolist() == [2, 0, 1] and values[0] == OOV_ID and decode(data, values[1:]) == [100, 129]
+    strings = sequence_data(cycle_events(users=40, length=6).with_columns(pl.col("item_id").cast(pl.String)), TINY_MODEL, 3)
+    ids, _ = encode_histories(item_lookup(strings.pipeline), pl.Series([["101", "zzz"]]))
+    assert decode(strings, ids[:1]) == ["101"] and ids[1] == OOV_ID
 
 
 def test_leave_one_out_never_puts_held_out_items_into_training_inputs() -> None:
@@ -96,21 +102,23 @@ def test_leave_one_out_never_puts_held_out_items_into_training_inputs() -> None:
         .otherwise("item_id")
         .alias("item_id")
     )
-    splits = split_sequences(events, min_length=3)
-    train_raw = set(splits.items.decode(splits.train.items))
+    data = sequence_data(events, TINY_MODEL, min_length=3)
+    train_raw = set(data.train[FEATURE].explode().to_list())
     assert train_raw and max(train_raw) < 500
-    assert set(splits.items.decode(splits.valid.targets)) == {500 + u for u in range(40)}
-    assert set(splits.items.decode(splits.test.targets)) == {900 + u for u in range(40)}
-    assert max(splits.items.decode(splits.valid.histories.items)) < 500  # validation inputs = training inputs
-    test_inputs = splits.items.decode(splits.test.histories.items)
+    assert set(decode(data, data.valid.targets)) == {500 + u for u in range(40)}
+    assert set(decode(data, data.test.targets)) == {900 + u for u in range(40)}
+    assert max(decode(data, data.valid.values)) < 500  # validation inputs = training inputs
+    test_inputs = decode(data, data.test.values)
     assert max(test_inputs) < 900 and {500 + u for u in range(40)} <= set(test_inputs)
     # per user, in time order although the frame is shuffled: train = all but the last two items
     user0 = events.filter(pl.col("user_id") == 0).sort("timestamp")["item_id"].to_list()
-    first = splits.train.padded(np.array([0]))[0]
-    assert splits.items.decode(first[first > 0]) == user0[:-2]
-    counts = fit_popularity(splits.train, len(splits.items)).counts
-    held_out = splits.items.encode(list(range(500, 540)) + list(range(900, 940)))
-    assert counts[held_out].sum() == 0 and counts.sum() == len(splits.train.items)
+    assert data.train.filter(pl.col("user_id") == 0)[FEATURE].to_list() == [user0[:-2]]
+    # the vocabulary holds every item, held-out ones included; the training data reads none of them
+    lookup = item_lookup(data.pipeline)
+    rows = data.pipeline.num_embeddings[FEATURE]
+    counts = Popularity(rows).fit(encode_histories(lookup, data.train[FEATURE])[0]).counts
+    held_out, _ = encode_histories(lookup, pl.Series([list(range(500, 540)) + list(range(900, 940))]))
+    assert (held_out >= 2).all() and counts[held_out].sum() == 0 and counts.sum() == data.train[FEATURE].list.len().sum()
 
 
 def test_bert4rec_beats_popularity_on_a_strongly_sequential_dataset(cycle_run: tuple[SequentialReport, Path]) -> None:
@@ -118,7 +126,7 @@ def test_bert4rec_beats_popularity_on_a_strongly_sequential_dataset(cycle_run: t
     assert report.test["ndcg@10"] > 2 * report.popularity_test["ndcg@10"], report.summary()
     assert report.test["hr@10"] > 0.8 and report.popularity_test["hr@10"] < 0.6
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert len(metrics["epochs"]) == 8 and metrics["test"] == report.test
+    assert len(metrics["epochs"]) == 8 and metrics["test"] == report.test and metrics["steps"] == 8 * 20
     assert metrics["popularity"]["test"] == report.popularity_test and metrics["data"]["items"] == 30
     assert (run_dir / "training_curves.png").stat().st_size > 1000
     summary = report.summary()
@@ -130,15 +138,20 @@ def test_artifact_round_trip_gives_identical_recommendations(cycle_run: tuple[Se
     report, run_dir = cycle_run
     loaded = load_sequential(run_dir / "model")
     histories = [[100, 101, 102], [128, 129], [5, 110], [], [115, 116, 117, 118, 119, 120, 121, 122, 123, 124, 125]]
-    expected = report.recommender.recommend_batch(histories, k=5)
-    assert loaded.recommend_batch(histories, k=5) == expected
-    assert loaded.recommend([100, 101, 102], k=5) == expected[0]
+    expected, scores = report.recommender.recommend(histories, k=5)
+    assert loaded.recommend(histories, k=5) == (expected, scores)
+    assert all(a >= b for row in scores for a, b in zip(row, row[1:]))  # best first
     assert 103 in expected[0]  # the cycle's successor
-    assert 110 not in expected[2] and len(expected[2]) == 5  # history excluded, unknown raw id 5 skipped
-    everything = loaded.recommend([100, 101], k=1000)
-    assert len(everything) == 28 and set(everything) == set(range(102, 130))
+    assert 110 not in expected[2] and len(expected[2]) == 5  # history excluded; unknown raw id 5 reads the OOV row
+    kept, _ = loaded.recommend([[100, 101]], k=5, exclude_history=False)
+    assert len(kept[0]) == 5
+    everything, _ = loaded.recommend([[100, 101]], k=1000)
+    assert len(everything[0]) == 28 and set(everything[0]) == set(range(102, 130))
+    with pytest.raises(ValueError, match="vocabulary's type int64"):
+        loaded.recommend([["a"]])
     manifest = json.loads((run_dir / "model" / "manifest.json").read_text())
-    assert manifest["items"] == list(range(100, 130)) and manifest["model"]["name"] == "bert4rec"
+    assert manifest["task"] == "sequential" and manifest["model"]["name"] == "bert4rec"
+    assert manifest["layout"] == {"name": "per_feature"} and manifest["task_settings"] == {"feature": "items", "exclude_history": True}
 
 
 def test_loading_refuses_an_artifact_of_another_task(cycle_run: tuple[SequentialReport, Path], tmp_path: Path) -> None:
@@ -148,20 +161,37 @@ def test_loading_refuses_an_artifact_of_another_task(cycle_run: tuple[Sequential
     (copy / "manifest.json").write_text(json.dumps({**manifest, "task": "ctr"}))
     with pytest.raises(ValueError, match="task is 'ctr', not a 'sequential' model"):
         load_sequential(copy)
+    old = {"task": "sequential", "model": manifest["model"], "items": list(range(100, 130))}  # an artifact of the earlier job
+    (copy / "manifest.json").write_text(json.dumps({**{k: v for k, v in manifest.items() if k != "pipeline"}, **old}))
+    with pytest.raises(ValueError, match="earlier version"):
+        load_sequential(copy)
+
+
+def test_multiplexed_item_table_trains_and_round_trips(tmp_path: Path) -> None:
+    layout = {"name": "multiplexed", "rows": 64, "chunk_dim": 16, "probes": 2}
+    config = SequentialConfig(TINY_MODEL, layout=layout, epochs=2, batch_size=16, lr=3e-3, progress=False)
+    report = train_sequential(cycle_events(users=80), config, tmp_path)
+    assert report.test["hr@10"] > 0 and (tmp_path / "model" / "manifest.json").is_file()
+    loaded = load_sequential(tmp_path / "model")
+    assert loaded.recommend([[100, 101]], k=3) == report.recommender.recommend([[100, 101]], k=3)
+    with pytest.raises(ValueError, match="vectors are 16 wide but model.dim is 32"):
+        train_sequential(cycle_events(users=20), dataclasses.replace(config, layout={**layout, "probes": 1}), tmp_path / "x")
 
 
 def test_sampled_negatives_rank_among_target_and_negatives_only() -> None:
-    splits = split_sequences(cycle_events(users=30, length=6), min_length=5)
-    popularity = fit_popularity(splits.train, len(splits.items))
+    data = sequence_data(cycle_events(users=30, length=6), TINY_MODEL, min_length=5)
+    rows = data.pipeline.num_embeddings[FEATURE]
+    popularity = Popularity(rows).fit(encode_histories(item_lookup(data.pipeline), data.train[FEATURE])[0])
+    score = lambda _, lengths: popularity.score_next(lengths.numel())  # noqa: E731
     for sampling in ("uniform", "popularity"):
-        config = SequentialConfig(TINY_MODEL, negatives=4, negative_sampling=sampling, ks=(1, 5))
-        first = evaluate_next_item(popularity.score_next, splits.test, config, popularity)
+        protocol = RankingProtocol(ks=(1, 5), negatives=4, negative_sampling=sampling)
+        first = evaluate_next_item(score, data.test, protocol, rows, popularity.counts)
         assert first["hr@5"] == 1.0 and first["hr@1"] < 1.0  # 5 candidates in all
-        assert evaluate_next_item(popularity.score_next, splits.test, config, popularity) == first
-    full = evaluate_next_item(popularity.score_next, splits.test, SequentialConfig(TINY_MODEL, ks=(5,)), popularity)
+        assert evaluate_next_item(score, data.test, protocol, rows, popularity.counts) == first
+    full = evaluate_next_item(score, data.test, RankingProtocol(ks=(5,)), rows)
     assert full["hr@5"] < 0.6
     with pytest.raises(ValueError, match="items left to sample"):
-        evaluate_next_item(popularity.score_next, splits.test, SequentialConfig(TINY_MODEL, negatives=40), popularity)
+        evaluate_next_item(score, data.test, RankingProtocol(negatives=40), rows)
 
 
 def test_bad_config_keys_and_values_are_named() -> None:
@@ -177,10 +207,11 @@ def test_bad_config_keys_and_values_are_named() -> None:
         "run.yaml.trainer.epochs: expected int": {**good, "trainer": {"epochs": "two"}},
         "run.yaml.trainer: mask_prob must lie in": {**good, "trainer": {"mask_prob": 1.5}},
         "run.yaml.model: BERT4Rec dim 30 must be divisible": {**good, "model": {"dim": 30, "num_heads": 4}},
-        "run.yaml.trainer: unknown key(s) ['model']; expected some of ['batch_size',": {**good, "trainer": {"model": {}}},
+        "run.yaml.trainer: unknown key(s) ['layout', 'model']; expected some of ['batch_size',": {**good, "trainer": {"model": {}, "layout": {}}},
         "run.yaml: missing required key(s) ['data']": {"task": "sequential"},
-        "run.yaml: model.num_items is counted from the data by the sequential job; leave it out (got 5)":
-            {**good, "model": {"num_items": 5}},
+        "run.yaml.model: unknown key(s) ['num_items']": {**good, "model": {"num_items": 5}},
+        "run.yaml.table_optimizer: table optimizer 'nope' is not one of": {**good, "table_optimizer": {"name": "nope"}},
+        "run.yaml.trainer: negative_sampling must be one of": {**good, "trainer": {"negative_sampling": "zipf"}},
     }
     for message, mapping in cases.items():
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -190,8 +221,8 @@ def test_bad_config_keys_and_values_are_named() -> None:
     with pytest.raises(ValueError, match="min_length must be >= 3"):
         SequentialConfig(min_length=2)
     assert SequentialConfig(model={"dim": 16, "num_heads": 4}).model == BERT4RecConfig(dim=16, num_heads=4)
-    with pytest.raises(ValueError, match=re.escape("num_items is not set; build the model from config.with_items")):
-        BERT4Rec(BERT4RecConfig(dim=16))
+    run, config = sequential_run_config({**good, "layout": {"name": "multiplexed", "rows": 100}, "table_optimizer": {"name": "sgd", "lr": 0.1}})
+    assert config.layout["name"] == "multiplexed" and config.table_optimizer.name == "sgd" and config.model.dim == 32
 
 
 def test_movielens_u_data_end_to_end_through_a_run_config(tmp_path: Path) -> None:
@@ -218,7 +249,7 @@ def test_movielens_u_data_end_to_end_through_a_run_config(tmp_path: Path) -> Non
     assert set(report.test) == {"hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"}
     assert 0.0 <= report.test["ndcg@10"] <= 1.0 and report.popularity_test["hr@10"] > 0
     recommender = load_sequential(tmp_path / "run" / "model")
-    top = recommender.recommend([1001, 1002, 1003], k=3)
+    (top,), _ = recommender.recommend([[1001, 1002, 1003]], k=3)
     assert len(top) == 3 and set(top) <= set(range(1004, 1026))
 
 
@@ -271,7 +302,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> No
     assert len(resumed.stdout.splitlines()) == total - state["result"]["steps"]  # trained steps are not replayed
     last = {name: load_state(run / "checkpoint") for name, run in (("straight", tmp_path / "straight"), ("resumed", killed))}
     assert last["straight"]["epoch"] == last["resumed"]["epoch"] == 3
-    for key in ("model", "optimizer", "masking"):  # the last epoch's weights, AdamW state, Cloze generator
+    for key in ("model", "optimizer", "rng"):  # the last epoch's weights (table and optimizer state too), AdamW state, RNG
         flat = {name: dict(_flatten(state[key])) for name, state in last.items()}
         assert flat["straight"].keys() == flat["resumed"].keys()
         for name, value in flat["straight"].items():

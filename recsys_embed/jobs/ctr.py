@@ -115,7 +115,7 @@ def _search_and_retrain(
 
 def evaluate(model_path: str | Path, data: str | Path, batch_size: int = 4096) -> dict[str, float]:
     """AUC, logloss (and GAUC) of a saved model on a dataset."""
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, task="ctr")
     trainer = Trainer(loaded.model, TrainerConfig(progress=False))
     return trainer.evaluate(loaded.pipeline.batches(data, batch_size=batch_size))
 

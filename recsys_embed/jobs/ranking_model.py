@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys_embed import metrics
 from recsys_embed.batch import Batch
 from recsys_embed.models import mini_batch_aware_l2
 from recsys_embed.tables.base import Embeddings
@@ -47,6 +51,29 @@ class RankingModel(nn.Module):
             loss = loss + self.mba_l2 * self.mini_batch_aware_l2(batch, emb)
         return loss, logits[-1]
 
+    @torch.no_grad()
+    def predict(self, data: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities, labels and groups over a stream, in stream order (in eval mode)."""
+        was_training = self.training
+        self.eval()
+        scores, labels, groups = [], [], []
+        for batch in data:
+            scores.append(torch.sigmoid(self(batch)).cpu().numpy())
+            labels.append(batch.labels.cpu().numpy())
+            if batch.groups is not None:
+                groups.append(batch.groups.cpu().numpy())
+        self.train(was_training)
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+        return cat(scores), cat(labels), (cat(groups) if groups else None)
+
+    def evaluate(self, data: Iterable[Batch]) -> dict[str, float]:
+        """AUC, logloss and (when batches carry groups) GAUC over a stream."""
+        scores, labels, groups = self.predict(data)
+        out = {"auc": metrics.auc(scores, labels), "logloss": metrics.logloss(scores, labels), "rows": float(len(labels))}
+        if groups is not None:
+            out["gauc"] = metrics.gauc(scores, labels, groups)
+        return out
+
     def use_mini_batch_aware_l2(self, weight: float, frequencies: torch.Tensor) -> None:
         """Add ``weight * sum_j ||w_j||^2 / n_j`` to the training loss (DIN, Zhou et al. 2018,
         eq. 4-5): j runs over the distinct table rows the batch reads, each once; ``frequencies``
@@ -74,8 +101,15 @@ class RankingModel(nn.Module):
 
     def dense_param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """Optimizer param groups for everything the fused table kernel does not update."""
-        extra = self.tables.dense_parameters()
-        taken = {id(p) for group in extra for p in group["params"]}
-        kernel = {id(p) for p in self.tables.fused_parameters()}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in taken and id(p) not in kernel]
-        return [{"params": rest, "lr": lr, "weight_decay": weight_decay}, *extra]
+        return dense_param_groups(self, self.tables, lr, weight_decay)
+
+
+def dense_param_groups(module: nn.Module, tables: TableLayout, lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer param groups for the parameters of ``module`` that the fused kernel of its
+    table layout ``tables`` does not update: one group with ``lr`` and ``weight_decay``, then
+    the layout's own groups (its ``dense_parameters()``)."""
+    extra = tables.dense_parameters()
+    taken = {id(p) for group in extra for p in group["params"]}
+    kernel = {id(p) for p in tables.fused_parameters()}
+    rest = [p for p in module.parameters() if p.requires_grad and id(p) not in taken and id(p) not in kernel]
+    return [{"params": rest, "lr": lr, "weight_decay": weight_decay}, *extra]

@@ -1,12 +1,19 @@
-"""The Trainer: ``Trainer(model, config, run_dir).fit(train, valid)`` for scripts.
+"""The Trainer: ``Trainer(model, config, run_dir).fit(train, valid)`` for scripts, one loop
+for every task.
 
-Tables are updated by the optimizer fused into their kernel (inside ``backward``); every
-other parameter by a torch Adam. Each epoch ends with an evaluation; early stopping on
-``config.metric``; checkpoints every ``config.checkpoint_every`` steps make ``resume=True``
-after a kill reach the same final weights as an uninterrupted run (data order is a
-function of the seed and the epoch, so the interrupted epoch is replayed from its start and
-the batches already trained on are skipped). ``config.mba_l2 > 0`` adds DIN's mini-batch aware
-L2 on the table rows, with the row frequencies counted in one pass over the training data first.
+The model gives its training loss on a batch (``loss(batch) -> (loss, output)``), its
+validation metrics on a validation set (``evaluate(data) -> {name: value}``) and the param
+groups its table layout's fused kernel does not update (``dense_param_groups(lr, wd)``):
+:class:`~recsys_embed.jobs.ranking_model.RankingModel` for CTR (AUC, logloss, GAUC),
+:class:`~recsys_embed.jobs.next_item_model.NextItemModel` for next-item ranking (HR, NDCG,
+MRR @k). Tables are updated by the optimizer fused into their kernel (inside ``backward``);
+every other parameter by a torch Adam (or AdamW). Each epoch ends with an evaluation; early
+stopping and the best model on ``config.metric``; checkpoints every ``config.checkpoint_every``
+steps make ``resume=True`` after a kill reach the same final weights as an uninterrupted run
+(data order is a function of the seed and the epoch, so the interrupted epoch is replayed
+from its start and the batches already trained on are skipped). ``config.mba_l2 > 0`` adds
+DIN's mini-batch aware L2 on the table rows (CTR), with the row frequencies counted in one
+pass over the training data first.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import copy
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -26,13 +34,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from recsys_embed import metrics
 from recsys_embed.batch import Batch
 from recsys_embed.checkpoint import load_state, save_state
-from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables.frequencies import row_frequencies
 
-_HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False}
+_LOWER_IS_BETTER = ("logloss",)
+_METRIC = re.compile(r"auc|gauc|logloss|(hr|ndcg|mrr)@[1-9][0-9]*")
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 @dataclass
@@ -40,7 +48,9 @@ class TrainerConfig:
     """Args:
     epochs: passes over the training data.
     lr / weight_decay: Adam for the dense parameters (tables carry their own fused optimizer).
-    metric: validation metric for early stopping and best-model selection (auc, gauc, logloss).
+    optimizer: ``adam`` (weight decay as L2 in the gradient) or ``adamw`` (decoupled weight decay).
+    metric: validation metric for early stopping and best-model selection: auc, gauc, logloss
+        (CTR) or hr@k, ndcg@k, mrr@k (next-item ranking).
     patience: epochs without improvement before stopping.
     mba_l2: weight of DIN's mini-batch aware L2 on the table rows (0: off); when > 0, ``fit``
         first counts how often the training data reads each row (one pass over it).
@@ -53,6 +63,7 @@ class TrainerConfig:
     epochs: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"
     mba_l2: float = 0.0
     metric: str = "auc"
     patience: int = 1
@@ -62,8 +73,10 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.metric not in _HIGHER_IS_BETTER:
-            raise ValueError(f"trainer.metric={self.metric!r} is not one of {sorted(_HIGHER_IS_BETTER)}")
+        if not _METRIC.fullmatch(self.metric):
+            raise ValueError(f"trainer.metric={self.metric!r} is not one of auc, gauc, logloss, hr@k, ndcg@k, mrr@k")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"trainer.optimizer={self.optimizer!r} is not one of {sorted(_OPTIMIZERS)}")
         if self.epochs < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
         if self.mba_l2 < 0:
@@ -93,45 +106,28 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains a :class:`RankingModel` on re-iterable streams of :class:`Batch`.
+    """Trains a model (see the module docstring) on re-iterable streams of :class:`Batch`.
 
     A stream with ``set_epoch(e)`` is told the epoch before each pass (so its shuffle
     differs per epoch yet is reproducible).
     """
 
-    def __init__(self, model: RankingModel, config: TrainerConfig | None = None, run_dir: str | Path | None = None) -> None:
+    def __init__(self, model: nn.Module, config: TrainerConfig | None = None, run_dir: str | Path | None = None) -> None:
         self.model = model
         self.config = config or TrainerConfig()
         self.run_dir = Path(run_dir) if run_dir else None
         seed_everything(self.config.seed)
-        self.optimizer = torch.optim.Adam(model.dense_param_groups(self.config.lr, self.config.weight_decay))
+        groups = model.dense_param_groups(self.config.lr, self.config.weight_decay)
+        self.optimizer = _OPTIMIZERS[self.config.optimizer](groups)
 
-    # ---- evaluation -------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, data: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Probabilities, labels and groups over a stream, in stream order."""
-        was_training = self.model.training
-        self.model.eval()
-        scores, labels, groups = [], [], []
-        for batch in data:
-            scores.append(torch.sigmoid(self.model(batch)).cpu().numpy())
-            labels.append(batch.labels.cpu().numpy())
-            if batch.groups is not None:
-                groups.append(batch.groups.cpu().numpy())
-        self.model.train(was_training)
-        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
-        return cat(scores), cat(labels), (cat(groups) if groups else None)
-
-    def evaluate(self, data: Iterable[Batch]) -> dict[str, float]:
-        """AUC, logloss and (when batches carry groups) GAUC."""
-        scores, labels, groups = self.predict(data)
-        out = {"auc": metrics.auc(scores, labels), "logloss": metrics.logloss(scores, labels), "rows": float(len(labels))}
-        if groups is not None:
-            out["gauc"] = metrics.gauc(scores, labels, groups)
-        return out
+    def evaluate(self, data: Any) -> dict[str, float]:
+        """The model's metrics on ``data`` (e.g. AUC, logloss and GAUC of a CTR stream)."""
+        return self.model.evaluate(data)
 
     # ---- training ---------------------------------------------------------------------
-    def fit(self, train: Iterable[Batch], valid: Iterable[Batch] | None = None, resume: bool = False) -> FitResult:
+    def fit(self, train: Iterable[Batch], valid: Any = None, resume: bool = False) -> FitResult:
+        """Train for ``config.epochs`` on ``train``, evaluating ``valid`` (what the model's
+        ``evaluate`` takes) after each epoch; ends with the best validation weights."""
         cfg = self.config
         result = FitResult()
         start_epoch, skip = 0, 0
@@ -174,8 +170,11 @@ class Trainer:
             epoch_metrics: dict[str, float] = {"epoch": float(epoch + 1), "steps": float(result.steps)}
             if valid is not None:
                 epoch_metrics.update(self.evaluate(valid))
+                if cfg.metric not in epoch_metrics:
+                    raise ValueError(f"trainer.metric={cfg.metric!r} is not among the validation metrics {sorted(epoch_metrics)}")
                 score = epoch_metrics[cfg.metric]
-                better = best_score is None or (score > best_score if _HIGHER_IS_BETTER[cfg.metric] else score < best_score)
+                lower = cfg.metric in _LOWER_IS_BETTER
+                better = best_score is None or (score < best_score if lower else score > best_score)
                 if better:
                     best_score, stale, result.best = score, 0, dict(epoch_metrics)
                     best_state = copy.deepcopy(self.model.state_dict())

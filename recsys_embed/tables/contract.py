@@ -156,9 +156,11 @@ class TableLayout(nn.Module, abc.ABC):
         """All vectors of table group ``group``: ``[num_ids(group), D]``, row i is what
         :meth:`forward` outputs in eval mode for id i (full ranking, a tied output layer).
 
-        Detached: a loss on them does not reach the table (a fused kernel updates rows only
-        through :meth:`forward`'s backward). The default runs :meth:`forward` over every id
-        of the group, in eval mode; layouts that can read their rows directly override it.
+        The default runs :meth:`forward` over every id of the group, in eval mode, and is
+        detached. Layouts with a fused kernel (per_feature, multiplexed) read their rows
+        directly: with gradients enabled their result carries a gradient that the fused
+        optimizer applies in backward (a tied output layer trains the table), under
+        ``torch.no_grad()`` it is a detached copy.
         """
         readers = [f for f in self.features if f.table == group]
         if not readers:
@@ -185,11 +187,9 @@ class TableLayout(nn.Module, abc.ABC):
         from recsys_embed.tables.compact import CompactTables  # compact layouts implement this contract
 
         groups = list(dict.fromkeys(f.table for f in self.features))
-        return CompactTables(
-            Schema(features=list(self.features)),
-            {g: self.num_ids(g) for g in groups},
-            {g: self.table_vectors(g) for g in groups},  # type: ignore[misc]
-        )
+        with torch.no_grad():
+            vectors = {g: self.table_vectors(g) for g in groups}
+        return CompactTables(Schema(features=list(self.features)), {g: self.num_ids(g) for g in groups}, vectors)  # type: ignore[arg-type]
 
     def serving_layout(self) -> TableLayout:
         """The layout a trained model is saved and served with (pruned: its compact export). Default: itself."""

@@ -227,10 +227,14 @@ class MultiplexedTables(FusedLayoutState, TableLayout):
         return self.vocab_sizes[group]
 
     def table_vectors(self, group: str) -> torch.Tensor:
-        """``[num_ids, k * d_c]``: each id's k probed rows of the shared table, concatenated (a copy)."""
+        """The vector of every id ``0 .. vocab_sizes[group] - 1`` of table group ``group``,
+        ``[V, k_t * d_c]`` (its probes' rows concatenated); with gradients enabled, the fused
+        optimizer applies their gradient in backward (:meth:`FusedTables.table_weight`; e.g. a
+        tied output layer over all items), else a detached copy."""
         ids = torch.arange(self.num_ids(group), device=self.kernel.weights()[0].device)
-        reader = next(f.name for f in self.features if f.table == group)
-        return self.kernel.weights()[0][self.rows_for(reader, ids)].flatten(1)
+        feature = next(f.name for f in self.features if f.table == group)
+        rows = self.rows_for(feature, ids)  # [V, k]
+        return self.kernel.table_weight(0)[rows.reshape(-1)].view(len(ids), -1)
 
     def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
         """Features in kernel slot order, ``k_t`` probes (rows read) per id."""

@@ -165,9 +165,11 @@ class PerFeatureTables(FusedLayoutState, TableLayout):
         return group_size(self.rows, group, LAYOUT)
 
     def table_vectors(self, group: str) -> torch.Tensor:
-        """The weight view of table group ``group``, ``[rows, D]`` (read directly, detached)."""
+        """Every row of table group ``group`` as ``[rows, D]``; with gradients enabled, a tensor whose
+        gradient the fused optimizer applies in backward (:meth:`FusedTables.table_weight`; e.g. a
+        tied output layer over all items), else a detached copy."""
         group_size(self.rows, group, LAYOUT)
-        return self.table_weights()[group]
+        return self.kernel.table_weight(self.kernel.table_names.index(group))
 
     def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
         """Features in kernel slot order, one row read per id."""
