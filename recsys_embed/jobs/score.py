@@ -30,7 +30,7 @@ from recsys_embed.batch import Batch
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model
 from recsys_embed.jobs.ranking_model import RankingModel
-from recsys_embed.jobs.score_files import SchemaMismatch
+from recsys_embed.jobs.score_files import InputFile, SchemaMismatch
 from recsys_embed.pipelines import Pipeline
 from recsys_embed.pipelines.batching import to_batch
 from recsys_embed.pipelines.columns import Where, check_type
@@ -132,6 +132,9 @@ class ScoreJob:
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         return pa.schema([pa.field(k, schema.field(k).type) for k in self.keep] + [pa.field(SCORE_COLUMN, pa.float32())])
 
+    def output_rows(self, item: InputFile) -> int:
+        return item.rows
+
     def output(self, rows: pa.RecordBatch | pa.Table, scores: pa.Array) -> pa.RecordBatch:
         """The output rows of input ``rows`` and their ``scores``."""
         columns = [rows.column(k) for k in self.keep]
@@ -149,13 +152,15 @@ class ScoreJob:
 
     def ray_dataset(self, paths: list[str], options: RayOptions, batch_rows: int) -> ray.data.Dataset:
         """Ray Data: ``read_parquet`` (with the path of each row) -> :class:`ScorerActor` s."""
+        import pyarrow.fs
         import ray.data
 
         from recsys_embed.jobs.score_ray import ScorerActor
 
-        return ray.data.read_parquet(paths, columns=self.columns, include_paths=True).map_batches(
+        dataset = ray.data.read_parquet(paths, include_paths=True, filesystem=pyarrow.fs.LocalFileSystem())
+        return dataset.select_columns([*self.columns, "path"]).map_batches(
             ScorerActor, fn_constructor_kwargs={"artifact": str(self.artifact), "keep": self.keep, "threads": options.actor_cpus},
-            concurrency=options.actors, num_cpus=options.actor_cpus, batch_size=batch_rows, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=options.actors), num_cpus=options.actor_cpus, batch_size=batch_rows, batch_format="pyarrow",
         )  # fmt: skip
 
 

@@ -58,6 +58,13 @@ class FileJob(Protocol):
     def outputs(self, path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The output batches of one input file, in input order."""
 
+    def output_rows(self, item: InputFile) -> int | None:
+        """The output rows of an input file when known before running (one per input row)."""
+
+    def ray_dataset(self, paths: list[str], options: Any, batch_rows: int) -> Any:
+        """A Ray Data dataset of the output rows of ``paths`` in input order, each tagged with its
+        input ``path`` (``options``: ``score_ray.RayOptions``)."""
+
 
 @dataclass
 class InputFile:
