@@ -83,6 +83,11 @@ def _batch_job(args: argparse.Namespace) -> int:
     """``score`` / ``recommend``: run the job on the chosen engine, print the summary."""
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.engine == "ray":
+        from recsys_embed.jobs.score_ray import RayOptions, run_ray
+
+        options = RayOptions(address=args.ray_address, num_cpus=args.ray_cpus, actors=args.actors, actor_cpus=args.actor_cpus)
+        options.check_local()  # before the model loads
     if args.command == "score":
         from recsys_embed.jobs.score import ScoreJob
 
@@ -93,9 +98,6 @@ def _batch_job(args: argparse.Namespace) -> int:
         job = RecommendJob.from_artifact(args.model, k=args.k, exclude_history=args.exclude_history,
                                          user=args.user_column, item=args.item_column, timestamp=args.time_column)  # fmt: skip
     if args.engine == "ray":
-        from recsys_embed.jobs.score_ray import RayOptions, run_ray
-
-        options = RayOptions(address=args.ray_address, num_cpus=args.ray_cpus, actors=args.actors, actor_cpus=args.actor_cpus)
         report = run_ray(job, args.input, args.output, options, resume=args.resume, batch_rows=args.batch_size)
     else:
         from recsys_embed.jobs.score_files import run_local

@@ -51,6 +51,11 @@ class RayOptions:
     actors: int = 1
     actor_cpus: int = 1
 
+    def check_local(self) -> None:
+        """:meth:`check` against the local instance's CPUs (nothing to check before joining a cluster)."""
+        if self.address is None:
+            self.check(self.num_cpus or os.cpu_count() or 1)
+
     def check(self, num_cpus: int) -> None:
         """Refuse actors that would leave Ray Data no CPU for its read tasks (it would hang)."""
         if self.actors < 1 or self.actor_cpus < 1:
@@ -76,9 +81,8 @@ def ray_session(options: RayOptions) -> Iterator[list[str]]:
     if started and options.address:
         ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
     elif started:
-        num_cpus = options.num_cpus or os.cpu_count() or 1
-        options.check(num_cpus)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES,
+        options.check_local()
+        ray.init(num_cpus=options.num_cpus or os.cpu_count() or 1, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=OBJECT_STORE_BYTES,
                  logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
     try:
         options.check(int(ray.cluster_resources().get("CPU", 0)))
@@ -189,8 +193,7 @@ def run_ray(job: FileJob, source: str | os.PathLike[str], output: str | os.PathL
             resume: bool = False, batch_rows: int = 8192, progress: bool = True) -> RunReport:
     """``run_local``'s job on Ray Data (see the module docstring); same outputs, same manifest."""
     start = time.perf_counter()
-    if options.address is None:
-        options.check(options.num_cpus or os.cpu_count() or 1)  # before anything starts
+    options.check_local()  # before anything starts
     out, todo, results = plan(job, source, output, resume)
     report = RunReport(out.root)
     if todo:
