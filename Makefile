@@ -25,6 +25,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/pipeline.py
 	$(PY) benchmarks/tables.py
+	$(PY) benchmarks/scoring.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -1,6 +1,8 @@
-"""``recsys-embed``: synth, demo, train, evaluate.
+"""``recsys-embed``: synth, demo, train, evaluate, score, recommend.
 
-Bad input ends with one line ``recsys-embed: error: ...`` on stderr and exit code 2.
+Bad input ends with one line ``recsys-embed: error: ...`` on stderr and exit code 2. A batch
+job (score, recommend) whose files partly failed writes the others, prints the summary, one
+error line per failed file, and exits with code 1.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_FILES_FAILED = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,10 +53,63 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="artifact directory written by train/demo")
     evaluate.add_argument("--data", required=True, help="Parquet/CSV file, directory or glob")
     evaluate.add_argument("--batch-size", type=int, default=4096)
+
+    score = sub.add_parser("score", help="score Parquet files with a saved CTR model, one output file per input")
+    score.add_argument("--model", required=True, help="artifact directory written by train/demo")
+    score.add_argument("--keep", nargs="+", default=[], metavar="COL", help="input columns copied to the output beside 'score'")
+    score.add_argument("--batch-size", type=int, default=8192, help="rows per forward pass")
+    recommend = sub.add_parser("recommend", help="top-k items per user from a saved BERT4Rec, one output file per events file")
+    recommend.add_argument("--model", required=True, help="artifact directory written by the sequential job (RUN_DIR/model)")
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--exclude-history", action="store_true", help="never recommend an item of the user's history")
+    recommend.add_argument("--user-column", default="user_id")
+    recommend.add_argument("--item-column", default="item_id")
+    recommend.add_argument("--time-column", default="timestamp")
+    recommend.add_argument("--batch-size", type=int, default=4096, help="users per output batch")
+    for batch in (score, recommend):
+        batch.add_argument("--input", required=True, help="Parquet file, directory or glob")
+        batch.add_argument("--output", required=True, help="output directory (one file per input file and _manifest.json)")
+        batch.add_argument("--resume", action="store_true", help="skip inputs already done by the run that wrote --output")
+        batch.add_argument("--engine", choices=["local", "ray"], default="local")
+        batch.add_argument("--ray-address", default=None, help="existing Ray cluster ('auto', 'ray://head:10001'); "
+                           "default: a local instance in this process")  # fmt: skip
+        batch.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance (default: all)")
+        batch.add_argument("--actors", type=int, default=1, help="Ray scoring actors")
+        batch.add_argument("--actor-cpus", type=int, default=1, help="CPUs (torch threads) per Ray actor")
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _batch_job(args: argparse.Namespace) -> int:
+    """``score`` / ``recommend``: run the job on the chosen engine, print the summary."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.engine == "ray":
+        from recsys_embed.jobs.score_ray import RayOptions, run_ray
+
+        options = RayOptions(address=args.ray_address, num_cpus=args.ray_cpus, actors=args.actors, actor_cpus=args.actor_cpus)
+        options.check_local()  # before the model loads
+    if args.command == "score":
+        from recsys_embed.jobs.score import ScoreJob
+
+        job = ScoreJob.from_artifact(args.model, keep=args.keep)
+    else:
+        from recsys_embed.jobs.recommend import RecommendJob
+
+        job = RecommendJob.from_artifact(args.model, k=args.k, exclude_history=args.exclude_history,
+                                         user=args.user_column, item=args.item_column, timestamp=args.time_column)  # fmt: skip
+    if args.engine == "ray":
+        report = run_ray(job, args.input, args.output, options, resume=args.resume, batch_rows=args.batch_size)
+    else:
+        from recsys_embed.jobs.score_files import run_local
+
+        report = run_local(job, args.input, args.output, resume=args.resume, batch_rows=args.batch_size)
+    print(report.summary())
+    for failed in report.failed:
+        print(f"recsys-embed: error: {failed.error}", file=sys.stderr)
+    return EXIT_FILES_FAILED if report.failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
     # heavy imports only once arguments parsed, so --help and errors are instant; synth never imports torch
     if args.command == "synth":
         if args.kind == "ctr":
@@ -67,12 +123,14 @@ def _run(args: argparse.Namespace) -> None:
 
             summary = write_sequences(args.out, users=args.users, seed=args.seed, overwrite=args.overwrite)
             print(f"wrote {summary.rows:,} interactions of {summary.users:,} users to {summary.path}")
-        return
+        return 0
     import torch
 
     from recsys_embed.jobs import ctr as jobs
 
     torch.set_num_threads(max(1, args.threads))
+    if args.command in ("score", "recommend"):
+        return _batch_job(args)
 
     if args.command == "demo":
         report = jobs.demo(jobs.DemoConfig(rows=args.rows, data_dir=args.data_dir, run_dir=args.run_dir, model=args.model, seed=args.seed,
@@ -91,6 +149,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "evaluate":
         metrics = jobs.evaluate(args.model, args.data, batch_size=args.batch_size)
         print(json.dumps(metrics))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,12 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     # torch warns once per process that torchrec calls is_fx_tracing(); nothing for our users to act on
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
-        _run(args)
+        return _run(args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, IndexError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"recsys-embed: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return 0
 
 
 if __name__ == "__main__":
