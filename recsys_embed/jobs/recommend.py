@@ -51,34 +51,23 @@ class TopK(Protocol):
 
 
 class Bert4RecTopK:
-    """Top-k with scores of a :class:`~recsys_embed.jobs.sequential.SequentialRecommender`."""
+    """Top-k with scores of a :class:`~recsys_embed.jobs.sequential.SequentialRecommender`,
+    as Arrow lists of raw item ids, ``SCORE_CELLS`` users x items per forward pass."""
 
     def __init__(self, recommender: Any) -> None:
         self.recommender = recommender
-        self.raw_ids = pa.array(recommender.items.raw.to_list())
-        self.item_type = self.raw_ids.type
+        self.item_type = recommender.vocabulary.type
 
-    @torch.no_grad()
     def recommend(self, histories: pl.Series, k: int, exclude_history: bool) -> tuple[pa.Array, pa.Array]:
-        from recsys_embed.jobs.sequential import ItemSequences
-
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        model, n = self.recommender.model, len(self.recommender.items)
-        sequences = ItemSequences.from_lists(histories, self.recommender.items)
-        ids, values = [], []
-        for start in range(0, len(sequences), max(1, SCORE_CELLS // (n + 2))):
-            rows = np.arange(start, min(start + max(1, SCORE_CELLS // (n + 2)), len(sequences)))
-            scores = model.score_next(sequences.padded(rows, last=model.config.max_len))
-            if exclude_history:
-                scores.scatter_(1, sequences.padded(rows), float("-inf"))
-            best, top = scores.topk(min(k, n), dim=1)
-            ids.append(top.numpy())
-            values.append(best.numpy())
-        best, top = (np.concatenate(v) if v else np.zeros((0, min(k, n)), d) for v, d in ((values, np.float32), (ids, np.int64)))
+        step = max(1, SCORE_CELLS // self.recommender.model.rows)
+        parts = [self.recommender.top_k(histories.slice(start, step), k, exclude_history) for start in range(0, len(histories), step)]
+        best = torch.cat([b for b, _ in parts]).numpy() if parts else np.zeros((0, 0), np.float32)
+        top = torch.cat([t for _, t in parts]).numpy() if parts else np.zeros((0, 0), np.int64)
         finite = np.isfinite(best)
         offsets = pa.array(np.r_[0, np.cumsum(finite.sum(1))].astype(np.int32))
-        items = pa.ListArray.from_arrays(offsets, self.raw_ids.take(pa.array(top[finite] - 1)))
+        items = pa.ListArray.from_arrays(offsets, self.recommender.vocabulary.take(pa.array(top[finite])))
         return items, pa.ListArray.from_arrays(offsets, pa.array(best[finite]))
 
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from recsys_embed.artifacts import MANIFEST_FILE, TENSORS_FILE
+from recsys_embed.artifacts import ARRAYS_FILE, MANIFEST_FILE, TENSORS_FILE
 from recsys_embed.batch import Batch
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model
@@ -46,9 +46,12 @@ SCORE_COLUMN = "score"
 
 
 def artifact_fingerprint(path: str | Path) -> str:
-    """sha256 of an artifact's manifest and tensor file: changes with any byte of the model."""
+    """sha256 of an artifact's manifest, tensor file and (where it has string vocabularies) array
+    file: changes with any byte of the model or its pipeline."""
     digest = hashlib.sha256()
-    for name in (MANIFEST_FILE, TENSORS_FILE):
+    for name in (MANIFEST_FILE, TENSORS_FILE, ARRAYS_FILE):
+        if name == ARRAYS_FILE and not (Path(path) / name).exists():
+            continue
         with open(Path(path) / name, "rb") as src:
             for block in iter(lambda: src.read(1 << 20), b""):
                 digest.update(block)

@@ -290,6 +290,19 @@ class SequentialRecommender:
         self.vocabulary: pa.Array = pipeline.state.tables[model.group].vocabulary  # type: ignore[assignment]
 
     @torch.no_grad()
+    def top_k(self, histories: pl.Series, k: int, exclude_history: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and vocabulary positions ``[U, min(k, items)]`` (best first; ``-inf`` where the
+        history excludes an item) of the next item after each history of ``histories``, a list
+        column of raw item ids; unknown ids read the out-of-vocabulary row."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        values, lengths = encode_histories(self.lookup, histories)
+        scores = self.model.score_next(values, lengths)
+        if exclude_history:
+            scores.scatter_(1, history_grid(values, lengths)[0].to(scores.device), float("-inf"))
+        best, ids = scores.topk(min(k, self.model.rows - FIRST_ITEM_ID), dim=1)
+        return best.cpu(), ids.cpu() - FIRST_ITEM_ID
+
     def recommend(
         self, histories: Sequence[Sequence[Any]], k: int = 10, exclude_history: bool | None = None
     ) -> tuple[list[list[Any]], list[list[float]]]:
@@ -305,15 +318,11 @@ class SequentialRecommender:
             column = pl.Series([list(history) for history in histories], dtype=pl.List(pl.from_arrow(self.vocabulary[:0]).dtype))
         except (TypeError, pl.exceptions.PolarsError) as err:
             raise ValueError(f"histories: item ids must be of the vocabulary's type {self.vocabulary.type}: {err}") from None
-        values, lengths = encode_histories(self.lookup, column)
-        scores = self.model.score_next(values, lengths)
-        if self.exclude_history if exclude_history is None else exclude_history:
-            scores.scatter_(1, history_grid(values, lengths)[0].to(scores.device), float("-inf"))
-        best, ids = scores.topk(min(k, self.model.rows - FIRST_ITEM_ID), dim=1)
+        best, ids = self.top_k(column, k, self.exclude_history if exclude_history is None else exclude_history)
         items, values_out = [], []
-        for row, row_scores in zip(ids.cpu(), best.cpu()):
+        for row, row_scores in zip(ids, best):
             kept = torch.isfinite(row_scores)
-            items.append(self.vocabulary.take(pa.array((row[kept] - FIRST_ITEM_ID).numpy())).to_pylist())
+            items.append(self.vocabulary.take(pa.array(row[kept].numpy())).to_pylist())
             values_out.append(row_scores[kept].tolist())
         return items, values_out
 
