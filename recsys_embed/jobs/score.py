@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from recsys_embed.artifacts import ARRAYS_FILE, MANIFEST_FILE, TENSORS_FILE
 from recsys_embed.batch import Batch
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model
@@ -46,13 +45,12 @@ SCORE_COLUMN = "score"
 
 
 def artifact_fingerprint(path: str | Path) -> str:
-    """sha256 of an artifact's manifest, tensor file and (where it has string vocabularies) array
-    file: changes with any byte of the model or its pipeline."""
+    """sha256 over the names and bytes of every file of an artifact directory (manifest,
+    tensors and whatever else its format holds): changes with any byte of the model."""
     digest = hashlib.sha256()
-    for name in (MANIFEST_FILE, TENSORS_FILE, ARRAYS_FILE):
-        if name == ARRAYS_FILE and not (Path(path) / name).exists():
-            continue
-        with open(Path(path) / name, "rb") as src:
+    for file in sorted(p for p in Path(path).iterdir() if p.is_file()):
+        digest.update(file.name.encode() + b"\0")
+        with open(file, "rb") as src:
             for block in iter(lambda: src.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
