@@ -38,7 +38,7 @@ def test_demo_trains_and_reports_auc_against_the_oracle(demo: tuple[Path, subpro
     metrics = json.loads((root / "run" / "metrics.json").read_text())
     assert metrics["test"]["auc"] == pytest.approx(auc, abs=1e-4)
     assert (root / "run" / "training_curves.png").exists()
-    assert {p.name for p in (root / "run" / "model").iterdir()} == {"manifest.json", "tensors.safetensors"}
+    assert {p.name for p in (root / "run" / "model").iterdir()} == {"manifest.json", "tensors.safetensors", "arrays.arrow"}
 
 
 def test_evaluate_a_saved_model_reproduces_the_test_metrics(demo: tuple[Path, subprocess.CompletedProcess]) -> None:
