@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
-from recsys_embed.jobs.builders import LAYOUT_CLASSES, build_model
+from recsys_embed.jobs.builders import build_model
 from recsys_embed.pipelines import Pipeline
 from recsys_embed.jobs.ranking_model import RankingModel
+from recsys_embed.tables.registry import layout_class
 
 
 @dataclass
@@ -48,11 +49,12 @@ def load_model(path: str | Path) -> LoadedModel:
         if key not in manifest:
             raise ValueError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
     pipeline = Pipeline.from_state(load_arrays(path, manifest), manifest["pipeline"], where=f"artifact {path}")
-    layout_name = manifest["layout_state"].get("layout")
-    if layout_name not in LAYOUT_CLASSES:
-        raise ValueError(f"artifact {path}: unknown layout {layout_name!r}; expected one of {sorted(LAYOUT_CLASSES)}")
+    try:
+        tables_class = layout_class(str(manifest["layout_state"].get("layout")))
+    except ValueError as error:
+        raise ValueError(f"artifact {path}: layout_state: {error}") from error
     table_tensors = {k[len("tables."):]: v for k, v in tensors.items() if k.startswith("tables.")}
-    tables = LAYOUT_CLASSES[layout_name].from_state(pipeline.schema, table_tensors, manifest["layout_state"])
+    tables = tables_class.from_state(pipeline.schema, table_tensors, manifest["layout_state"])
     model = build_model(manifest["model"], tables.shapes(len(pipeline.schema.dense_features)), pipeline.schema)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     ranking = RankingModel(tables, model)
