@@ -20,7 +20,7 @@
     >>> batch = next(iter(pipe.batches(folder, batch_size=4)))
     >>> batch.sparse.keys(), batch.dense.shape, batch.labels.tolist()
     (['item_id', 'hist'], torch.Size([4, 1]), [1.0, 0.0, 0.0, 1.0])
-    >>> pipe.save(folder / "pipeline.json") and Pipeline.load(folder / "pipeline.json").state == pipe.state
+    >>> pipe.save(folder / "pipeline") and Pipeline.load(folder / "pipeline").state == pipe.state
     True
 """
 
@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
 from recsys_embed.features import Schema
 from recsys_embed.pipelines.batching import BatchStream, encode_shards
 from recsys_embed.pipelines.encode import GROUP_COLUMN, LABEL_COLUMN, Encoder
@@ -49,7 +50,7 @@ class Pipeline:
 
     Args:
         schema: the features, label and group column.
-        state: a fitted state (from :meth:`fit`, :meth:`load` or :meth:`from_dict`); it must
+        state: a fitted state (from :meth:`fit`, :meth:`load` or :meth:`from_state`); it must
             have been fitted for this schema (same :meth:`Schema.fingerprint`).
     """
 
@@ -127,35 +128,38 @@ class Pipeline:
             shuffle_buffer=shuffle_buffer, seed=seed, drop_last=drop_last, num_workers=num_workers,
         )  # fmt: skip
 
-    def to_dict(self) -> dict[str, Any]:
-        """Schema and fitted state as JSON types (what artifacts embed)."""
-        return {"format": FORMAT, "schema": self.schema.to_dict(), "state": self.state.to_dict()}
+    def export_state(self) -> tuple[dict[str, pa.Array], dict[str, Any]]:
+        """``(arrays, config)``: the vocabularies as Arrow arrays, schema and the rest of the
+        fitted state as JSON types (what :meth:`save` and model artifacts store)."""
+        arrays, state = self.state.export_state()
+        return arrays, {"format": FORMAT, "schema": self.schema.to_dict(), "state": state}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "pipeline") -> Pipeline:
-        if not isinstance(data, dict) or data.get("format") != FORMAT or "schema" not in data or "state" not in data:
+    def from_state(cls, arrays: Mapping[str, pa.Array], config: dict[str, Any], where: str = "pipeline") -> Pipeline:
+        """The pipeline :meth:`export_state` gave ``(arrays, config)`` (or a format 1 config)."""
+        if not isinstance(config, dict) or config.get("format") != FORMAT or "schema" not in config or "state" not in config:
             raise ValueError(f"{where}: not a saved pipeline (expected a mapping with format={FORMAT!r}, 'schema', 'state')")
-        pipeline = cls(Schema.from_dict(data["schema"]))
-        state = FittedState.from_dict(data["state"])
+        pipeline = cls(Schema.from_dict(config["schema"]))
+        state = FittedState.from_state(arrays, config["state"])
         pipeline._check(state, where)
         pipeline._state = state
         return pipeline
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write schema + fitted state as JSON, atomically (temp file + rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as out:
-                json.dump(self.to_dict(), out)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        """Write schema + fitted state to the artifact directory ``path``, atomically
+        (``recsys_embed.artifacts``: vocabularies as arrays, the rest in the JSON manifest)."""
+        arrays, config = self.export_state()
+        return save_artifact(path, {}, {"pipeline": config}, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Pipeline:
-        """Read a pipeline written by :meth:`save`."""
+        """Read the pipeline of an artifact directory (written by :meth:`save` or
+        ``save_model``), or a JSON pipeline file of format 1 (written by earlier versions)."""
+        if Path(path).is_dir():
+            _, manifest = load_artifact(path)
+            if "pipeline" not in manifest:
+                raise ValueError(f"artifact {path}: manifest has no 'pipeline'; it holds no fitted pipeline")
+            return cls.from_state(load_arrays(path, manifest), manifest["pipeline"], where=f"artifact {path}")
         try:
             with open(path, encoding="utf-8") as src:
                 data = json.load(src)
@@ -163,7 +167,7 @@ class Pipeline:
             raise ValueError(f"{path}: cannot read the pipeline ({err.strerror})") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not a JSON pipeline file ({err})") from None
-        return cls.from_dict(data, where=str(path))
+        return cls.from_state({}, data, where=str(path))
 
     def __repr__(self) -> str:
         fitted = f"fitted on {self.state.rows} rows, tables {self.num_embeddings}" if self.fitted else "not fitted"

@@ -1,8 +1,11 @@
 """What ``Pipeline.fit`` learns: per table group an id space, per numeric feature its stats.
 
-Everything round-trips through :meth:`FittedState.to_dict` / :meth:`FittedState.from_dict`
-as plain JSON types (no pickle), and records the fingerprint of the schema it was fitted
-for, so a state is never applied to another schema.
+A state is saved as ``(arrays, config)`` (:meth:`FittedState.export_state`): the
+vocabularies as Arrow arrays named ``vocabulary.<table group>`` (artifacts store integer
+ones as safetensors tensors and string ones in an Arrow IPC file), everything else as plain
+JSON types, with the fingerprint of the schema it was fitted for, so a state is never
+applied to another schema. Nothing is pickled. States of format 1 (vocabularies inline as
+JSON lists in the config) still load.
 
     >>> import pyarrow as pa
     >>> state = FittedState(
@@ -12,12 +15,16 @@ for, so a state is never applied to another schema.
     ... )
     >>> state.tables["item_id"].num_embeddings  # 0 missing, 1 OOV, 2 -> 7, 3 -> 3
     4
-    >>> FittedState.from_dict(state.to_dict()) == state
+    >>> arrays, config = state.export_state()
+    >>> {name: array.to_pylist() for name, array in arrays.items()}, config["tables"]
+    ({'vocabulary.item_id': [7, 3]}, {'item_id': {'ids': 'vocabulary', 'key_type': 'int', 'size': 2}})
+    >>> FittedState.from_state(arrays, config) == state
     True
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +33,9 @@ import pyarrow as pa
 from recsys_embed.features import FIRST_VALUE_ID
 
 ID_KINDS = ("vocabulary", "hashing", "buckets")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: vocabularies as arrays beside the config; 1: inline JSON lists
+VOCABULARY = "vocabulary."  # arrays are named VOCABULARY + table group
+KEY_TYPES = {"int": pa.int64(), "str": pa.large_string()}
 
 
 @dataclass
@@ -74,27 +83,38 @@ class TableState:
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything but the vocabulary, as JSON types."""
         out: dict[str, Any] = {"ids": self.ids, "key_type": self.key_type, "size": self.size}
-        if self.vocabulary is not None:
-            out["vocabulary"] = self.vocabulary.to_pylist()
         if self.seed is not None:
             out["seed"] = self.seed
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], name: str) -> TableState:
-        vocabulary = data.get("vocabulary")
+    def from_dict(cls, data: dict[str, Any], name: str, vocabulary: pa.Array | None = None) -> TableState:
+        """The state of table group ``name`` from :meth:`to_dict` and its vocabulary array."""
         key_type = data.get("key_type", "")
         if vocabulary is not None:
-            arrow_type = pa.int64() if key_type == "int" else pa.large_string()
-            try:
-                vocabulary = pa.array(vocabulary, type=arrow_type)
-            except (pa.ArrowException, TypeError, OverflowError) as err:
-                raise ValueError(f"fitted state: table {name!r}: vocabulary is not a list of {key_type} values ({err})") from None
+            allowed = {"int": (pa.int64(),), "str": (pa.large_string(), pa.string())}.get(key_type, ())
+            if vocabulary.type not in allowed:
+                raise ValueError(f"fitted state: table {name!r}: vocabulary of type {vocabulary.type} for key_type {key_type!r}")
+            if vocabulary.null_count:
+                raise ValueError(f"fitted state: table {name!r}: vocabulary holds {vocabulary.null_count} nulls")
         try:
             return cls(ids=data["ids"], key_type=key_type, vocabulary=vocabulary, seed=data.get("seed"), size=data.get("size", 0))
         except (KeyError, ValueError) as err:
             raise ValueError(f"fitted state: table {name!r}: {err}") from None
+
+
+def inline_vocabulary(data: dict[str, Any], name: str) -> pa.Array | None:
+    """The vocabulary a format 1 state holds inline as a JSON list (``None`` without one)."""
+    values = data.get("vocabulary")
+    if values is None:
+        return None
+    arrow_type = KEY_TYPES.get(data.get("key_type", ""), pa.large_string())
+    try:
+        return pa.array(values, type=arrow_type)
+    except (pa.ArrowException, TypeError, OverflowError) as err:
+        raise ValueError(f"fitted state: table {name!r}: vocabulary is not a list of {data.get('key_type')} values ({err})") from None
 
 
 @dataclass
@@ -141,25 +161,39 @@ class FittedState:
     def num_embeddings(self) -> dict[str, int]:
         return {name: table.num_embeddings for name, table in self.tables.items()}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def export_state(self) -> tuple[dict[str, pa.Array], dict[str, Any]]:
+        """``(arrays, config)``: the vocabularies by ``vocabulary.<table group>``, the rest as JSON types."""
+        arrays = {f"{VOCABULARY}{name}": t.vocabulary for name, t in self.tables.items() if t.vocabulary is not None}
+        config = {
             "format_version": FORMAT_VERSION,
             "schema_fingerprint": self.schema_fingerprint,
             "rows": self.rows,
             "tables": {name: t.to_dict() for name, t in self.tables.items()},
             "numeric": {name: n.to_dict() for name, n in self.numeric.items()},
         }
+        return arrays, config
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FittedState:
-        if not isinstance(data, dict) or "schema_fingerprint" not in data:
+    def from_state(cls, arrays: Mapping[str, pa.Array], config: dict[str, Any]) -> FittedState:
+        """The state :meth:`export_state` gave ``(arrays, config)``, or a format 1 ``config``
+        (vocabularies inline, ``arrays`` empty)."""
+        if not isinstance(config, dict) or "schema_fingerprint" not in config:
             raise ValueError("fitted state: expected a mapping with 'schema_fingerprint', 'tables' and 'numeric'")
-        version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"fitted state: format_version {version} is not supported (this library reads {FORMAT_VERSION})")
+        version = config.get("format_version", FORMAT_VERSION)
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"fitted state: format_version {version} is not supported (this library reads 1 and {FORMAT_VERSION})")
+        tables = {}
+        for name, data in config.get("tables", {}).items():
+            if version == 1:
+                vocabulary = inline_vocabulary(data, name)
+            elif data.get("ids") == "vocabulary" and f"{VOCABULARY}{name}" not in arrays:
+                raise ValueError(f"fitted state: table {name!r}: its vocabulary array {VOCABULARY + name!r} is missing")
+            else:
+                vocabulary = arrays.get(f"{VOCABULARY}{name}")
+            tables[name] = TableState.from_dict(data, name, vocabulary)
         return cls(
-            schema_fingerprint=str(data["schema_fingerprint"]),
-            tables={name: TableState.from_dict(t, name) for name, t in data.get("tables", {}).items()},
-            numeric={name: NumericState.from_dict(n, name) for name, n in data.get("numeric", {}).items()},
-            rows=int(data.get("rows", 0)),
+            schema_fingerprint=str(config["schema_fingerprint"]),
+            tables=tables,
+            numeric={name: NumericState.from_dict(n, name) for name, n in config.get("numeric", {}).items()},
+            rows=int(config.get("rows", 0)),
         )

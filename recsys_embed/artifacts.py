@@ -1,20 +1,28 @@
-"""Portable artifacts: tensors in safetensors, everything else in a JSON manifest.
+"""Portable artifacts: tensors in safetensors, Arrow arrays, everything else in a JSON manifest.
 
-An artifact is a directory holding ``tensors.safetensors`` and ``manifest.json``. The
-manifest records the format version, the library, torch, fbgemm and torchrec versions, the
-name, dtype and shape of every tensor, and whatever the caller adds (schema, fitted
-pipeline state, table layout and its config, model name and config). It is written into a
-temporary sibling directory and renamed, so a crash never leaves half an artifact, and it
-loads without unpickling anything.
+An artifact is a directory holding ``tensors.safetensors``, ``manifest.json`` and, when the
+caller stores string arrays, ``arrays.arrow``. The manifest records the format version, the
+library, torch, fbgemm and torchrec versions, the name, dtype and shape of every tensor, the
+name, type, length and file of every array, and whatever the caller adds (schema, fitted
+pipeline state, table layout and its config, model name and config). Integer arrays without
+nulls (integer vocabularies) are 1-d tensors of the safetensors file; string arrays are record
+batches of one column in an Arrow IPC file, read memory-mapped. The directory is written into
+a temporary sibling and renamed, so a crash never leaves half an artifact, and it loads
+without unpickling anything (safetensors, Arrow IPC and JSON only).
 
 Example::
 
-    >>> import tempfile, torch
+    >>> import tempfile, torch, pyarrow as pa
     >>> path = Path(tempfile.mkdtemp()) / "model"
-    >>> _ = save_artifact(path, {"w": torch.ones(2, 3)}, {"layout": {"name": "per_feature"}})
+    >>> arrays = {"ids": pa.array([7, 3]), "names": pa.array(["b", "é"])}
+    >>> _ = save_artifact(path, {"w": torch.ones(2, 3)}, {"layout": {"name": "per_feature"}}, arrays)
     >>> tensors, manifest = load_artifact(path)
     >>> tensors["w"].shape, manifest["layout"], manifest["tensors"]["w"]
     (torch.Size([2, 3]), {'name': 'per_feature'}, {'dtype': 'float32', 'shape': [2, 3]})
+    >>> {name: array.to_pylist() for name, array in load_arrays(path, manifest).items()}
+    {'ids': [7, 3], 'names': ['b', 'é']}
+    >>> manifest["arrays"]["names"]
+    {'type': 'large_string', 'length': 2, 'file': 'arrays.arrow', 'batch': 0}
 """
 
 from __future__ import annotations
@@ -28,16 +36,19 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 import recsys_embed
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: arrays (integer ones in the safetensors file, strings in arrays.arrow); 1: tensors only
 TENSORS_FILE = "tensors.safetensors"
 MANIFEST_FILE = "manifest.json"
-RESERVED_KEYS = ("format_version", "versions", "tensors")
+ARRAYS_FILE = "arrays.arrow"
+RESERVED_KEYS = ("format_version", "versions", "tensors", "arrays")
+STRING = pa.large_string()
 
 
 def _version(distributions: tuple[str, ...]) -> str | None:
@@ -63,10 +74,51 @@ def _dtype_name(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def save_artifact(path: str | Path, tensors: Mapping[str, torch.Tensor], manifest: Mapping[str, Any]) -> Path:
-    """Write ``tensors`` and ``manifest`` (JSON-serialisable; keys ``format_version``,
-    ``versions`` and ``tensors`` are filled in here) to directory ``path``, replacing an
-    artifact already there. Returns ``path``."""
+def _split_arrays(arrays: Mapping[str, pa.Array], tensors: Mapping[str, torch.Tensor]) -> tuple[
+    dict[str, torch.Tensor], list[pa.Array], dict[str, dict[str, Any]]
+]:  # fmt: skip
+    """``(integer arrays as tensors, string arrays cast to large_string, their manifest entries)``."""
+    as_tensors: dict[str, torch.Tensor] = {}
+    strings: list[pa.Array] = []
+    declared: dict[str, dict[str, Any]] = {}
+    for name, array in arrays.items():
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        if not isinstance(array, pa.Array):
+            raise TypeError(f"save_artifact: array {name!r} is a {type(array).__name__}, not a pyarrow Array")
+        if name in tensors:
+            raise ValueError(f"save_artifact: {name!r} names both a tensor and an array; rename one")
+        if pa.types.is_integer(array.type) and array.null_count == 0:
+            as_tensors[name] = torch.from_numpy(array.to_numpy().copy())  # Arrow buffers are read-only
+            declared[name] = {"type": str(array.type), "length": len(array), "file": TENSORS_FILE}
+        elif pa.types.is_string(array.type) or pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+            declared[name] = {"type": str(STRING), "length": len(array), "file": ARRAYS_FILE, "batch": len(strings)}
+            strings.append(array.cast(STRING))
+        else:
+            raise TypeError(
+                f"save_artifact: array {name!r} has type {array.type} (nulls: {array.null_count}); "
+                "artifacts store integer arrays without nulls and string arrays"
+            )
+    return as_tensors, strings, declared
+
+
+def _write_strings(path: Path, strings: list[pa.Array]) -> None:
+    schema = pa.schema([pa.field("values", STRING)])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for array in strings:
+            writer.write_batch(pa.record_batch([array], schema=schema))
+
+
+def save_artifact(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    manifest: Mapping[str, Any],
+    arrays: Mapping[str, pa.Array] | None = None,
+) -> Path:
+    """Write ``tensors``, ``arrays`` and ``manifest`` (JSON-serialisable; keys
+    ``format_version``, ``versions``, ``tensors`` and ``arrays`` are filled in here) to
+    directory ``path``, replacing an artifact already there. ``arrays`` hold integers without
+    nulls or strings (read back by :func:`load_arrays`). Returns ``path``."""
     path = Path(path)
     taken = [k for k in RESERVED_KEYS if k in manifest]
     if taken:
@@ -75,10 +127,12 @@ def save_artifact(path: str | Path, tensors: Mapping[str, torch.Tensor], manifes
     if not_tensors:
         raise TypeError(f"save_artifact: values of {not_tensors} are not tensors")
     stored = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    array_tensors, strings, declared_arrays = _split_arrays(arrays or {}, stored)
     full = {
         "format_version": FORMAT_VERSION,
         "versions": versions(),
         "tensors": {k: {"dtype": _dtype_name(v), "shape": list(v.shape)} for k, v in stored.items()},
+        "arrays": declared_arrays,
         **manifest,
     }
     try:
@@ -91,8 +145,11 @@ def save_artifact(path: str | Path, tensors: Mapping[str, torch.Tensor], manifes
     tmp.mkdir()
     try:
         # safetensors refuses tensors that share storage: clone views into a larger buffer
-        save_file({k: v.clone() if v.untyped_storage().nbytes() != v.nbytes else v for k, v in stored.items()},
+        to_file = {**stored, **array_tensors}
+        save_file({k: v.clone() if v.untyped_storage().nbytes() != v.nbytes else v for k, v in to_file.items()},
                   str(tmp / TENSORS_FILE))
+        if strings:
+            _write_strings(tmp / ARRAYS_FILE, strings)
         (tmp / MANIFEST_FILE).write_text(text)
         if path.exists():
             path.rename(old)
@@ -107,9 +164,10 @@ def save_artifact(path: str | Path, tensors: Mapping[str, torch.Tensor], manifes
 
 
 def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read an artifact written by :func:`save_artifact`: ``(tensors, manifest)``.
+    """Read the tensors and manifest of an artifact written by :func:`save_artifact`:
+    ``(tensors, manifest)``; its arrays come from :func:`load_arrays`.
 
-    A missing file, a manifest that is not JSON or comes from a newer format version, and a
+    A missing file, a manifest that is not JSON or comes from another format version, and a
     tensor missing, extra or of another dtype or shape than the manifest declares are
     ``ValueError``\\ s naming the file and the tensor.
     """
@@ -124,21 +182,91 @@ def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if not isinstance(manifest, dict) or not isinstance(manifest.get("tensors"), dict):
         raise ValueError(f"artifact {path}: {MANIFEST_FILE} has no 'tensors' table; it was not written by save_artifact")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    writer = manifest.get("versions", {}).get("recsys_embed")
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise ValueError(
-            f"artifact {path}: format_version {version!r} is newer than this recsys-embed reads ({FORMAT_VERSION}); "
-            f"it was written by recsys-embed {manifest.get('versions', {}).get('recsys_embed')!r}: upgrade to load it"
+            f"artifact {path}: format_version {version} is newer than this recsys-embed reads ({FORMAT_VERSION}); "
+            f"it was written by recsys-embed {writer!r}: upgrade to load it"
         )
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"artifact {path}: format_version {version!r} is not one this recsys-embed reads (1 to {FORMAT_VERSION})")
+    declared: dict[str, Any] = manifest["tensors"]
+    in_file = {name for name, spec in _declared_arrays(path, manifest).items() if spec["file"] == TENSORS_FILE}
     try:
-        tensors = load_file(str(path / TENSORS_FILE))
+        with safe_open(str(path / TENSORS_FILE), framework="pt") as file:
+            keys = set(file.keys())
+            missing, extra = sorted((set(declared) | in_file) - keys), sorted(keys - set(declared) - in_file)
+            if missing or extra:
+                raise ValueError(f"artifact {path}: {TENSORS_FILE} lacks tensors {missing} and has undeclared tensors {extra}")
+            tensors = {key: file.get_tensor(key) for key in declared}
     except SafetensorError as err:
         raise ValueError(f"artifact {path}: {TENSORS_FILE} is not a valid safetensors file: {err}") from None
-    declared: dict[str, Any] = manifest["tensors"]
-    missing, extra = sorted(set(declared) - set(tensors)), sorted(set(tensors) - set(declared))
-    if missing or extra:
-        raise ValueError(f"artifact {path}: {TENSORS_FILE} lacks tensors {missing} and has undeclared tensors {extra}")
     for key, spec in declared.items():
         got = {"dtype": _dtype_name(tensors[key]), "shape": list(tensors[key].shape)}
         if got != {"dtype": spec.get("dtype"), "shape": spec.get("shape")}:
             raise ValueError(f"artifact {path}: tensor {key!r} is {got} but {MANIFEST_FILE} declares {spec}")
     return tensors, manifest
+
+
+def _declared_arrays(path: Path, manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's ``arrays`` table, checked for shape (format 1 artifacts have none)."""
+    declared = manifest.get("arrays", {})
+    good = isinstance(declared, dict) and all(
+        isinstance(spec, dict) and isinstance(spec.get("length"), int) and isinstance(spec.get("type"), str)
+        and (spec.get("file") == TENSORS_FILE or (spec.get("file") == ARRAYS_FILE and isinstance(spec.get("batch"), int)))
+        for spec in declared.values()
+    )  # fmt: skip
+    batches = sorted(spec["batch"] for spec in declared.values() if good and spec["file"] == ARRAYS_FILE)
+    if not good or batches != list(range(len(batches))):
+        raise ValueError(
+            f"artifact {path}: {MANIFEST_FILE} has a malformed 'arrays' table (expected name -> "
+            f"{{type, length, file: {TENSORS_FILE!r} or {ARRAYS_FILE!r} with its batch}})"
+        )
+    return declared
+
+
+def load_arrays(path: str | Path, manifest: Mapping[str, Any]) -> dict[str, pa.Array]:
+    """The arrays of the artifact at ``path`` whose manifest (from :func:`load_artifact`) is
+    ``manifest``: integer arrays read from the safetensors file, string arrays memory-mapped
+    from the Arrow IPC file and fully validated (offsets in bounds, UTF-8). A missing file, and
+    an array missing or of another type or length than declared, are ``ValueError``\\ s naming
+    the file and the array."""
+    path = Path(path)
+    declared = _declared_arrays(path, manifest)
+    out: dict[str, pa.Array] = {}
+    with_tensors = [name for name, spec in declared.items() if spec["file"] == TENSORS_FILE]
+    if with_tensors:
+        try:
+            with safe_open(str(path / TENSORS_FILE), framework="numpy") as file:
+                out.update({name: pa.array(file.get_tensor(name)) for name in with_tensors})
+        except (SafetensorError, OSError, pa.ArrowException) as err:  # e.g. a tensor of 2 dimensions
+            raise ValueError(f"artifact {path}: {TENSORS_FILE} holds no 1-d arrays {with_tensors}: {err}") from None
+    with_strings = {spec["batch"]: name for name, spec in declared.items() if spec["file"] == ARRAYS_FILE}
+    if with_strings:
+        out.update(_read_strings(path, with_strings))
+    for name, spec in declared.items():
+        got = {"type": str(out[name].type), "length": len(out[name])}
+        if got != {"type": spec["type"], "length": spec["length"]}:
+            file = spec["file"]
+            raise ValueError(f"artifact {path}: array {name!r} in {file} is {got} but {MANIFEST_FILE} declares {spec}")
+    return out
+
+
+def _read_strings(path: Path, names: dict[int, str]) -> dict[str, pa.Array]:
+    if not (path / ARRAYS_FILE).is_file():
+        raise ValueError(f"artifact {path}: {ARRAYS_FILE} is missing; {MANIFEST_FILE} declares string arrays {sorted(names.values())} in it")
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path / ARRAYS_FILE)))
+        if reader.schema != pa.schema([pa.field("values", STRING)]) or reader.num_record_batches != len(names):
+            raise ValueError(
+                f"artifact {path}: {ARRAYS_FILE} holds {reader.num_record_batches} batches of {reader.schema.types}; "
+                f"{MANIFEST_FILE} declares {len(names)} batches of one {STRING} column"
+            )
+        out = {}
+        for batch, name in names.items():
+            array = reader.get_batch(batch).column(0)
+            array.validate(full=True)
+            out[name] = array
+        return out
+    except (pa.ArrowException, OSError, IndexError) as err:
+        raise ValueError(f"artifact {path}: {ARRAYS_FILE} is not a valid Arrow IPC file of string arrays: {err}") from None

@@ -38,7 +38,7 @@ def test_demo_trains_and_reports_auc_against_the_oracle(demo: tuple[Path, subpro
     metrics = json.loads((root / "run" / "metrics.json").read_text())
     assert metrics["test"]["auc"] == pytest.approx(auc, abs=1e-4)
     assert (root / "run" / "training_curves.png").exists()
-    assert {p.name for p in (root / "run" / "model").iterdir()} == {"manifest.json", "tensors.safetensors"}
+    assert {p.name for p in (root / "run" / "model").iterdir()} == {"manifest.json", "tensors.safetensors", "arrays.arrow"}
 
 
 def test_evaluate_a_saved_model_reproduces_the_test_metrics(demo: tuple[Path, subprocess.CompletedProcess]) -> None:
@@ -105,6 +105,63 @@ def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subproce
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["mba_l2"] == 0.01
 
 
+def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    """OptEmbed's three stages through the layout contract: supernet training, the layout's search
+    stage on validation AUC, retraining, and the layout's serving export (compact) in the artifact."""
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    search = {"rounds": 1, "mutations": 2, "crossovers": 2, "top_k": 2}
+    config = {
+        "data": {"train": str(splits / "train"), "valid": str(splits / "valid"), "test": str(splits / "test")},
+        "layout": {"name": "pruned", "threshold_init": 0.01, "search": search},
+        "model": {"name": "mlp", "hidden": [32]},
+        "trainer": {"epochs": 1, "lr": 0.003, "progress": False},
+        "batching": {"batch_size": 2048},
+        "run_dir": str(tmp_path / "run"),
+    }
+    result = train_from_yaml(config, tmp_path)
+    assert re.search(r"pruned search: dims \[[\d, ]+\] validation AUC 0\.\d+ after \d+ evaluations", result.stdout), result.stdout
+    assert (tmp_path / "run" / "retrain" / "metrics.json").exists()
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["layout_state"]["layout"] == "compact"
+    out = run("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(saved["auc"], abs=1e-6)
+
+
+def test_pruned_tables_without_validation_data_fail_before_training(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    config = {"data": {"train": str(splits / "train")}, "layout": {"name": "pruned"}, "run_dir": str(tmp_path / "run")}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = run("train", "--config", str(tmp_path / "run.yaml"))
+    assert result.returncode == 2
+    assert "layout 'pruned' needs data.valid" in result.stderr and "epoch 1" not in result.stderr
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize("model", ["autoint", "mlp"])
+def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, model: str
+) -> None:
+    """AutoInt and the MLP read only history means, which per_feature pools in the kernel unless
+    mini-batch aware L2 needs each position's row: then the histories stay per position."""
+    root, _ = demo
+    splits = next((root / "data").glob("*/splits"))
+    config = {
+        "data": {"train": str(splits / "train"), "test": str(splits / "test")},
+        "model": {"name": model},
+        "trainer": {"epochs": 1, "lr": 0.003, "mba_l2": 0.01, "progress": False},
+        "batching": {"batch_size": 2048},
+        "run_dir": str(tmp_path / "run"),
+    }
+    result = train_from_yaml(config, tmp_path)
+    assert float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1)) > 0.5, result.stdout
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["layout_state"]["pool_sequences"] is False
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -116,6 +173,8 @@ def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subproce
         ({"data": {"valid": "x"}}, r"data: missing required key\(s\) \['train'\]"),
         ({"trainer": {"mba_l2": -0.1}}, r"trainer: trainer.mba_l2 must be >= 0"),
         ({"trainer": {"mba_l2": "high"}}, r"trainer.mba_l2: expected float"),
+        ({"layout": {"name": "per_feature", "pool_sequences": True}, "trainer": {"mba_l2": 0.01}},
+         r"layout.pool_sequences: true pools each sequence .* trainer.mba_l2 > 0 needs"),
     ],
 )
 def test_bad_config_keys_name_the_key(tmp_path: Path, change: dict, message: str) -> None:

@@ -179,7 +179,7 @@ def test_table_vectors_are_the_rows_forward_reads_and_train_through_the_fused_op
         torch.testing.assert_close(after, before - 0.5 * 2 * (before - target))
     else:
         assert not torch.allclose(after, before)
-    with pytest.raises(KeyError, match="no table group 'user'"):
+    with pytest.raises(ValueError, match="no table group 'user'"):
         tables.table_vectors("user")
     # the layout's forward and table_vectors in one graph: both reads update the rows, no autograd error
     before = tables.table_vectors("items").detach().clone()

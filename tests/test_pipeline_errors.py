@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from recsys_embed.artifacts import save_artifact
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.pipelines import FittedState, Pipeline
 
@@ -108,19 +109,17 @@ def test_state_of_another_schema_is_refused(tmp_path: Path) -> None:
     other = Schema([FeatureSpec("item", min_count=2), FeatureSpec("price", kind="numeric", transform="log1p_standardize")], label="label")
     with pytest.raises(ValueError, match="fitted state was fitted for another schema"):
         Pipeline(other, pipe.state)
-    saved = pipe.to_dict()
+    arrays, saved = pipe.export_state()
     saved["schema"] = other.to_dict()
-    path = tmp_path / "pipeline.json"
-    path.write_text(__import__("json").dumps(saved))
-    with pytest.raises(ValueError, match=r"pipeline\.json was fitted for another schema"):
-        Pipeline.load(path)
+    with pytest.raises(ValueError, match=r"artifact .*saved was fitted for another schema"):
+        Pipeline.load(save_artifact(tmp_path / "saved", {}, {"pipeline": saved}, arrays))
     pipe.schema = other  # a schema changed after fitting is caught at transform time
     with pytest.raises(ValueError, match="fitted for another schema"):
         list(pipe.transform(GOOD))
     with pytest.raises(ValueError, match="not a saved pipeline"):
-        Pipeline.from_dict({"schema": other.to_dict()})
+        Pipeline.from_state({}, {"schema": other.to_dict()})
     with pytest.raises(ValueError, match="format_version 99 is not supported"):
-        FittedState.from_dict({"schema_fingerprint": "x", "format_version": 99})
+        FittedState.from_state({}, {"schema_fingerprint": "x", "format_version": 99})
 
 
 def test_missing_label_names_the_row(tmp_path: Path) -> None:

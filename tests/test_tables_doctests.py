@@ -11,6 +11,7 @@ MODULES = [
     "recsys_embed.tables.base",
     "recsys_embed.tables.per_feature",
     "recsys_embed.tables.multiplexed",
+    "recsys_embed.tables.inputs",
     "recsys_embed.tables.accounting",
     "recsys_embed.tables.imports",
     "recsys_embed.artifacts",

@@ -109,7 +109,7 @@ def test_hooks_pass_through_and_state_round_trips(tmp_path) -> None:
     tables = MatryoshkaTables(base, PREFIXES)
     assert torch.equal(tables.regularization_loss(), base.regularization_loss())
     assert tables.dense_parameters()[0]["params"] == [base.thresholds]
-    assert float(MatryoshkaTables(per_feature(), PREFIXES).regularization_loss()) == 0.0
+    assert MatryoshkaTables(per_feature(), PREFIXES).regularization_loss() is None  # nothing to add
     base.use_dims([5, 7])
     tensors, config = tables.export_state()
     save_file(tensors, tmp_path / "t.safetensors")
@@ -141,5 +141,20 @@ def test_bad_prefixes_and_states_raise() -> None:
         MatryoshkaTables(per_feature(), [4, 16])
     with pytest.raises(ValueError, match="prefix dim"):
         MatryoshkaTables(per_feature(), PREFIXES).at_dim(9)
-    with pytest.raises(ValueError, match="not a recsys_embed.tables layout"):
+    with pytest.raises(ValueError, match="'base' must be the wrapped layout's config with its registered name"):
         MatryoshkaTables.from_state(SCHEMA, {}, {"layout": "matryoshka", "base_class": "os:system", "base": {}, "prefixes": [2]})
+    with pytest.raises(ValueError, match="unknown table layout 'os'; known: .*'per_feature'"):
+        MatryoshkaTables.from_state(SCHEMA, {}, {"layout": "matryoshka", "base": {"layout": "os"}, "prefixes": [2]})
+
+
+def test_state_written_with_a_base_class_path_still_loads() -> None:
+    """Before the layout registry, the manifest named the wrapped class by module path; the
+    base config's registered name is what loads it now (the path is never imported)."""
+    tables = MatryoshkaTables(per_feature(), PREFIXES)
+    tensors, config = tables.export_state()
+    assert "base_class" not in config and config["base"]["layout"] == "per_feature"
+    old = {**config, "base_class": "recsys_embed.tables.per_feature:PerFeatureTables"}
+    loaded = MatryoshkaTables.from_state(SCHEMA, tensors, json.loads(json.dumps(old)))
+    assert isinstance(loaded.base, PerFeatureTables)
+    kjt = batch()
+    assert torch.equal(loaded(kjt).pooled["user_id"], tables(kjt).pooled["user_id"])

@@ -165,7 +165,7 @@ def test_single_id_fast_path_equals_the_general_path_forward_and_update() -> Non
     fast_tables, general_tables = (PerFeatureTables(schema, rows, TableOptimizer("sgd", lr=0.5)) for _ in range(2))
     general_tables.kernel.load_state_tensors(fast_tables.kernel.state_tensors())
     slot_order = ["a", "c", "d", "b"]  # grouped by dim: the batch takes the single-id fast path
-    assert fast_tables.kernel_inputs(kjt_from_ids({n: ids[n] for n in slot_order}))[0].tolist() == [
+    assert fast_tables.kernel_inputs(kjt_from_ids({n: ids[n] for n in slot_order})).indices.tolist() == [
         v for n in slot_order for v in ids[n].tolist()
     ]
     fast = fast_tables(kjt_from_ids({n: ids[n] for n in slot_order}))
@@ -281,3 +281,19 @@ def test_pooled_sequences_survive_the_state_round_trip_and_refuse_sharding() -> 
     assert empty.pooled["hist"].shape == (0, 4) and not empty.sequences
     with pytest.raises(ValueError, match="pool_sequences=True is not sharded"):
         slot_features(pooled)
+
+
+def test_a_batch_is_walked_once_for_forward_and_the_rows_it_read() -> None:
+    """forward, rows_read (mini-batch aware L2) and kernel_inputs (sharding, pruning) of one batch
+    share one walk of its KeyedJaggedTensor; the next batch gets its own."""
+    tables = PerFeatureTables(SCHEMA, ROWS)
+    kjt = kjt_from_ids({**batch(), "user": torch.tensor([[3], [7], [PAD], [49]])}, padding_id=PAD)  # one id per bag
+    inputs = tables.kernel_inputs(kjt)
+    out = tables(kjt)
+    rows = tables.rows_read(kjt)
+    assert tables.kernel_inputs(kjt) is inputs
+    assert torch.equal(rows["hist"].squeeze(-1) >= 0, out.masks["hist"])
+    hist = rows["hist"].squeeze(-1)  # layout rows: item's rows come after user's 50
+    item_rows = tables.table_weights()["item"][hist[hist >= 0] - ROWS["user"]]
+    torch.testing.assert_close(out.sequences["hist"][hist >= 0], item_rows, rtol=0, atol=0)
+    assert tables.kernel_inputs(kjt_from_ids(batch(), padding_id=PAD)) is not inputs

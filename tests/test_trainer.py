@@ -164,7 +164,7 @@ def test_mini_batch_aware_l2_step_moves_only_the_batch_rows_by_the_sgd_amount(la
 def test_mini_batch_aware_l2_refuses_a_pruned_layout_and_a_negative_weight() -> None:
     tables = PrunedTables(MBA_SCHEMA, ROWS)
     model = RankingModel(tables, MLP(tables.shapes(1), MLPConfig(hidden=(8,))))
-    with pytest.raises(ValueError, match="not PrunedTables"):
+    with pytest.raises(ValueError, match="outputs of layout 'pruned' are not its table rows"):
         Trainer(model, TrainerConfig(mba_l2=0.1, progress=False)).fit(_mba_batches())
     with pytest.raises(ValueError, match="trainer.mba_l2 must be >= 0"):
         TrainerConfig(mba_l2=-1.0)

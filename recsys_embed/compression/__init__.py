@@ -1,0 +1,13 @@
+"""Compression methods: the storage of a table group behind the table-layout contract,
+registered by name in the layout registry; third parties plug in through the entry-point
+group ``recsys_embed.compression`` (:mod:`recsys_embed.compression.registry`)."""
+
+from recsys_embed.compression.registry import (
+    ENTRY_POINT_GROUP,
+    PluginError,
+    compression_methods,
+    load_plugin,
+    register_compression,
+)
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginError", "compression_methods", "load_plugin", "register_compression"]

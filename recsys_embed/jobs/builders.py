@@ -1,7 +1,9 @@
-"""Names to modules: the table layouts and models a run config or an artifact can name.
+"""Run-config names to fresh modules: the table layouts a run trains and the models on top.
 
-Plain dictionaries, not a plugin registry: third parties plug in compression plugins
-(``recsys_embed.compression``), while layouts and models are built by name only here.
+Layout classes are found by name in the layout registry (``recsys_embed.tables.registry``:
+``layout_class``, where artifacts find them too, and where compression plugins register);
+this module reads a run config's layout options into them (``build_tables``; the layouts a
+run can train are ``TRAINABLE_LAYOUTS``) and builds models from the ``MODELS`` table.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from recsys_embed import models
 from recsys_embed.jobs.config import from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.tables import (
-    CompactTables,
     MatryoshkaTables,
     MultiplexedConfig,
     MultiplexedTables,
     OptEmbedConfig,
     PerFeatureTables,
     PrunedTables,
+    TableLayout,
     TableOptimizer,
 )
 from recsys_embed.tables.base import EmbeddingShapes
@@ -30,14 +32,6 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "mlp": (models.MLP, models.MLPConfig),
     "din": (models.DIN, models.DINConfig),
     "autoint": (models.AutoInt, models.AutoIntConfig),
-}
-# layout name (as written in a config and in an artifact's manifest) -> class with from_state
-LAYOUT_CLASSES: dict[str, type[nn.Module]] = {
-    "per_feature": PerFeatureTables,
-    "multiplexed": MultiplexedTables,
-    "pruned": PrunedTables,
-    "matryoshka": MatryoshkaTables,
-    "compact": CompactTables,
 }
 TRAINABLE_LAYOUTS = ("per_feature", "multiplexed", "pruned", "matryoshka")
 # models that read only the mean of each sequence: per_feature pools their sequences in the kernel
@@ -54,7 +48,7 @@ def _split_name(spec: Mapping[str, Any], where: str, allowed: Any) -> tuple[str,
 
 def build_tables(
     spec: Mapping[str, Any], schema: Schema, num_embeddings: Mapping[str, int], optimizer: TableOptimizer, where: str = "layout"
-) -> nn.Module:
+) -> TableLayout:
     """A fresh table layout from ``{"name": ..., **options}``.
 
     ``per_feature`` (``pool_sequences``: see :func:`layout_for_model`), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
@@ -98,19 +92,30 @@ def _per_feature_pooling(options: Mapping[str, Any], where: str) -> bool:
     return pool
 
 
-def layout_for_model(layout: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+def layout_for_model(layout: Mapping[str, Any], model: Mapping[str, Any], mba_l2: float = 0.0) -> dict[str, Any]:
     """``layout`` with ``pool_sequences: true`` added when it is ``per_feature`` without that key
     and the model reads only sequence means (``SEQUENCE_MEAN_MODELS``): the same model inputs,
-    computed by the kernel's pooling instead of per-position embeddings and a masked mean.
+    computed by the kernel's pooling instead of per-position embeddings and a masked mean. Not
+    with mini-batch aware L2 (``mba_l2 > 0``), which needs the row each position read: then the
+    sequences stay per position, and an explicit ``pool_sequences: true`` raises ``ValueError``.
 
     Example::
 
         >>> layout_for_model({"name": "per_feature"}, {"name": "autoint"})
         {'name': 'per_feature', 'pool_sequences': True}
+        >>> layout_for_model({"name": "per_feature"}, {"name": "autoint"}, mba_l2=0.01)
+        {'name': 'per_feature'}
         >>> layout_for_model({"name": "per_feature"}, {"name": "din"})
         {'name': 'per_feature'}
     """
-    if layout.get("name") == "per_feature" and "pool_sequences" not in layout and model.get("name") in SEQUENCE_MEAN_MODELS:
+    if layout.get("name") != "per_feature":
+        return dict(layout)
+    if mba_l2 and layout.get("pool_sequences"):
+        raise ValueError(
+            "layout.pool_sequences: true pools each sequence in the kernel, but trainer.mba_l2 > 0 needs the table row "
+            "every sequence position read; set layout.pool_sequences: false (same model inputs) or trainer.mba_l2: 0"
+        )
+    if "pool_sequences" not in layout and model.get("name") in SEQUENCE_MEAN_MODELS and not mba_l2:
         return {**layout, "pool_sequences": True}
     return dict(layout)
 

@@ -15,7 +15,7 @@ from recsys_embed.jobs.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
 from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
 from recsys_embed.jobs.ranking_model import RankingModel
-from recsys_embed.tables import EvolutionConfig, PrunedTables, TableOptimizer
+from recsys_embed.tables import EvolutionConfig, TableOptimizer
 from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 
 NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
@@ -60,11 +60,11 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     """Fit the pipeline on the training data, train, evaluate, save artifact and reports."""
     schema = schema or resolve_schema(config.schema)
     validate_specs(config.layout, config.model)
+    layout = layout_for_model(config.layout, config.model, config.trainer.mba_l2)
     seed_everything(config.trainer.seed)  # tables and model weights are drawn from the run's seed
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(schema).fit(config.data.train)
-    layout = layout_for_model(config.layout, config.model)
     tables = build_tables(layout, schema, pipeline.num_embeddings, config.table_optimizer)
     model = build_model(config.model, tables.shapes(len(schema.dense_features)), schema)
     ranking = RankingModel(tables, model)
@@ -72,10 +72,10 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     b = config.batching
     train_stream = pipeline.batches(config.data.train, batch_size=b.batch_size, shuffle=b.shuffle, seed=config.trainer.seed, num_workers=b.num_workers)
     valid_stream = pipeline.batches(config.data.valid, batch_size=b.batch_size) if config.data.valid else None
-    if isinstance(tables, PrunedTables):
+    if tables.has_search_stage():
         if valid_stream is None:
-            raise ValueError("layout 'pruned' needs data.valid: the dimension search scores candidates on it")
-        ranking, trainer, result = _optembed(ranking, trainer, config, train_stream, valid_stream, run_dir)
+            raise ValueError(f"layout {layout['name']!r} needs data.valid: the dimension search scores candidates on it")
+        ranking, trainer, result = _search_and_retrain(ranking, trainer, config, train_stream, valid_stream, run_dir)
     else:
         result = trainer.fit(train_stream, valid_stream)
     report = TrainReport(run_dir, valid=result.best or (result.epochs[-1] if result.epochs else {}),
@@ -84,8 +84,9 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
         report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))
         if with_oracle:
             report.test["oracle_auc"] = oracle_auc(config.data.test)
-    if isinstance(ranking.tables, PrunedTables):  # serve the compact export: kept rows, chosen dims
-        ranking = RankingModel(ranking.tables.compact(), ranking.model)
+    serving = ranking.tables.serving_layout()  # pruned: the compact export (kept rows, chosen dims)
+    if serving is not ranking.tables:
+        ranking = RankingModel(serving, ranking.model)
     save_model(run_dir / "model", pipeline, ranking, layout, config.model)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -94,21 +95,20 @@ def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = F
     return report
 
 
-def _optembed(
+def _search_and_retrain(
     ranking: RankingModel, trainer: Trainer, config: RunConfig, train_stream: Any, valid_stream: Any, run_dir: Path
 ) -> tuple[RankingModel, Trainer, Any]:
-    """OptEmbed's three stages: supernet training with learned row thresholds, evolutionary
-    search of per-field dims on validation AUC, retraining from the initial weights with the
-    row masks frozen and the chosen dims."""
+    """A layout with a search stage (OptEmbed) trains in three stages: supernet training,
+    the layout's search of its dims on validation AUC, retraining from the initial weights
+    with the layout it returns (OptEmbed: row masks frozen, the chosen dims)."""
     initial_model = copy.deepcopy(ranking.model.state_dict())
     trainer.fit(train_stream, valid_stream)
-    tables: PrunedTables = ranking.tables  # type: ignore[assignment]
     ranking.eval()
     search_config = from_mapping(EvolutionConfig, config.layout.get("search", {}), "layout.search")
-    search = tables.search_dims(lambda: trainer.evaluate(valid_stream)["auc"], search_config)
-    print(f"OptEmbed search: dims {search.dims} validation AUC {search.score:.4f} after {search.evaluations} evaluations")
+    fresh, search = ranking.tables.search_stage(lambda: trainer.evaluate(valid_stream)["auc"], search_config)
+    print(f"{ranking.tables.layout_name} search: dims {search.dims} validation AUC {search.score:.4f} after {search.evaluations} evaluations")
     ranking.model.load_state_dict(initial_model)
-    retrained = RankingModel(tables.retrain(search.dims), ranking.model)
+    retrained = RankingModel(fresh, ranking.model)
     retrainer = Trainer(retrained, config.trainer, run_dir / "retrain")
     return retrained, retrainer, retrainer.fit(train_stream, valid_stream)
 

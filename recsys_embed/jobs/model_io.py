@@ -1,7 +1,8 @@
 """Save and load a trained model: fitted pipeline + table layout + model, one artifact.
 
-The artifact (``recsys_embed.artifacts``) holds tensors in safetensors and everything else
-in a JSON manifest: the task (``ctr``: a :class:`RankingModel`; ``sequential``: a
+The artifact (``recsys_embed.artifacts``) holds tensors in safetensors, the pipeline's
+vocabularies as arrays (integers in safetensors, strings in Arrow IPC) and everything else in
+a JSON manifest: the task (``ctr``: a :class:`RankingModel`; ``sequential``: a
 :class:`NextItemModel`), the schema and fitted pipeline state (so scoring uses exactly the
 training vocabularies), the layout and model names and configs. Loading never unpickles.
 """
@@ -15,12 +16,13 @@ from typing import Any
 
 from torch import nn
 
-from recsys_embed.artifacts import load_artifact, save_artifact
-from recsys_embed.jobs.builders import LAYOUT_CLASSES, build_model
+from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
+from recsys_embed.jobs.builders import build_model
 from recsys_embed.jobs.next_item_model import NextItemModel
 from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.models import BERT4Rec, BERT4RecConfig
 from recsys_embed.pipelines import Pipeline
+from recsys_embed.tables.registry import layout_class
 
 
 @dataclass
@@ -48,16 +50,17 @@ def save_model(
     table_tensors, table_config = model.tables.export_state()
     tensors = {f"tables.{k}": v for k, v in table_tensors.items()}
     tensors.update({f"model.{k}": v for k, v in model.model.state_dict().items()})
+    arrays, pipeline_config = pipeline.export_state()
     manifest = {
         "task": task,
-        "pipeline": pipeline.to_dict(),
+        "pipeline": pipeline_config,
         "layout": dict(layout),
         "layout_state": table_config,
         "model": dict(model_spec),
     }
     if task_settings:
         manifest["task_settings"] = dict(task_settings)
-    save_artifact(path, tensors, manifest)
+    save_artifact(path, tensors, manifest, arrays)
     return Path(path)
 
 
@@ -100,12 +103,13 @@ def load_model(path: str | Path, task: str | None = None) -> LoadedModel:
         if key not in manifest:
             raise ValueError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
     manifest.setdefault("task_settings", {})
-    pipeline = Pipeline.from_dict(manifest["pipeline"])
-    layout_name = manifest["layout_state"].get("layout")
-    if layout_name not in LAYOUT_CLASSES:
-        raise ValueError(f"artifact {path}: unknown layout {layout_name!r}; expected one of {sorted(LAYOUT_CLASSES)}")
+    pipeline = Pipeline.from_state(load_arrays(path, manifest), manifest["pipeline"], where=f"artifact {path}")
+    try:
+        tables_class = layout_class(str(manifest["layout_state"].get("layout")))
+    except ValueError as error:
+        raise ValueError(f"artifact {path}: layout_state: {error}") from error
     table_tensors = {k[len("tables."):]: v for k, v in tensors.items() if k.startswith("tables.")}
-    tables = LAYOUT_CLASSES[layout_name].from_state(pipeline.schema, table_tensors, manifest["layout_state"])
+    tables = tables_class.from_state(pipeline.schema, table_tensors, manifest["layout_state"])
     try:
         model = TASK_MODELS[task](tables, pipeline, manifest)
         model.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -12,21 +12,23 @@ from torch import nn
 from recsys_embed import metrics
 from recsys_embed.batch import Batch
 from recsys_embed.models import mini_batch_aware_l2
-from recsys_embed.tables.base import Embeddings, FusedTables
-from recsys_embed.tables.frequencies import num_layout_rows, row_vectors
+from recsys_embed.tables.base import Embeddings
+from recsys_embed.tables.contract import TableLayout
+from recsys_embed.tables.frequencies import row_vectors
 
 
 class RankingModel(nn.Module):
-    """``tables`` (any layout: ``KeyedJaggedTensor -> Embeddings``) then ``model``
+    """``tables`` (any :class:`TableLayout`: ``KeyedJaggedTensor -> Embeddings``) then ``model``
     (``(Embeddings, dense [B, n_dense]) -> logits [B]``).
 
-    Layout hooks, used when present: ``training_views(emb)`` returns several views of the
-    embeddings whose losses are summed (Matryoshka), ``regularization_loss()`` is added to
-    the loss (OptEmbed thresholds), ``dense_parameters()`` gives extra optimizer param groups.
+    The layout's contract hooks shape training: ``training_views(emb)`` gives the views whose
+    losses are summed (Matryoshka: one per prefix), ``regularization_loss()`` is added to the
+    loss (OptEmbed thresholds), ``dense_parameters()`` gives extra optimizer param groups and
+    ``fused_parameters()`` those its kernel updates itself.
     :meth:`use_mini_batch_aware_l2` adds DIN's mini-batch aware L2 on the table rows.
     """
 
-    def __init__(self, tables: nn.Module, model: nn.Module) -> None:
+    def __init__(self, tables: TableLayout, model: nn.Module) -> None:
         super().__init__()
         self.tables = tables
         self.model = model
@@ -40,11 +42,11 @@ class RankingModel(nn.Module):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Training loss and the logits of the full view, ``(loss, logits [B])``."""
         emb = self.tables(batch.sparse)
-        views = self.tables.training_views(emb) if hasattr(self.tables, "training_views") else [emb]
-        logits = [self.model(view, batch.dense) for view in views]
+        logits = [self.model(view, batch.dense) for view in self.tables.training_views(emb)]
         loss = sum(F.binary_cross_entropy_with_logits(lg, batch.labels) for lg in logits)
-        if hasattr(self.tables, "regularization_loss"):
-            loss = loss + self.tables.regularization_loss()
+        extra = self.tables.regularization_loss()
+        if extra is not None:
+            loss = loss + extra
         if self.mba_l2:
             loss = loss + self.mba_l2 * self.mini_batch_aware_l2(batch, emb)
         return loss, logits[-1]
@@ -75,12 +77,12 @@ class RankingModel(nn.Module):
     def use_mini_batch_aware_l2(self, weight: float, frequencies: torch.Tensor) -> None:
         """Add ``weight * sum_j ||w_j||^2 / n_j`` to the training loss (DIN, Zhou et al. 2018,
         eq. 4-5): j runs over the distinct table rows the batch reads, each once; ``frequencies``
-        ``[num_layout_rows]`` holds n_j, how often the training data reads row j
+        ``[tables.num_rows()]`` holds n_j, how often the training data reads row j
         (:func:`recsys_embed.tables.frequencies.row_frequencies`; the Trainer counts them when
         ``TrainerConfig.mba_l2 > 0``). ``weight`` 0 turns it off."""
         if weight < 0:
             raise ValueError(f"mini-batch aware L2 weight must be >= 0, got {weight}")
-        rows = num_layout_rows(self.tables)
+        rows = self.tables.num_rows()
         if frequencies.shape != (rows,):
             raise ValueError(f"row frequencies must have shape ({rows},), one count per layout row; got {tuple(frequencies.shape)}")
         self.mba_l2 = float(weight)
@@ -102,12 +104,12 @@ class RankingModel(nn.Module):
         return dense_param_groups(self, self.tables, lr, weight_decay)
 
 
-def dense_param_groups(module: nn.Module, tables: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+def dense_param_groups(module: nn.Module, tables: TableLayout, lr: float, weight_decay: float) -> list[dict]:
     """Optimizer param groups for the parameters of ``module`` that the fused kernel of its
     table layout ``tables`` does not update: one group with ``lr`` and ``weight_decay``, then
     the layout's own groups (its ``dense_parameters()``)."""
-    extra = tables.dense_parameters() if hasattr(tables, "dense_parameters") else []
+    extra = tables.dense_parameters()
     taken = {id(p) for group in extra for p in group["params"]}
-    kernel = {id(p) for m in tables.modules() if isinstance(m, FusedTables) for p in m.parameters()}
+    kernel = {id(p) for p in tables.fused_parameters()}
     rest = [p for p in module.parameters() if p.requires_grad and id(p) not in taken and id(p) not in kernel]
     return [{"params": rest, "lr": lr, "weight_decay": weight_decay}, *extra]

@@ -67,12 +67,11 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys_embed.features import FeatureSpec
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes, unpack_output
-from recsys_embed.tables.multiplexed import MultiplexedTables
-from recsys_embed.tables.per_feature import PerFeatureTables
+from recsys_embed.tables.contract import TableLayout
 
 SHARDING_TYPES = ("row_wise", "table_wise")
 _WEIGHT = "embedding_bags.{}.weight"  # torchrec's state key of a table's weight
-Layout = MultiplexedTables | PerFeatureTables
+Layout = TableLayout  # one whose kernel_slots() answers: per_feature (pool_sequences=False) or multiplexed
 
 
 @dataclass(frozen=True)
@@ -99,22 +98,9 @@ def slot_features(
     kernel, one torchrec feature name per slot (``<feature>#<probe>``, and
     ``<feature>@<position>#<probe>`` for sequences), and for each sequence feature the slot
     index of probe 0 at each position (its bag is empty where the position is padding).
+    A layout that is not sharded raises ``ValueError`` (:meth:`TableLayout.kernel_slots`).
     """
-    if isinstance(layout, MultiplexedTables):
-        order = layout.features
-        probes = {f.name: layout.probes[f.table] for f in order}  # type: ignore[index]
-    elif isinstance(layout, PerFeatureTables):
-        if layout.pool_sequences:
-            raise ValueError(
-                "sharding: a PerFeatureTables with pool_sequences=True is not sharded (its sequences are "
-                "one kernel bag each); build it with pool_sequences=False"
-            )
-        order, probes = layout.slot_order, {f.name: 1 for f in layout.slot_order}
-    else:
-        raise ValueError(
-            f"sharding: expected MultiplexedTables or PerFeatureTables, got {type(layout).__name__}; "
-            "pruned and Matryoshka layouts are not sharded"
-        )
+    order, probes = layout.kernel_slots()
     names: list[str] = []
     positions: dict[str, list[int]] = {}
     for spec in order:
@@ -177,7 +163,7 @@ class ShardedTables(nn.Module):
         super().__init__()
         self.config = config or ShardingConfig()
         self.device = torch.device(device or "cpu")
-        self.order, self.slot_names, self._positions = slot_features(layout)
+        self.order, self.slot_names, _ = slot_features(layout)
         if len(self.slot_names) != len(layout.kernel.slot_tables):
             raise ValueError(
                 f"sharding: the layout feeds {len(layout.kernel.slot_tables)} kernel slots, "
@@ -257,17 +243,14 @@ class ShardedTables(nn.Module):
                 tbe.iter.copy_(source["step"])
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
-        rows, offsets = self.layout.kernel_inputs(kjt)
-        slots = len(self.slot_names)
-        batch = (offsets.numel() - 1) // slots
+        inputs = self.layout.kernel_inputs(kjt)  # the layout's own ids, offsets and masks
+        batch = (inputs.offsets.numel() - 1) // len(self.slot_names)
         if batch == 0:
             raise ValueError("sharding: a batch of 0 rows; every rank must feed B > 0 rows to torchrec's collectives")
-        slot_kjt = KeyedJaggedTensor(keys=self.slot_names, values=rows, offsets=offsets, stride=batch)
+        slot_kjt = KeyedJaggedTensor(keys=self.slot_names, values=inputs.indices, offsets=inputs.offsets, stride=batch)
         pooled = self.dmp(slot_kjt)
         flat = KeyedTensor.regroup([pooled], [self.slot_names])[0]
-        present = offsets.diff().view(slots, batch) > 0
-        masks = {name: present[index].T.contiguous() for name, index in self._positions.items()}
-        return unpack_output(flat, self.order, self.layout.dims, masks, self.layout.features)
+        return unpack_output(flat, self.order, self.layout.dims, inputs.masks, self.layout.features)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, as the unsharded layout gives them."""

@@ -433,31 +433,21 @@ def most_recent(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tu
     return grid.T[present.T], present.sum(0)
 
 
-def sequence_slots(values: torch.Tensor, lengths: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spread a jagged sequence feature over ``max_len`` position slots.
-
-    Keeps the most recent ``max_len`` ids of each row (the last ones), left-aligned: slot p
-    holds the p-th kept id. Returns ``(values, lengths)`` ordered slot-major then sample,
-    ``lengths`` of shape ``[max_len * B]`` holding 0 or 1.
-    """
-    grid, present = sequence_grid(values, lengths, max_len)
-    return grid[present], present.reshape(-1).to(torch.int64)
-
-
 def check_layout(config: Mapping[str, Any], expected: str) -> None:
     """Refuse a saved config that describes another layout than the one rebuilding it."""
     if config.get("layout") != expected:
         raise ValueError(f"the layout config describes layout {config.get('layout')!r}, not {expected!r}")
 
 
-def check_ids(name: str, values: torch.Tensor, rows: int) -> None:
-    """Raise a clear error for ids outside ``[0, rows)`` (the kernel must never read out of bounds)."""
+def check_ids(name: str, values: torch.Tensor, rows: int | None) -> None:
+    """Raise a clear error for ids outside ``[0, rows)`` (``None``: negative ids only; the kernel
+    must never read out of bounds)."""
     if values.numel() == 0:
         return
     lo, hi = (int(v) for v in values.aminmax())
-    if lo < 0 or hi >= rows:
+    if lo < 0 or (rows is not None and hi >= rows):
         raise IndexError(
-            f"feature {name!r}: ids must lie in [0, {rows}) for its table, got min {lo} max {hi}; "
+            f"feature {name!r}: ids must lie in [0, {rows if rows is not None else '2**63'}) for its table, got min {lo} max {hi}; "
             "ids come from the fitted pipeline (0 missing, 1 out-of-vocabulary)"
         )
 

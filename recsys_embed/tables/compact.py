@@ -18,41 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import EmbeddingShapes, Embeddings, check_ids, check_layout, sequence_grid
+from recsys_embed.tables.base import EmbeddingShapes, Embeddings, check_layout
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.inputs import BatchMemo, batch_inputs
+from recsys_embed.tables.registry import register_layout
 
 
-def check_single_ids(spec: FeatureSpec, lengths: torch.Tensor) -> None:
-    """Raise ``ValueError`` when a categorical bag holds more than one id (row-wise masks and
-    lookups need one row per output); sequences may hold any number."""
-    if not spec.is_sequence and lengths.numel() and int(lengths.max()) > 1:
-        raise ValueError(
-            f"feature {spec.name!r}: categorical bags must hold at most one id, got a bag of {int(lengths.max())}; "
-            "pruned and compact tables mask single rows"
-        )
-
-
-def slot_ids(spec: FeatureSpec, jt: JaggedTensor, rows: int) -> torch.Tensor:
-    """The id each output slot of ``spec`` reads: ``[B]`` (categorical) or ``[B, L]`` (sequence,
-    the layout of :func:`sequence_grid`), ``-1`` where the slot is empty.
-
-    Raises ``IndexError`` for ids outside ``[0, rows)`` and ``ValueError`` for a categorical
-    bag with more than one id.
-    """
-    values, lengths = jt.values(), jt.lengths()
-    check_ids(spec.name, values, rows)
-    check_single_ids(spec, lengths)
-    if spec.is_sequence:
-        grid, present = sequence_grid(values, lengths, spec.max_len)
-        return torch.where(present, grid, -1).T.contiguous()
-    ids = torch.full((lengths.numel(),), -1, dtype=torch.int64, device=values.device)
-    ids[lengths.bool()] = values.to(torch.int64)
-    return ids
-
-
-class CompactTables(nn.Module):
+@register_layout("compact")
+class CompactTables(TableLayout):
     """Serving tables holding only kept rows and kept dims.
 
     Args:
@@ -110,6 +86,7 @@ class CompactTables(nn.Module):
                 raise ValueError(f"compact table {name!r}: kept_ids must be {weight.shape[0]} strictly increasing ids")
             self.stores_all.append(kept is None)
             self.register_buffer(f"kept_ids_{i}", None if kept is None else kept.detach().clone().to(weight.device))
+        self._memo = BatchMemo()
 
     def _lookup(self, index: int, ids: torch.Tensor) -> torch.Tensor:
         """Rows for ``ids`` (any shape, -1 = empty) of table ``index``: ``[*ids.shape, d]``, zeros where not stored."""
@@ -125,13 +102,13 @@ class CompactTables(nn.Module):
         return F.embedding(pos, weight) * found.unsqueeze(-1).to(weight.dtype)
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
-        by_key = kjt.to_dict()
+        """Each output slot looks up the id it holds (:meth:`BatchInputs.slot_rows`; a categorical
+        bag holds at most one id, else ``ValueError``)."""
+        inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
         out = Embeddings()
         for spec in self.features:
-            if spec.name not in by_key:
-                raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
             index = self.table_names.index(spec.table)  # type: ignore[arg-type]
-            ids = slot_ids(spec, by_key[spec.name], self.rows[spec.table])  # type: ignore[index]
+            ids = inputs.slot_rows(spec.name).squeeze(-1)  # [B] or [B, L], -1 where empty
             rows = self._lookup(index, ids)
             rows = F.pad(rows, (0, self.out_dims[spec.table] - rows.shape[-1]))  # type: ignore[index]
             if spec.is_sequence:
@@ -153,6 +130,13 @@ class CompactTables(nn.Module):
             self._kept_ids(),
             self.out_dims if keep_width else {t: dim for t in self.table_names},
         )
+
+    def num_ids(self, group: str) -> int:
+        return group_size(self.rows, group, "compact")
+
+    def compact(self) -> CompactTables:
+        """Itself: it is the plain lookup already."""
+        return self
 
     def _kept_ids(self) -> dict[str, torch.Tensor]:
         return {t: getattr(self, f"kept_ids_{i}") for i, t in enumerate(self.table_names) if not self.stores_all[i]}

@@ -8,18 +8,17 @@ first p columns of each row carry a usable embedding on their own. After trainin
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_embed.features import Schema
+from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import EmbeddingShapes, Embeddings, check_layout
 from recsys_embed.tables.compact import CompactTables
-from recsys_embed.tables.per_feature import PerFeatureTables
+from recsys_embed.tables.contract import TableLayout
+from recsys_embed.tables.registry import layout_class, register_layout
 
 
 def prefix_view(emb: Embeddings, dim: int) -> Embeddings:
@@ -35,32 +34,19 @@ def prefix_view(emb: Embeddings, dim: int) -> Embeddings:
     )
 
 
-def compact_of(layout: nn.Module) -> CompactTables:
-    """A plain lookup copy of ``layout``'s current outputs: layouts with a ``compact()`` export
-    (pruned tables), per-feature tables, or compact tables themselves."""
-    if isinstance(layout, CompactTables):
-        return layout
-    if hasattr(layout, "compact"):
-        return layout.compact()
-    if isinstance(layout, PerFeatureTables):
-        weights = {t: w.detach() for t, w in layout.table_weights().items()}
-        return CompactTables(Schema(features=list(layout.features)), layout.rows, weights)
-    raise TypeError(
-        f"{type(layout).__name__} has no compact export: prefix tables need per-row outputs "
-        "(PerFeatureTables, PrunedTables, CompactTables)"
-    )
-
-
-class MatryoshkaTables(nn.Module):
+@register_layout("matryoshka")
+class MatryoshkaTables(TableLayout):
     """Wraps a layout whose outputs are at least ``max(prefixes)`` wide.
 
     ``forward`` is the wrapped layout's (full width); :meth:`training_views` gives one
     :class:`Embeddings` per prefix for the trainer to sum the loss over; :meth:`at_dim` serves
-    a prefix. Regularization and dense parameters of the wrapped layout pass through.
+    a prefix (of the wrapped layout's :meth:`~TableLayout.compact` export). Regularization,
+    dense parameters, row reads and table vectors of the wrapped layout pass through.
 
     Example::
 
         >>> from recsys_embed.features import FeatureSpec
+        >>> from recsys_embed.tables.per_feature import PerFeatureTables
         >>> base = PerFeatureTables(Schema([FeatureSpec("item_id", embedding_dim=8)]), {"item_id": 10})
         >>> tables = MatryoshkaTables(base, prefixes=[2, 4, 8])
         >>> kjt = KeyedJaggedTensor.from_lengths_sync(["item_id"], torch.tensor([3, 4]), torch.tensor([1, 1]))
@@ -72,7 +58,7 @@ class MatryoshkaTables(nn.Module):
         (True, 160)
     """
 
-    def __init__(self, base: nn.Module, prefixes: Sequence[int] = (4, 8, 16)) -> None:
+    def __init__(self, base: TableLayout, prefixes: Sequence[int] = (4, 8, 16)) -> None:
         super().__init__()
         self.base = base
         self.prefixes = sorted({int(p) for p in prefixes})
@@ -85,6 +71,10 @@ class MatryoshkaTables(nn.Module):
                 f"{type(base).__name__}), got {list(prefixes)}"
             )
 
+    @property
+    def features(self) -> list[FeatureSpec]:  # type: ignore[override]
+        return self.base.features
+
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         return self.base(kjt)
 
@@ -96,15 +86,28 @@ class MatryoshkaTables(nn.Module):
         """A table storing the first ``dim`` columns only; its outputs equal the first ``dim``
         columns of this one's (eval mode), or, with ``keep_width``, this one's with the tail zeroed
         so a model built for the full width runs on it unchanged."""
-        return compact_of(self.base).prefix(dim, keep_width)
+        return self.base.compact().prefix(dim, keep_width)
 
-    def regularization_loss(self) -> torch.Tensor:
-        hook = getattr(self.base, "regularization_loss", None)
-        return hook() if hook else torch.zeros(())
+    def compact(self) -> CompactTables:
+        return self.base.compact()
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        return self.base.regularization_loss()
 
     def dense_parameters(self) -> list[dict[str, Any]]:
-        hook = getattr(self.base, "dense_parameters", None)
-        return hook() if hook else []
+        return self.base.dense_parameters()
+
+    def num_ids(self, group: str) -> int:
+        return self.base.num_ids(group)
+
+    def table_vectors(self, group: str) -> torch.Tensor:
+        return self.base.table_vectors(group)
+
+    def num_rows(self) -> int:
+        return self.base.num_rows()
+
+    def rows_read(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        return self.base.rows_read(kjt)
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         return self.base.shapes(num_dense)
@@ -119,10 +122,9 @@ class MatryoshkaTables(nn.Module):
         return f"matryoshka prefixes {self.prefixes} over:\n{self.base.summary()}"
 
     def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The wrapped layout's tensors; its config nested under ``base`` with its class path."""
+        """The wrapped layout's tensors; its config (which names its registered layout) nested under ``base``."""
         tensors, base_config = self.base.export_state()
-        base_class = f"{type(self.base).__module__}:{type(self.base).__qualname__}"
-        return tensors, {"layout": "matryoshka", "prefixes": self.prefixes, "base_class": base_class, "base": base_config}
+        return tensors, {"layout": "matryoshka", "prefixes": self.prefixes, "base": base_config}
 
     @classmethod
     def from_state(
@@ -132,12 +134,15 @@ class MatryoshkaTables(nn.Module):
         config: Mapping[str, Any],
         device: torch.device | str | None = None,
     ) -> MatryoshkaTables:
-        """Rebuild the wrapped layout (a ``recsys_embed.tables`` class with ``from_state``) and the wrapper."""
+        """Rebuild the wrapped layout, found by the name in ``config["base"]["layout"]`` in the layout
+        registry, and the wrapper. States written before the registry also hold a ``base_class``
+        module path; it is not imported (the base config names the layout)."""
         check_layout(config, "matryoshka")
-        module_name, _, class_name = str(config.get("base_class", "")).partition(":")
-        if not module_name.startswith("recsys_embed.tables."):
-            raise ValueError(f"matryoshka state: base_class {config.get('base_class')!r} is not a recsys_embed.tables layout")
-        base_cls = getattr(importlib.import_module(module_name), class_name, None)
-        if not hasattr(base_cls, "from_state"):
-            raise ValueError(f"matryoshka state: base_class {config['base_class']!r} has no from_state")
-        return cls(base_cls.from_state(schema, tensors, config["base"], device=device), config["prefixes"])
+        base = config.get("base")
+        if not isinstance(base, Mapping) or not isinstance(base.get("layout"), str):
+            raise ValueError(
+                f"matryoshka state: 'base' must be the wrapped layout's config with its registered name under 'layout', "
+                f"got {base!r}"
+            )
+        base_cls = layout_class(base["layout"])
+        return cls(base_cls.from_state(schema, tensors, base, device=device), config["prefixes"])

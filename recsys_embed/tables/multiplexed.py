@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, Schema
@@ -41,11 +40,11 @@ from recsys_embed.tables.base import (
     FusedTables,
     TableOptimizer,
     empty_embeddings,
-    offsets_of,
-    sequence_grid,
-    single_ids,
     unpack_output,
 )
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.registry import register_layout
+from recsys_embed.tables.inputs import BatchInputs, BatchMemo, batch_inputs
 
 LAYOUT = "multiplexed"
 SHARED = "shared"
@@ -100,7 +99,8 @@ def _signed_seeds(seeds: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.array(seeds, dtype=np.uint64).view(np.int64))
 
 
-class MultiplexedTables(FusedLayoutState, nn.Module):
+@register_layout(LAYOUT)
+class MultiplexedTables(FusedLayoutState, TableLayout):
     """One shared ``[M, d_c]`` table read by every feature through ``k_t`` hashed probes.
 
     Input: a ``KeyedJaggedTensor`` with (at least) this layout's features as keys.
@@ -174,13 +174,8 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
             table_names=[SHARED],
         )
         self._seed_tensors = {t: _signed_seeds(s).to(device or "cpu") for t, s in self.seeds.items()}
-        # fast path for batches of single ids: slot s (feature, probe) hashes ids[slot_feature[s]]
-        self._names = [f.name for f in self.features]
-        self._all_single = not any(f.is_sequence for f in self.features)
-        self._slot_feature = torch.tensor([i for i, k in enumerate(probes_of) for _ in range(k)], device=device)
-        self._slot_seeds = torch.cat([self._seed_tensors[f.table] for f in self.features])  # type: ignore[index]
-        limits = [self.vocab_sizes.get(f.table, 2**63 - 1) for f in self.features]  # type: ignore[arg-type]
-        self._limits = torch.tensor(limits, device=device)
+        self._limits = {t: self.vocab_sizes.get(t) for t in self.probes}
+        self._memo = BatchMemo()
 
     def rows_for(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
         """The shared-table rows ``[N, k]`` that ids ``[N]`` of ``feature`` read, one column per probe."""
@@ -190,69 +185,27 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
         seeds = self.seeds[spec.table]  # type: ignore[index]
         return torch.stack([bucket_torch(ids, seed, self.config.rows) for seed in seeds], dim=1)
 
-    def _check(self, spec: FeatureSpec, values: torch.Tensor) -> None:
-        if values.numel() == 0:
-            return
-        lo, hi = int(values.min()), int(values.max())
-        limit = self.vocab_sizes.get(spec.table)  # type: ignore[arg-type]
-        if lo < 0 or (limit is not None and hi >= limit):
-            bound = f"[0, {limit})" if limit is not None else "[0, 2**63)"
-            raise IndexError(
-                f"feature {spec.name!r}: ids must lie in {bound}, got min {lo} max {hi}; "
-                "ids come from the fitted pipeline (0 missing, 1 out-of-vocabulary)"
-            )
-
-    def _single_id_inputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows and offsets for ``[F, B]`` single ids: one hash call over a ``[S, B]`` grid."""
-        lo, hi = ids.aminmax(dim=1)
-        if bool(((lo < 0) | (hi >= self._limits)).any()):
-            for spec, row in zip(self.features, ids):
-                self._check(spec, row)
-        slots = ids if len(self._slot_feature) == len(ids) else ids[self._slot_feature]
-        rows = bucket_torch(slots ^ self._slot_seeds[:, None], 0, self.config.rows).reshape(-1)
-        return rows, torch.arange(rows.numel() + 1, device=rows.device)
-
-    def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        single = single_ids(kjt, self._names) if self._all_single else None
-        if single is not None:
-            return *self._single_id_inputs(single), {}
-        by_key = kjt.to_dict()
-        values, seeds, lengths, masks = [], [], [], {}
-        for spec in self.features:
-            if spec.name not in by_key:
-                raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
-            jt = by_key[spec.name]
-            ids = jt.values().to(torch.int64)
-            self._check(spec, ids)
-            seed = self._seed_tensors[spec.table]  # type: ignore[index]
-            k = seed.numel()
-            if spec.is_sequence:  # slots (position p, probe j), each over the batch
-                grid, present = sequence_grid(ids, jt.lengths(), spec.max_len)
-                shape = (spec.max_len, k, grid.shape[1])
-                slots = present[:, None, :].expand(shape)
-                values.append(grid[:, None, :].expand(shape)[slots])
-                seeds.append(seed[None, :, None].expand(shape)[slots])
-                lengths.append(slots.reshape(-1).to(torch.int64))
-                masks[spec.name] = present.T.contiguous()
-            else:  # slots (probe j), each over the batch
-                values.append(ids.repeat(k))
-                seeds.append(seed.repeat_interleave(ids.numel()))
-                lengths.append(jt.lengths().to(torch.int64).repeat(k))
-        # bucket_torch(v ^ s, 0, M) == bucket_torch(v, s, M): one hash call for every slot
-        rows = bucket_torch(torch.cat(values) ^ torch.cat(seeds), 0, self.config.rows)
-        return rows, offsets_of(torch.cat(lengths)), masks
-
-    def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (shared-table rows, offsets) the kernel reads for this batch."""
-        rows, offsets, _ = self._inputs(kjt)
-        return rows, offsets
+    def kernel_inputs(self, kjt: KeyedJaggedTensor) -> BatchInputs:
+        """The batch's checked kernel inputs (hashed shared-table rows, offsets, sequence masks),
+        computed once per batch (:mod:`recsys_embed.tables.inputs`)."""
+        return self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self._limits, self._seed_tensors, self.config.rows))
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         if kjt.lengths().numel() == 0:
             return empty_embeddings(self.features, self.dims, kjt.values().device)
-        rows, offsets, masks = self._inputs(kjt)
-        flat = self.kernel(rows, offsets, validated=True)  # hashed rows lie in [0, M) by construction
-        return unpack_output(flat, self.features, self.dims, masks, self.features)
+        inputs = self.kernel_inputs(kjt)
+        flat = self.kernel(inputs.indices, inputs.offsets, validated=True)  # hashed rows lie in [0, M) by construction
+        return unpack_output(flat, self.features, self.dims, inputs.masks, self.features)
+
+    def num_rows(self) -> int:
+        """Layout rows: the rows of the shared table."""
+        return self.config.rows
+
+    def rows_read(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        """Feature -> the shared rows its output read, ``[B, k]`` (sequences ``[B, L, k]``, k probes
+        side by side as in the output; -1 none), the kernel's own hashed rows."""
+        inputs = self.kernel_inputs(kjt)
+        return {spec.name: inputs.slot_rows(spec.name) for spec in self.features}
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""
@@ -266,18 +219,26 @@ class MultiplexedTables(FusedLayoutState, nn.Module):
         """``{"shared": [M, d_c]}`` weight view."""
         return {SHARED: self.kernel.weights()[0]}
 
+    def num_ids(self, group: str) -> int:
+        """From ``vocab_sizes`` (the layout reads any id; without them the range is unknown)."""
+        group_size(self.probes, group, LAYOUT)
+        if group not in self.vocab_sizes:
+            raise ValueError(f"multiplexed: the id range of table group {group!r} is unknown; build the layout with vocab_sizes")
+        return self.vocab_sizes[group]
+
     def table_vectors(self, group: str) -> torch.Tensor:
         """The vector of every id ``0 .. vocab_sizes[group] - 1`` of table group ``group``,
-        ``[V, k_t * d_c]`` (its probes' rows concatenated), whose gradient the fused optimizer
-        applies in backward (:meth:`FusedTables.table_weight`; e.g. a tied output layer over all items)."""
-        if group not in self.probes:
-            raise KeyError(f"multiplexed: no table group {group!r}; it embeds {list(self.probes)}")
-        if group not in self.vocab_sizes:
-            raise ValueError(f"multiplexed: table group {group!r} has no vocab_sizes entry, so its ids are not known")
-        ids = torch.arange(self.vocab_sizes[group], device=self._limits.device)
+        ``[V, k_t * d_c]`` (its probes' rows concatenated); with gradients enabled, the fused
+        optimizer applies their gradient in backward (:meth:`FusedTables.table_weight`; e.g. a
+        tied output layer over all items), else a detached copy."""
+        ids = torch.arange(self.num_ids(group), device=self.kernel.weights()[0].device)
         feature = next(f.name for f in self.features if f.table == group)
         rows = self.rows_for(feature, ids)  # [V, k]
         return self.kernel.table_weight(0)[rows.reshape(-1)].view(len(ids), -1)
+
+    def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
+        """Features in kernel slot order, ``k_t`` probes (rows read) per id."""
+        return list(self.features), {f.name: self.probes[f.table] for f in self.features}  # type: ignore[index]
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()

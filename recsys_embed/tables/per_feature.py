@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
 import torch
-from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec, IdStrategy, Schema
@@ -19,19 +19,18 @@ from recsys_embed.tables.base import (
     EmbeddingShapes,
     FusedTables,
     TableOptimizer,
-    check_ids,
     empty_embeddings,
-    most_recent,
-    offsets_of,
-    sequence_grid,
-    single_ids,
     unpack_output,
 )
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.registry import register_layout
+from recsys_embed.tables.inputs import NO_ROW, BatchInputs, BatchMemo, batch_inputs
 
 LAYOUT = "per_feature"
 
 
-class PerFeatureTables(FusedLayoutState, nn.Module):
+@register_layout(LAYOUT)
+class PerFeatureTables(FusedLayoutState, TableLayout):
     """One table per table group of the schema; features of a group share its rows.
 
     Input: a ``KeyedJaggedTensor`` with (at least) the schema's sparse features as keys.
@@ -114,59 +113,39 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
             device=device if storage else "meta",
             table_names=kernel_tables,
         )
-        # fast path for batches of single ids in slot order (no sequence feature)
-        self._slot_names = [f.name for f in self.slot_order]
-        self._all_single = not any(f.is_sequence for f in self.features)
-        slot_rows = torch.tensor([self.rows[f.table] for f in self.slot_order], device=device)  # type: ignore[index]
-        self.register_buffer("_slot_rows", slot_rows, persistent=False)
+        self._limits = {t: self.rows[t] for t in self.table_names}
+        self._memo = BatchMemo()
 
     def _slots(self, spec: FeatureSpec) -> int:
         """Kernel slots (bags per sample) of a feature: a sequence has one per position unless pooled."""
         return spec.max_len if spec.is_sequence and not self.pool_sequences else 1  # type: ignore[return-value]
 
-    def kernel_inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (indices, offsets) the kernel reads for this batch."""
-        indices, offsets, _ = self._inputs(kjt)
-        return indices, offsets
-
-    def _inputs(self, kjt: KeyedJaggedTensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Checked kernel ids (table-relative), offsets, and per sequence its mask ``[B, L]``
-        (or, pooled, its kept lengths ``[B]``)."""
-        single = single_ids(kjt, self._slot_names) if self._all_single else None
-        if single is not None:  # [F, B]: the ids are the kernel's input as they are
-            lo, hi = single.aminmax(dim=1)
-            if bool(((lo < 0) | (hi >= self._slot_rows)).any()):
-                for spec, ids in zip(self.slot_order, single):
-                    check_ids(spec.name, ids, self.rows[spec.table])  # type: ignore[index]
-            return single.reshape(-1), torch.arange(single.numel() + 1, device=single.device), {}
-        by_key = kjt.to_dict()
-        values, lengths, masks = [], [], {}
-        for spec in self.slot_order:
-            if spec.name not in by_key:
-                raise KeyError(f"batch has no sparse feature {spec.name!r}; it has {kjt.keys()}")
-            jt = by_key[spec.name]
-            check_ids(spec.name, jt.values(), self.rows[spec.table])  # type: ignore[index]
-            if spec.is_sequence and self.pool_sequences:
-                kept, kept_lengths = most_recent(jt.values(), jt.lengths(), spec.max_len)  # type: ignore[arg-type]
-                values.append(kept)
-                lengths.append(kept_lengths)
-                masks[spec.name] = kept_lengths
-            elif spec.is_sequence:
-                grid, present = sequence_grid(jt.values(), jt.lengths(), spec.max_len)
-                values.append(grid[present])
-                lengths.append(present.reshape(-1).to(torch.int64))
-                masks[spec.name] = present.T.contiguous()
-            else:
-                values.append(jt.values().to(torch.int64))
-                lengths.append(jt.lengths().to(torch.int64))
-        return torch.cat(values), offsets_of(torch.cat(lengths)), masks
+    def kernel_inputs(self, kjt: KeyedJaggedTensor) -> BatchInputs:
+        """The batch's checked kernel inputs (table-relative ids, offsets, sequence masks), computed
+        once per batch (:mod:`recsys_embed.tables.inputs`)."""
+        return self._memo.get(kjt, lambda k: batch_inputs(k, self.slot_order, self._limits, pool_sequences=self.pool_sequences))
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         if kjt.lengths().numel() == 0:
             return empty_embeddings(self.features, self.dims, kjt.values().device, self.pool_sequences)
-        indices, offsets, masks = self._inputs(kjt)
-        flat = self.kernel(indices, offsets, validated=True)
-        return unpack_output(flat, self.slot_order, self.dims, masks, self.features, self.pool_sequences)
+        inputs = self.kernel_inputs(kjt)
+        flat = self.kernel(inputs.indices, inputs.offsets, validated=True)
+        return unpack_output(flat, self.slot_order, self.dims, inputs.masks, self.features, self.pool_sequences)
+
+    def num_rows(self) -> int:
+        """Layout rows: the table groups' rows one after another in schema order."""
+        return sum(self.rows.values())
+
+    def rows_read(self, kjt: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
+        """Feature -> the layout rows its output read (``[B, 1]``, sequences ``[B, L, 1]``; -1 none):
+        row r of table group t is layout row ``r + `` the rows of the groups before t."""
+        inputs = self.kernel_inputs(kjt)
+        starts = dict(zip(self.table_names, accumulate(self.rows.values(), initial=0)))
+        out = {}
+        for spec in self.features:
+            rows = inputs.slot_rows(spec.name)
+            out[spec.name] = torch.where(rows == NO_ROW, rows, rows + starts[spec.table])  # type: ignore[index]
+        return out
 
     def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
         """The output shapes, for building a model on top of this layout."""
@@ -182,12 +161,24 @@ class PerFeatureTables(FusedLayoutState, nn.Module):
         weights = dict(zip(self.kernel.table_names, self.kernel.weights()))
         return {t: weights[t] for t in self.table_names}
 
+    def num_ids(self, group: str) -> int:
+        return group_size(self.rows, group, LAYOUT)
+
     def table_vectors(self, group: str) -> torch.Tensor:
-        """Every row of table group ``group`` as ``[rows, D]``, whose gradient the fused optimizer
-        applies in backward (:meth:`FusedTables.table_weight`; e.g. a tied output layer over all items)."""
-        if group not in self.rows:
-            raise KeyError(f"per_feature: no table group {group!r}; it has {self.table_names}")
+        """Every row of table group ``group`` as ``[rows, D]``; with gradients enabled, a tensor whose
+        gradient the fused optimizer applies in backward (:meth:`FusedTables.table_weight`; e.g. a
+        tied output layer over all items), else a detached copy."""
+        group_size(self.rows, group, LAYOUT)
         return self.kernel.table_weight(self.kernel.table_names.index(group))
+
+    def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
+        """Features in kernel slot order, one row read per id."""
+        if self.pool_sequences:
+            raise ValueError(
+                "sharding: a PerFeatureTables with pool_sequences=True is not sharded (its sequences are "
+                "one kernel bag each); build it with pool_sequences=False"
+            )
+        return list(self.slot_order), {f.name: 1 for f in self.slot_order}
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()

@@ -58,11 +58,13 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_embed.features import Schema
+from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import EmbeddingShapes, Embeddings, TableOptimizer, check_layout
-from recsys_embed.tables.compact import CompactTables, check_single_ids, slot_ids
+from recsys_embed.tables.compact import CompactTables
+from recsys_embed.tables.contract import TableLayout, group_size
 from recsys_embed.tables.evolution import EvolutionConfig, SearchResult, evolutionary_search
 from recsys_embed.tables.per_feature import PerFeatureTables
+from recsys_embed.tables.registry import register_layout
 
 
 class _StraightThroughStep(torch.autograd.Function):
@@ -114,7 +116,8 @@ class OptEmbedConfig:
             raise ValueError(f"OptEmbedConfig needs alpha >= 0, threshold_lr > 0, init_scale > 0, min_dim >= 1; got {self}")
 
 
-class PrunedTables(nn.Module):
+@register_layout("pruned")
+class PrunedTables(TableLayout):
     """OptEmbed tables: per-feature fused tables with learned row masks and prefix dims.
 
     Input: a ``KeyedJaggedTensor`` of the schema's sparse features (categorical bags hold at
@@ -164,6 +167,13 @@ class PrunedTables(nn.Module):
         self.thresholds = nn.Parameter(torch.full((len(self.fields),), self.config.threshold_init, device=device))
         self.dims: list[int] | None = None
         self.frozen = False
+
+    @property
+    def features(self) -> list[FeatureSpec]:  # type: ignore[override]
+        return self.tables.features
+
+    def num_ids(self, group: str) -> int:
+        return group_size(self.rows, group, "pruned")
 
     def initial_weights(self) -> dict[str, torch.Tensor]:
         """Table -> ``[rows, D]`` initial weights, regenerated from ``config.seed`` (CPU)."""
@@ -223,19 +233,18 @@ class PrunedTables(nn.Module):
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         emb = self.tables(kjt)
-        by_key = kjt.to_dict()
+        inputs = self.tables.kernel_inputs(kjt)  # the walk forward just made
         batch = kjt.stride()
         dim_masks = self._dim_masks(batch, self.thresholds.device)
         out = Embeddings(masks=emb.masks)
         for spec in self.schema.sparse_features:
             field = self.fields.index(spec.table)  # type: ignore[arg-type]
             x = emb.sequences[spec.name] if spec.is_sequence else emb.pooled[spec.name]
+            ids = inputs.slot_rows(spec.name).squeeze(-1) if self.frozen or not spec.is_sequence else None  # one id per bag
             if self.frozen:
-                ids = slot_ids(spec, by_key[spec.name], self.rows[spec.table])  # type: ignore[index]
-                keep = self._kept(field)[ids.clamp(min=0)] & (ids >= 0)
+                keep = self._kept(field)[ids.clamp(min=0)] & (ids >= 0)  # type: ignore[union-attr]
                 x = x * keep.unsqueeze(-1).to(x.dtype)
             else:
-                check_single_ids(spec, by_key[spec.name].lengths())
                 x = x * straight_through_step(x.abs().sum(-1) - self.thresholds[field]).unsqueeze(-1)
             mask = dim_masks[field]
             if mask is not None:
@@ -252,6 +261,19 @@ class PrunedTables(nn.Module):
     def dense_parameters(self) -> list[dict[str, Any]]:
         """The thresholds with their own learning rate (none once frozen)."""
         return [] if self.frozen else [{"params": [self.thresholds], "lr": self.config.threshold_lr}]
+
+    def has_search_stage(self) -> bool:
+        """True until retrained: supernet training is followed by :meth:`search_stage`."""
+        return not self.frozen
+
+    def search_stage(self, validate: Callable[[], float], config: EvolutionConfig) -> tuple[PrunedTables, SearchResult]:
+        """:meth:`search_dims` on ``validate()``, then :meth:`retrain` at the dims found."""
+        result = self.search_dims(validate, config)
+        return self.retrain(result.dims), result
+
+    def serving_layout(self) -> CompactTables:
+        """The :meth:`compact` export: kept rows and chosen dims only."""
+        return self.compact()
 
     def retrain(self, dims: Sequence[int] | None = None) -> PrunedTables:
         """A fresh layout for the retraining stage: initial weights, this layout's row masks

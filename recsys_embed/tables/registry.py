@@ -1,0 +1,65 @@
+"""Table layouts by name: the names run configs, artifacts and Matryoshka manifests use.
+
+A layout class registers itself with ``@register_layout("name")``; :func:`layout_class`
+finds it again (``layout_class(config["layout"]).from_state(schema, tensors, config)``).
+Names not registered at import are looked up once among the installed compression plugins
+(entry-point group ``recsys_embed.compression``, see :mod:`recsys_embed.compression.registry`).
+
+Example::
+
+    >>> layout_class("per_feature").__name__
+    'PerFeatureTables'
+    >>> "multiplexed" in registered_layouts()
+    True
+    >>> layout_class("no_such_layout")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    recsys_embed.tables.registry.UnknownLayoutError: unknown table layout 'no_such_layout'; known: [...'per_feature', 'pruned'...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from recsys_embed.tables.contract import TableLayout
+
+_LAYOUTS: dict[str, type[TableLayout]] = {}
+L = TypeVar("L", bound=type[TableLayout])
+
+
+class UnknownLayoutError(ValueError):
+    """A layout name that no registered class and no installed plugin provides."""
+
+
+def register_layout(name: str) -> Callable[[L], L]:
+    """Class decorator: register a :class:`TableLayout` subclass under ``name`` (sets ``layout_name``)."""
+
+    def register(cls: L) -> L:
+        if not (isinstance(cls, type) and issubclass(cls, TableLayout)):
+            raise TypeError(f"register_layout({name!r}): {cls!r} is not a TableLayout subclass")
+        taken = _LAYOUTS.get(name)
+        if taken is not None and taken.__qualname__ != cls.__qualname__:
+            raise ValueError(f"layout name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        cls.layout_name = name
+        _LAYOUTS[name] = cls
+        return cls
+
+    return register
+
+
+def layout_class(name: str) -> type[TableLayout]:
+    """The layout class registered as ``name``; an installed compression plugin of that name is
+    loaded on this first lookup. ``UnknownLayoutError`` (a ``ValueError``) names the known layouts."""
+    if name not in _LAYOUTS:
+        from recsys_embed.compression.registry import load_plugin  # plugins register into this registry
+
+        load_plugin(name)
+    if name not in _LAYOUTS:
+        raise UnknownLayoutError(f"unknown table layout {name!r}; known: {registered_layouts()}")
+    return _LAYOUTS[name]
+
+
+def registered_layouts() -> list[str]:
+    """The names registered so far, sorted (installed plugins not yet looked up are not among them)."""
+    return sorted(_LAYOUTS)
