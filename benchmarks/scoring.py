@@ -69,7 +69,7 @@ def measure(kind: str, model: str, data: str, out: str, batch: int, forward_rows
         for item in input_files(data):
             histories = pl.read_parquet(item.path).sort("timestamp", "item_id").group_by("user_id", maintain_order=True).agg("item_id")
             for history in histories["item_id"].to_list():
-                recommender.recommend(history, k=10)
+                recommender.recommend([history], k=10)
                 users += 1
         seconds = time.perf_counter() - start
         return {"users": users, "seconds": seconds, "users_per_s": users / seconds, "peak_rss_mb": peak_rss_mb()}

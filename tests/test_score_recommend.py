@@ -42,7 +42,7 @@ def test_recommend_equals_a_loop_over_sequential_recommender(setup: tuple[Path, 
         assert out["user_id"].to_pylist() == sorted(source["user_id"].unique().to_list())
         histories = dict(source.sort("timestamp", "item_id").group_by("user_id", maintain_order=True).agg("item_id").rows())
         for user, items, scores in zip(out["user_id"].to_pylist(), out["items"].to_pylist(), out["scores"].to_pylist()):
-            assert items == recommender.recommend(histories[user], k=7)
+            assert [items] == recommender.recommend([histories[user]], k=7)[0]
             assert len(scores) == 7 and np.all(np.diff(scores) <= 0)
             assert not exclude_history or not set(items) & set(histories[user])
 
