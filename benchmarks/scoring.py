@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -111,16 +112,18 @@ def child(kind: str, model: Path, data: Path, out: Path, args: argparse.Namespac
     return measured
 
 
-def build(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path, Path]:
-    """CTR data, one artifact per model, sequences and a BERT4Rec artifact."""
+def build(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path], Path, Path, int]:
+    """CTR data, one artifact per model, sequences, a BERT4Rec artifact and its number of items."""
     import polars as pl
     import torch
 
     from recsys_embed.jobs.builders import build_model, build_tables, layout_for_model
     from recsys_embed.jobs.model_io import save_model
     from recsys_embed.jobs.ranking_model import RankingModel
-    from recsys_embed.jobs.sequential import ItemIndex, save_recommender
-    from recsys_embed.models import BERT4Rec, BERT4RecConfig
+    from recsys_embed.jobs.next_item_model import NextItemModel
+    from recsys_embed.jobs.sequential import FEATURE, TASK, SequentialConfig, sequence_data
+    from recsys_embed.models import BERT4Rec
+    from recsys_embed.models.next_item_ranking import FIRST_ITEM_ID
     from recsys_embed.pipelines import Pipeline
     from recsys_embed.pipelines.synthetic.ctr import ctr_schema, write_ctr
     from recsys_embed.pipelines.synthetic.seq import write_sequences
@@ -143,11 +146,14 @@ def build(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path], 
         model = build_model(spec, tables.shapes(len(schema.dense_features)), schema)
         artifacts[name] = save_model(work / name, pipeline, RankingModel(tables, model), layout, spec)
     write_sequences(work / "seq", users=args.users, seed=0, progress=False)
-    events = pl.read_parquet(work / "seq")
-    items = ItemIndex.from_values(events["item_id"])
-    config = BERT4RecConfig(num_items=len(items))
-    save_recommender(work / "bert4rec", BERT4Rec(config), items)
-    return data, artifacts, work / "seq", work / "bert4rec"
+    config = SequentialConfig()  # the sequential job's defaults, untrained
+    seq = sequence_data(pl.read_parquet(work / "seq"), config.model, config.min_length)
+    rows = seq.pipeline.num_embeddings[seq.pipeline.schema[FEATURE].table]
+    tables = build_tables(config.layout, seq.pipeline.schema, seq.pipeline.num_embeddings, config.table_optimizer)
+    model = NextItemModel(tables, BERT4Rec(config.model, rows), seq.pipeline.schema, FEATURE)
+    save_model(work / "bert4rec", seq.pipeline, model, dict(config.layout), {"name": "bert4rec", **asdict(config.model)},
+               task=TASK, task_settings={"feature": FEATURE, "exclude_history": True})
+    return data, artifacts, work / "seq", work / "bert4rec", rows - FIRST_ITEM_ID
 
 
 def plot(result: dict, path: Path) -> None:
@@ -195,13 +201,12 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data, artifacts, seq, bert4rec = build(work, args)
+        data, artifacts, seq, bert4rec, items = build(work, args)
         kinds = ["forward", "local"] + ([] if args.no_ray else ["ray"])
         ctr = {name: {kind: child(kind, artifact, data, work / f"out-{name}-{kind}", args) for kind in kinds}
                for name, artifact in artifacts.items()}  # fmt: skip
         job = child("recommend", bert4rec, seq, work / "out-recommend", args)
         loop = child("recommend_loop", bert4rec, seq, work / "unused", args)
-        items = len(json.loads((bert4rec / "manifest.json").read_text())["items"])
     for name, measured in ctr.items():
         measured["local_vs_forward"] = measured["local"]["rows_per_s"] / measured["forward"]["rows_per_s"]
         if "ray" in measured:
