@@ -16,6 +16,7 @@ model is sharded). A score is ``sigmoid(logit)``, float32.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -160,7 +161,8 @@ class ScoreJob:
 
         dataset = ray.data.read_parquet(paths, include_paths=True, filesystem=pyarrow.fs.LocalFileSystem())
         return dataset.select_columns([*self.columns, "path"]).map_batches(
-            ScorerActor, fn_constructor_kwargs={"artifact": str(self.artifact), "keep": self.keep, "threads": options.actor_cpus},
+            ScorerActor, fn_constructor_kwargs={"make_job": functools.partial(ScoreJob.from_artifact, str(self.artifact), self.keep),
+                                                "threads": options.actor_cpus},
             compute=ray.data.ActorPoolStrategy(size=options.actors), num_cpus=options.actor_cpus, batch_size=batch_rows, batch_format="pyarrow",
         )  # fmt: skip
 

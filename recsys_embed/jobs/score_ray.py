@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -105,13 +106,12 @@ def _quiet_torch(threads: int) -> None:
 
 
 class ScorerActor:
-    """Ray Data callable class: loads the artifact once, scores pyarrow batches that carry a ``path`` column."""
+    """Ray Data callable class: builds the score job once (``make_job()``: loads the artifact),
+    scores pyarrow batches that carry a ``path`` column."""
 
-    def __init__(self, artifact: str, keep: list[str], threads: int) -> None:
-        from recsys_embed.jobs.score import ScoreJob
-
+    def __init__(self, make_job: Callable[[], Any], threads: int) -> None:
         _quiet_torch(threads)
-        self.job = ScoreJob.from_artifact(artifact, keep)
+        self.job = make_job()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = self.job.output(batch, self.job.scorer.score_table(batch))

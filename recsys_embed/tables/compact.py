@@ -138,6 +138,15 @@ class CompactTables(TableLayout):
         """Itself: it is the plain lookup already."""
         return self
 
+    @classmethod
+    def copy_of(cls, layout: TableLayout) -> CompactTables:
+        """The plain lookup copy of ``layout``'s current (eval-mode) outputs: its
+        :meth:`~TableLayout.table_vectors` of every table group, stored in full."""
+        groups = list(dict.fromkeys(f.table for f in layout.features))
+        with torch.no_grad():
+            vectors = {g: layout.table_vectors(g) for g in groups}
+        return cls(Schema(features=list(layout.features)), {g: layout.num_ids(g) for g in groups}, vectors)  # type: ignore[arg-type]
+
     def _kept_ids(self) -> dict[str, torch.Tensor]:
         return {t: getattr(self, f"kept_ids_{i}") for i, t in enumerate(self.table_names) if not self.stores_all[i]}
 

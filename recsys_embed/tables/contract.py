@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -52,9 +52,6 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables
 from recsys_embed.tables.evolution import EvolutionConfig, SearchResult
-
-if TYPE_CHECKING:
-    from recsys_embed.tables.compact import CompactTables
 
 
 class TableLayout(nn.Module, abc.ABC):
@@ -181,15 +178,11 @@ class TableLayout(nn.Module, abc.ABC):
             self.train(was_training)
         return out.sequences[spec.name][:, 0] if spec.name in out.sequences else out.pooled[spec.name]
 
-    def compact(self) -> CompactTables:
-        """A plain lookup copy of the current (eval-mode) outputs, for serving and prefix exports:
-        by default :meth:`table_vectors` of every table group, stored in full."""
-        from recsys_embed.tables.compact import CompactTables  # compact layouts implement this contract
-
-        groups = list(dict.fromkeys(f.table for f in self.features))
-        with torch.no_grad():
-            vectors = {g: self.table_vectors(g) for g in groups}
-        return CompactTables(Schema(features=list(self.features)), {g: self.num_ids(g) for g in groups}, vectors)  # type: ignore[arg-type]
+    def compact(self) -> TableLayout:
+        """A plain lookup copy (a ``CompactTables``) of the current (eval-mode) outputs, for serving
+        and prefix exports; per_feature and multiplexed give ``CompactTables.copy_of(self)``.
+        Default: refused, naming the layout."""
+        raise ValueError(f"layout {self._name()!r} has no compact export (CompactTables.copy_of reads any layout's table_vectors)")
 
     def serving_layout(self) -> TableLayout:
         """The layout a trained model is saved and served with (pruned: its compact export). Default: itself."""

@@ -42,6 +42,7 @@ from recsys_embed.tables.base import (
     empty_embeddings,
     unpack_output,
 )
+from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.contract import TableLayout, group_size
 from recsys_embed.tables.registry import register_layout
 from recsys_embed.tables.inputs import BatchInputs, BatchMemo, batch_inputs
@@ -235,6 +236,10 @@ class MultiplexedTables(FusedLayoutState, TableLayout):
         feature = next(f.name for f in self.features if f.table == group)
         rows = self.rows_for(feature, ids)  # [V, k]
         return self.kernel.table_weight(0)[rows.reshape(-1)].view(len(ids), -1)
+
+    def compact(self) -> CompactTables:
+        """The plain lookup copy of the current rows (:meth:`CompactTables.copy_of`)."""
+        return CompactTables.copy_of(self)
 
     def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
         """Features in kernel slot order, ``k_t`` probes (rows read) per id."""

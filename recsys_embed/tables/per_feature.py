@@ -22,6 +22,7 @@ from recsys_embed.tables.base import (
     empty_embeddings,
     unpack_output,
 )
+from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.contract import TableLayout, group_size
 from recsys_embed.tables.registry import register_layout
 from recsys_embed.tables.inputs import NO_ROW, BatchInputs, BatchMemo, batch_inputs
@@ -170,6 +171,10 @@ class PerFeatureTables(FusedLayoutState, TableLayout):
         tied output layer over all items), else a detached copy."""
         group_size(self.rows, group, LAYOUT)
         return self.kernel.table_weight(self.kernel.table_names.index(group))
+
+    def compact(self) -> CompactTables:
+        """The plain lookup copy of the current rows (:meth:`CompactTables.copy_of`)."""
+        return CompactTables.copy_of(self)
 
     def kernel_slots(self) -> tuple[list[FeatureSpec], dict[str, int]]:
         """Features in kernel slot order, one row read per id."""
