@@ -147,7 +147,7 @@ def run_config(cfg: BenchConfig, pipe: Pipeline, splits: dict[str, Path], work: 
         "features": features,
         "table_rows": dict(pipe.num_embeddings),
         "label": schema.label,
-        "pipeline": str(pipe.save(work / "pipeline.json")),
+        "pipeline": str(pipe.save(work / "pipeline")),
         "splits": {name: str(path) for name, path in splits.items()},
         "data": {name: str(path) for name, path in peer_data.items()},
     }
