@@ -37,7 +37,8 @@ from recsys_embed.artifacts import versions
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.models import BERT4Rec, BERT4RecConfig, cloze_mask
 from recsys_embed.tables import PerFeatureTables, TableOptimizer
-from recsys_embed.tables.base import FusedTables, offsets_of, sequence_grid
+from recsys_embed.tables.base import FusedTables
+from recsys_embed.tables.jagged import offsets_of, sequence_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

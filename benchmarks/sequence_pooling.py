@@ -33,7 +33,8 @@ from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
 )
 
 from recsys_embed.artifacts import versions
-from recsys_embed.tables.base import FusedTables, TableOptimizer, offsets_of, sequence_grid
+from recsys_embed.tables.base import FusedTables, TableOptimizer
+from recsys_embed.tables.jagged import offsets_of, sequence_grid
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import kjt_from_ids
+from recsys_embed.tables.jagged import kjt_from_ids
 from recsys_embed.tables.multiplexed import MultiplexedConfig, MultiplexedTables
 
 VOCAB = {"user": 5_000, "item": 20_000, "category": 200}

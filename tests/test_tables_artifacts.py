@@ -11,7 +11,8 @@ from torch import nn
 
 from recsys_embed.artifacts import FORMAT_VERSION, load_artifact, save_artifact
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import TableOptimizer, kjt_from_ids
+from recsys_embed.tables.base import TableOptimizer
+from recsys_embed.tables.jagged import kjt_from_ids
 from recsys_embed.tables.multiplexed import MultiplexedConfig, MultiplexedTables
 from recsys_embed.tables.per_feature import PerFeatureTables
 

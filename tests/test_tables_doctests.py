@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "recsys_embed.tables.base",
+    "recsys_embed.tables.jagged",
     "recsys_embed.tables.per_feature",
     "recsys_embed.tables.multiplexed",
     "recsys_embed.tables.inputs",

@@ -9,7 +9,7 @@ from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import kjt_from_ids
+from recsys_embed.tables.jagged import kjt_from_ids
 from recsys_embed.tables.imports import from_ebc_state_dict, from_embeddings, to_embedding_bag_collection
 
 SCHEMA = Schema([

@@ -8,7 +8,8 @@ import torch
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
-from recsys_embed.tables.base import TableOptimizer, kjt_from_ids
+from recsys_embed.tables.base import TableOptimizer
+from recsys_embed.tables.jagged import kjt_from_ids
 from recsys_embed.tables.multiplexed import MultiplexedConfig, MultiplexedTables
 
 PAD = -1

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import FusedTables, TableOptimizer, adjacent_columns, kjt_from_ids
+from recsys_embed.tables.base import FusedTables, TableOptimizer, adjacent_columns
+from recsys_embed.tables.jagged import kjt_from_ids
 from recsys_embed.tables.per_feature import PerFeatureTables
 
 PAD = -1

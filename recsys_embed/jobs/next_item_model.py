@@ -25,7 +25,7 @@ from recsys_embed.batch import Batch
 from recsys_embed.features import Schema
 from recsys_embed.jobs.ranking_model import dense_param_groups
 from recsys_embed.models import BERT4Rec, Popularity, cloze_mask, rank_of, sample_negatives
-from recsys_embed.tables.base import sequence_grid
+from recsys_embed.tables.jagged import sequence_grid
 
 NEGATIVE_SAMPLING = ("uniform", "popularity")
 SCORES_PER_EVAL_BATCH = 1 << 22  # eval rows x table rows per scoring call (16 MiB of float32)

@@ -9,7 +9,8 @@ last two.
 """
 
 from recsys_embed.tables.accounting import expected_collision_rate
-from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, TableOptimizer, kjt_from_ids
+from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, TableOptimizer
+from recsys_embed.tables.jagged import kjt_from_ids
 from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.contract import TableLayout
 from recsys_embed.tables.evolution import EvolutionConfig, SearchResult, evolutionary_search

@@ -36,7 +36,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import FeatureSpec
 from recsys_embed.hashing import bucket_torch
-from recsys_embed.tables.base import check_ids, most_recent, offsets_of, sequence_grid, single_ids
+from recsys_embed.tables.jagged import check_ids, most_recent, offsets_of, sequence_grid, single_ids
 
 NO_ROW = -1  # an empty bag or a sequence's padding position reads no row
 
