@@ -48,7 +48,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.compression.method import CompressionMethod, budget_parameters
-from recsys_embed.compression.registry import PluginError, method_class, plugin_origin, provider
+from recsys_embed.compression.registry import PluginError, compression_methods, method_class, plugin_origin, provider
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, TableOptimizer, check_layout, empty_embeddings
 from recsys_embed.tables.compact import CompactTables
@@ -150,14 +150,11 @@ class CompressedTables(TableLayout):
     ) -> CompressedTables:
         """The layout a run config's ``compression`` mapping (table group -> ``{method: name,
         budget: fraction or bytes, **options}``) describes, with fresh weights."""
-        if not isinstance(compression, Mapping):
-            raise ValueError(f"{where}: expected a mapping of table group -> {{method: ..., ...}}, got {compression!r}")
+        check_compression(compression, where)
         _check_groups(compression, list(schema.tables), where)
         methods = {}
         for group, spec in compression.items():
             at = f"{where}.{group}"
-            if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
-                raise ValueError(f"{at}: expected a mapping with 'method' (one of the installed methods), got {spec!r}")
             options = {k: v for k, v in spec.items() if k not in ("method", "budget")}
             ids, dim = int(num_embeddings[group]), schema.tables[group][0].embedding_dim
             budget = None if spec.get("budget") is None else budget_parameters(spec["budget"], ids, dim, at)
@@ -317,6 +314,17 @@ class CompressedTables(TableLayout):
             kernel = {k[len("kernel/"):]: v for k, v in tensors.items() if k.startswith("kernel/")}
             tables.kernel.load_state_tensors(kernel, source=f"{LAYOUT} state")
         return tables.to(device or "cpu")
+
+
+def check_compression(compression: Any, where: str) -> None:
+    """A ``compression`` config's shape and method names (before any data is read): a mapping of
+    table group -> ``{method: name, ...}`` whose names are installed (``UnknownMethodError`` lists them)."""
+    if not isinstance(compression, Mapping):
+        raise ValueError(f"{where}: expected a mapping of table group -> {{method: ..., ...}}, got {compression!r}")
+    for group, spec in compression.items():
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
+            raise ValueError(f"{where}.{group}: expected a mapping with 'method' (one of {compression_methods()}), got {spec!r}")
+        method_class(spec["method"])
 
 
 def _check_groups(named: Mapping[str, Any], groups: list[str], where: str) -> None:
