@@ -180,3 +180,15 @@ def test_every_built_in_method_is_tested() -> None:
 
     assert {n for n, c in _METHODS.items() if c.__module__.startswith("recsys_embed.")} <= built_in
     assert method_class("qr").method_name == "qr"
+
+
+def test_matryoshka_wraps_compressed_tables_where_prefixes_stay_meaningful() -> None:
+    from recsys_embed.tables import MatryoshkaTables
+
+    nested = MatryoshkaTables(build("qr"), prefixes=[4, 8, 16])
+    views = nested.training_views(nested(batch()))
+    assert [int((v.pooled["item_id"] != 0).sum(1).max()) for v in views] == [4, 8, 16]
+    assert nested.at_dim(8)(batch()).pooled["item_id"].shape == (64, 8)
+    MatryoshkaTables(build("qr_concat"), prefixes=[12, 16])  # past the quotient half
+    with pytest.raises(ValueError, match=r"prefix of 8 columns does not embed ids on its own for table group\(s\) \['item_id \(qr\)'\]"):
+        MatryoshkaTables(build("qr_concat"), prefixes=[8, 16])

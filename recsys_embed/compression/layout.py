@@ -262,6 +262,17 @@ class CompressedTables(TableLayout):
         lines.append(f"total parameters {self.num_parameters():,}  memory {self.memory_bytes():,} bytes (weights + optimizer state)")
         return "\n".join(lines)
 
+    def check_prefix(self, dim: int) -> None:
+        """Matryoshka over compressed tables: every method must keep a ``dim`` prefix meaningful
+        (:meth:`~CompressionMethod.supports_prefix`; all built-in methods do except QR's ``concat``
+        below half the dim)."""
+        refused = [f"{g} ({m.method_name})" for g, m in self.methods.items() if not m.supports_prefix(dim)]  # type: ignore[operator]
+        if refused:
+            raise ValueError(
+                f"matryoshka: a prefix of {dim} columns does not embed ids on its own for table group(s) {refused}; "
+                "use a larger smallest prefix or another combine"
+            )
+
     def serving_layout(self) -> TableLayout:
         """Itself, after every method's post-training :meth:`~CompressionMethod.finalize`."""
         for method in self.methods.values():

@@ -152,6 +152,11 @@ class CompressionMethod(nn.Module, abc.ABC):
         """A few words on the geometry for ``summary()`` (rows, rank, ...)."""
         return ", ".join(f"{k}={v}" for k, v in self.state_config().items())
 
+    def supports_prefix(self, dim: int) -> bool:
+        """Whether the first ``dim`` columns of the vectors still embed each id on their own (Matryoshka
+        prefixes). Default: yes; QR's ``concat`` puts only the quotient table there for ``dim <= D/2``."""
+        return True
+
     def finalize(self) -> None:
         """Post-training step (quantize, prune, ...); called once training ends. Default: nothing."""
 
