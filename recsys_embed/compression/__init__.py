@@ -2,9 +2,11 @@
 name (:mod:`.registry`, with third-party entry points in the group ``recsys_embed.compression``),
 and held per table group by :class:`~recsys_embed.compression.layout.CompressedTables`.
 
-Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``qr`` (quotient-remainder).
+Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``qr`` (quotient-remainder),
+``robe`` (ROBE-Z shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding).
 """
 
+from recsys_embed.compression.dhe import DeepHashEmbedding
 from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
@@ -19,9 +21,11 @@ from recsys_embed.compression.registry import (
     method_class,
     register_compression,
 )
+from recsys_embed.compression.robe import RandomOffsetBlock
+from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "CompressedTables", "CompressionMethod", "ExactTable", "HashingTrick", "MethodConfigError",
-    "PluginError", "QuotientRemainder", "UnknownMethodError", "budget_parameters", "compression_methods",
-    "describe_methods", "method_class", "register_compression",
+    "ENTRY_POINT_GROUP", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "ExactTable", "HashingTrick",
+    "MethodConfigError", "PluginError", "QuotientRemainder", "RandomOffsetBlock", "TensorTrain", "UnknownMethodError",
+    "budget_parameters", "compression_methods", "describe_methods", "method_class", "register_compression",
 ]
