@@ -9,7 +9,9 @@ cores, the ids and the dim factorized as ``n <= n1 n2 n3`` and ``D = d1 d2 d3``,
 with ``(i1, i2, i3)`` the mixed-radix digits of ``i`` (``i = (i1 n2 + i2) n3 + i3``). Factors are
 chosen close to cube roots (``n1 = n2 = ceil(n^(1/3))``, ``n3`` the rest; the most balanced
 ``d1 <= d2 <= d3``); ``D`` must have one (a prime ``D`` gives only ``1 * 1 * D``). Per id: two
-batched matrix products, ``[d1, R] @ [R, d2 R]`` then ``[d1 d2, R] @ [R, d3]``.
+matrix products, ``[d1, R] @ [R, d2 R]`` then ``[d1 d2, R] @ [R, d3]``; when a batch holds at
+least ``n1 n2`` ids the first is done for every ``(i1, i2)`` pair at once, one GEMM
+``[n1 d1, R] @ [R, n2 d2 R]`` (``n1 n2 d1 d2 R`` floats of activations), and gathered per id.
 
 Budget: the largest TT rank ``R`` whose cores fit, ``R (n1 d1 + n3 d3) + R^2 n2 d2 <= budget``;
 the least is ``R = 1``, ``n1 d1 + n2 d2 + n3 d3`` weights. Options: ``rank`` (or a budget),
@@ -132,12 +134,18 @@ class TensorTrain(CompressionMethod):
         return {"rank": self.rank, "id_factors": self.id_factors, "dim_factors": self.dim_factors}
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        (_, n2, n3), (d1, d2, d3), r = self.id_factors, self.dim_factors, self.rank
+        (n1, n2, n3), (d1, d2, d3), r = self.id_factors, self.dim_factors, self.rank
+        pair = ids // n3  # i1 n2 + i2
         # index_select: its backward is one index_add (much faster than advanced indexing's index_put)
-        first = self.core1.index_select(0, ids // (n2 * n3)).view(-1, d1, r)
-        middle = self.core2.index_select(0, (ids // n3) % n2).view(-1, r, d2 * r)
+        if n1 * n2 <= ids.numel():  # every (i1, i2) pair in one GEMM [n1 d1, R] @ [R, n2 d2 R], then gathered
+            middle = self.core2.view(n2, r, d2 * r).transpose(0, 1).reshape(r, n2 * d2 * r)
+            pairs = (self.core1.view(n1 * d1, r) @ middle).view(n1, d1, n2, d2 * r).transpose(1, 2)
+            left = pairs.reshape(n1 * n2, d1 * d2 * r).index_select(0, pair)
+        else:  # per id: [d1, R] @ [R, d2 R]
+            first = self.core1.index_select(0, pair // n2).view(-1, d1, r)
+            left = torch.bmm(first, self.core2.index_select(0, pair % n2).view(-1, r, d2 * r))
         last = self.core3.index_select(0, ids % n3).view(-1, r, d3)
-        return torch.bmm(torch.bmm(first, middle).view(-1, d1 * d2, r), last).view(-1, self.dim)
+        return torch.bmm(left.view(-1, d1 * d2, r), last).view(-1, self.dim)
 
     def details(self) -> str:
         (n1, n2, n3), (d1, d2, d3) = self.id_factors, self.dim_factors
