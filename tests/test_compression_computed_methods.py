@@ -77,6 +77,19 @@ def test_robe_hashes_are_stable() -> None:
     assert not torch.equal(other.positions(torch.tensor([0, 1]))[0], index[:16])
 
 
+def test_robe_collision_rate_is_that_of_whole_vectors() -> None:
+    one_chunk = RandomOffsetBlock.from_options(2000, 8, {"size": 500, "chunk": 8}, budget=None)
+    index, signs = one_chunk.positions(torch.arange(2000))
+    slots = (index.view(2000, 8)[:, 0] * 2 + (signs.view(2000) < 0)).tolist()  # (offset, sign): the whole vector
+    shared = sum(slots.count(s) > 1 for s in slots) / 2000
+    assert one_chunk.collision_rate() == pytest.approx(1 - (1 - 1 / 1000) ** 1999)
+    assert abs(shared - one_chunk.collision_rate()) < 0.03, shared
+    two_chunks = RandomOffsetBlock.from_options(2000, 8, {"size": 500, "chunk": 4}, budget=None)
+    assert two_chunks.collision_rate() == pytest.approx(1 - (1 - 1 / 1000**2) ** 1999)
+    many = RandomOffsetBlock.from_options(10**9, 128, {"size": 10**6, "chunk": 1}, budget=None)  # (2S)^128: beyond floats
+    assert 0 <= many.collision_rate() < 1e-200
+
+
 def test_robe_sizing_and_its_errors() -> None:
     assert RandomOffsetBlock.from_options(100, 16, {}, budget=160).chunk == 8  # two chunks of the default Z
     with pytest.raises(MethodConfigError, match=r"at least one chunk of 8 weights \(32 bytes\), the budget allows 5"):
