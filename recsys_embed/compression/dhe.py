@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
+from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 from recsys_embed.hashing import bucket_torch, hash_int_torch, seed_of
 
@@ -85,8 +85,7 @@ class DeepHashEmbedding(CompressionMethod):
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> DeepHashEmbedding:
         check_options(options, OPTIONS, "dhe")
-        if (budget is None) == ("width" not in options):
-            raise MethodConfigError(f"dhe: give either 'width' or 'budget', got options {dict(options)} and budget {budget}")
+        check_sizing(options, "width", budget, "dhe")
         geometry = {
             "hashes": option(options, "hashes", 256, int, "dhe"),
             "buckets": option(options, "buckets", 1_000_000, int, "dhe"),

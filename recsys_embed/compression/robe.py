@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
+from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
@@ -78,8 +78,7 @@ class RandomOffsetBlock(CompressionMethod):
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> RandomOffsetBlock:
         check_options(options, ["size", "chunk", "salt"], "robe")
-        if (budget is None) == ("size" not in options):
-            raise MethodConfigError(f"robe: give either 'size' or 'budget', got options {dict(options)} and budget {budget}")
+        check_sizing(options, "size", budget, "robe")
         chunk = option(options, "chunk", default_chunk(dim), int, "robe")
         size = option(options, "size", 0, int, "robe") if budget is None else budget
         if budget is not None and size < chunk:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
+from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 
 INIT_VARIANCE = 0.05**2 / 3  # of U(-0.05, 0.05), an exact table's start
@@ -110,8 +110,7 @@ class TensorTrain(CompressionMethod):
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> TensorTrain:
         check_options(options, ["rank", "id_factors", "dim_factors"], "tt_rec")
-        if (budget is None) == ("rank" not in options):
-            raise MethodConfigError(f"tt_rec: give either 'rank' or 'budget', got options {dict(options)} and budget {budget}")
+        check_sizing(options, "rank", budget, "tt_rec")
         ids = option(options, "id_factors", id_factors(num_ids), list, "tt_rec")
         dims = option(options, "dim_factors", dim_factors(dim), list, "tt_rec")
         if "dim_factors" not in options and dims[1] == 1:
