@@ -7,8 +7,8 @@ cores, the ids and the dim factorized as ``n <= n1 n2 n3`` and ``D = d1 d2 d3``,
     G1: [n1, d1 R],   G2: [n2, R d2 R],   G3: [n3, R d3],
 
 with ``(i1, i2, i3)`` the mixed-radix digits of ``i`` (``i = (i1 n2 + i2) n3 + i3``). Factors are
-chosen close to cube roots (``n1 = n2 = ceil(n^(1/3))``, ``n3`` the rest; the most balanced
-``d1 <= d2 <= d3``); ``D`` must have one (a prime ``D`` gives only ``1 * 1 * D``). Per id: two
+chosen close to cube roots (``n1 = ceil(n^(1/3))``, ``n2`` the least with ``n1 n2^2 >= n``,
+``n3 = ceil(n / (n1 n2))``; the most balanced ``d1 <= d2 <= d3``); ``D`` must have one (a prime ``D`` gives only ``1 * 1 * D``). Per id: two
 matrix products, ``[d1, R] @ [R, d2 R]`` then ``[d1 d2, R] @ [R, d3]``; when a batch holds at
 least ``n1 n2`` ids the first is done for every ``(i1, i2)`` pair at once, one GEMM
 ``[n1 d1, R] @ [R, n2 d2 R]`` (``n1 n2 d1 d2 R`` floats of activations), and gathered per id.
@@ -20,8 +20,8 @@ factors are chosen). Init, the paper's sampled Gaussian: every core entry ``N(0,
 ``R^2 s^6 = 0.05^2 / 3``, so a vector entry has the variance of an exact table's
 ``U(-0.05, 0.05)``.
 
-Pure torch (CPU or GPU), trained by the layout user's dense optimizer; the maintained CUDA op
-(``tt_embeddings`` in the TT-Rec repository, split out of fbgemm) does not run on a CPU.
+Pure torch (CPU or GPU), trained by the layout user's dense optimizer; the paper's maintained
+CUDA op (facebookresearch's FBTT-Embedding, kept outside fbgemm) has no CPU kernel.
 
 Example::
 
