@@ -20,8 +20,9 @@ factors are chosen). Init, the paper's sampled Gaussian: every core entry ``N(0,
 ``R^2 s^6 = 0.05^2 / 3``, so a vector entry has the variance of an exact table's
 ``U(-0.05, 0.05)``.
 
-Pure torch (CPU or GPU), trained by the layout user's dense optimizer; the paper's maintained
-CUDA op (facebookresearch's FBTT-Embedding, kept outside fbgemm) has no CPU kernel.
+Pure torch (no device-specific code; tested on CPU), trained by the layout user's dense
+optimizer; the paper's maintained CUDA op (facebookresearch's FBTT-Embedding, kept outside
+fbgemm) has no CPU kernel.
 
 Example::
 
