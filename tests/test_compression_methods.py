@@ -30,9 +30,13 @@ CONFIGS = {
     "qr_add": {"method": "qr", "budget": 0.1, "combine": "add"},
     "qr_concat": {"method": "qr", "budget": 0.1, "combine": "concat"},
     "multiplexed": {"method": "multiplexed", "budget": 0.1, "probes": 2},
+    "robe": {"method": "robe", "budget": 0.1},
+    "tt_rec": {"method": "tt_rec", "budget": 0.1},
+    "dhe": {"method": "dhe", "budget": 0.1},
 }
 MODULES = ["recsys_embed.compression.method", "recsys_embed.compression.registry", "recsys_embed.compression.layout",
-           "recsys_embed.compression.qr", "recsys_embed.compression.multiplexed"]
+           "recsys_embed.compression.qr", "recsys_embed.compression.multiplexed", "recsys_embed.compression.robe",
+           "recsys_embed.compression.tt_rec", "recsys_embed.compression.dhe"]
 
 
 def schema() -> Schema:

@@ -3,9 +3,10 @@ name (:mod:`.registry`, with third-party entry points in the group ``recsys_embe
 and held per table group by :class:`~recsys_embed.compression.layout.CompressedTables`.
 
 Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``qr`` (quotient-remainder),
-``multiplexed`` (groups sharing one hashed pool).
+``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding).
 """
 
+from recsys_embed.compression.dhe import DeepHashEmbedding
 from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
@@ -21,9 +22,12 @@ from recsys_embed.compression.registry import (
     method_class,
     register_compression,
 )
+from recsys_embed.compression.robe import RandomOffsetBlock
+from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "CompressedTables", "CompressionMethod", "ExactTable", "HashingTrick", "MethodConfigError", "Multiplexed",
-    "PluginError", "QuotientRemainder", "UnknownMethodError", "budget_parameters", "compression_methods",
-    "describe_methods", "method_class", "register_compression",
+    "ENTRY_POINT_GROUP", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "ExactTable", "HashingTrick",
+    "MethodConfigError", "Multiplexed", "PluginError", "QuotientRemainder", "RandomOffsetBlock", "TensorTrain",
+    "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
+    "register_compression",
 ]

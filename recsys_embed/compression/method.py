@@ -192,3 +192,9 @@ def check_options(options: Mapping[str, Any], allowed: Sequence[str], where: str
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise MethodConfigError(f"{where}: unknown option(s) {unknown}; it takes {sorted(allowed)}")
+
+
+def check_sizing(options: Mapping[str, Any], key: str, budget: int | None, where: str) -> None:
+    """``MethodConfigError`` unless exactly one of the option ``key`` and a ``budget`` sizes the method."""
+    if (budget is None) == (key not in options):
+        raise MethodConfigError(f"{where}: give either {key!r} or 'budget', got options {dict(options)} and budget {budget}")
