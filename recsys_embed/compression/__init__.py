@@ -2,13 +2,18 @@
 name (:mod:`.registry`, with third-party entry points in the group ``recsys_embed.compression``),
 and held per table group by :class:`~recsys_embed.compression.layout.CompressedTables`.
 
-Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``qr`` (quotient-remainder).
+Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hashing`` (two hashes),
+``qr`` (quotient-remainder), ``adaptive`` (frequent ids exact, the tail hashed), ``mixed_dims``
+(mixed dimension embeddings).
 """
 
+from recsys_embed.compression.adaptive import AdaptiveHashing
+from recsys_embed.compression.double_hashing import DoubleHashing
 from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, budget_parameters
+from recsys_embed.compression.mixed_dims import MixedDimensions
 from recsys_embed.compression.qr import QuotientRemainder
 from recsys_embed.compression.registry import (
     ENTRY_POINT_GROUP,
@@ -21,7 +26,7 @@ from recsys_embed.compression.registry import (
 )
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "CompressedTables", "CompressionMethod", "ExactTable", "HashingTrick", "MethodConfigError",
-    "PluginError", "QuotientRemainder", "UnknownMethodError", "budget_parameters", "compression_methods",
-    "describe_methods", "method_class", "register_compression",
+    "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DoubleHashing", "ExactTable",
+    "HashingTrick", "MethodConfigError", "MixedDimensions", "PluginError", "QuotientRemainder", "UnknownMethodError",
+    "budget_parameters", "compression_methods", "describe_methods", "method_class", "register_compression",
 ]
