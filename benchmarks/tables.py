@@ -17,7 +17,14 @@ batch B, one id per feature, one thread:
 * ``multiplexed``: ``MultiplexedTables`` with the same parameters (one ``F*R`` x D table, chunk D,
   1 probe, so the same number of lookups), hashing included;
 * ``embedding_bag_sgd`` / ``embedding_bag_adagrad``: a loop of F ``nn.EmbeddingBag(sparse=True)``
-  and ``torch.optim.SGD`` / ``Adagrad``.
+  and ``torch.optim.SGD`` / ``Adagrad``;
+* ``compressed_<method>``: ``CompressedTables`` with every table group stored by compression
+  method ``<method>`` at ``--budget`` (default 0.1: a tenth of the exact table's weights), for
+  every registered method (``--methods``; built-in and installed plugins, ``exact`` included:
+  the compressed layout's own overhead). Row methods run in the layout's one fused kernel
+  (same fused rowwise Adagrad), computed methods also step their dense parameters with Adam.
+  A method that cannot be built at the budget is listed with its error, not dropped. Row methods
+  (hashing, double hashing, QR, adaptive) aim at ``<= 1.3x`` the time of ``per_feature``.
 
 Every contender gets the same upstream gradient per feature (column blocks of one ``[B, F*D]``
 tensor, as a model that concatenates the embeddings hands them back). After a warm-up, the
@@ -27,7 +34,7 @@ time (user + system, all threads). Rates and ratios use the median CPU time, whi
 oversubscribed machine distorts far less than the wall clock; both are written, with the
 minimum CPU time. Writes ``benchmarks/results/tables.json`` and ``.png``.
 
-    python benchmarks/tables.py [--reps 40] [--rows 100000] [--batch 4096]
+    python benchmarks/tables.py [--reps 40] [--rows 100000] [--batch 4096] [--methods all|none|hashing,qr,...]
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.artifacts import versions
+from recsys_embed.compression import CompressedTables, compression_methods, method_class
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import TableOptimizer
 from recsys_embed.tables.multiplexed import MultiplexedConfig, MultiplexedTables
@@ -75,10 +83,14 @@ TARGETS = {
     "embedding_bag_sgd / per_feature_sgd": ("embedding_bag_sgd", "per_feature_sgd", 3.0),
     "embedding_bag_sgd / per_feature": ("embedding_bag_sgd", "per_feature", 3.0),
 }
+ROW_METHODS_WITHIN = {"hashing": 1.3, "double_hashing": 1.3, "qr": 1.3, "adaptive": 1.3}  # x the time of per_feature
 
 
-def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> dict[str, Callable[[int], None]]:
-    """Name -> ``step(i)`` running forward + backward (+ update) on prepared batch ``i % batches``."""
+def contenders(
+    features: int, rows: int, dim: int, batch: int, batches: int, methods: list[str], budget: float
+) -> tuple[dict[str, Callable[[int], None]], dict[str, dict]]:
+    """Name -> ``step(i)`` running forward + backward (+ update) on prepared batch ``i % batches``,
+    and per compression method its geometry (parameters, bytes) or the error that kept it out."""
     names = [f"f{i}" for i in range(features)]
     gen = torch.Generator().manual_seed(0)
     ids = [torch.randint(0, rows, (features * batch,), generator=gen) for _ in range(batches)]
@@ -119,6 +131,20 @@ def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> 
             torch.autograd.backward(list(out.pooled.values()), grads)
         return step
 
+    def dense_step(tables: CompressedTables) -> Callable[[int], None]:
+        """``ours`` plus an Adam step on the layout's dense parameters (computed methods, projections)."""
+        fused = set(tables.fused_parameters())
+        dense = [p for p in tables.parameters() if p.requires_grad and p not in fused]
+        if not dense:
+            return ours(tables)
+        opt, forward_backward = torch.optim.Adam(dense, lr=LR), ours(tables)
+
+        def step(i: int) -> None:
+            forward_backward(i)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
     def raw_step(i: int) -> None:
         raw(ids[i % batches], offsets).backward(grad)
 
@@ -142,6 +168,23 @@ def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> 
             opt.zero_grad(set_to_none=True)
         return step
 
+    compressed: dict[str, dict] = {}
+    steps: dict[str, Callable[[int], None]] = {}
+    exact_weights = features * rows * dim
+    for method in methods:
+        try:
+            layout = CompressedTables.from_options(schema, dict.fromkeys(names, rows), {n: {"method": method, "budget": budget} for n in names}, optimizer)
+        except ValueError as error:  # a budget below the method's minimum (MethodConfigError), a broken plugin
+            compressed[method] = {"error": str(error)}
+            continue
+        compressed[method] = {
+            "parameters": layout.num_parameters(),
+            "memory_bytes": layout.memory_bytes(),
+            "compression": round(exact_weights / layout.num_parameters(), 2),
+            "row_method": bool(layout.methods[names[0]].kernel_tables()),  # type: ignore[operator]
+        }
+        steps[f"compressed_{method}"] = dense_step(layout)
+
     return {
         "raw_tbe": raw_step,
         "raw_tbe_packed": packed_step,
@@ -151,7 +194,8 @@ def contenders(features: int, rows: int, dim: int, batch: int, batches: int) -> 
         "multiplexed": ours(multiplexed),
         "embedding_bag_sgd": bag_loop(torch.optim.SGD),
         "embedding_bag_adagrad": bag_loop(torch.optim.Adagrad),
-    }
+        **steps,
+    }, compressed
 
 
 def measure(steps: dict[str, Callable[[int], None]], reps: int, warmup: int) -> dict[str, dict[str, list[float]]]:
@@ -179,7 +223,7 @@ def plot(result: dict, path: Path) -> None:
 
     names = list(result["contenders"])
     rates = [result["contenders"][n]["lookups_per_s"] / 1e6 for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.3 * len(names)))
     bars = ax.barh(names[::-1], rates[::-1], color="#4c72b0")
     ax.bar_label(bars, fmt="%.2f")
     c = result["config"]
@@ -199,17 +243,33 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batches", type=int, default=4, help="distinct prepared batches, cycled")
+    parser.add_argument("--methods", default="all", help="compression methods to time: all (registered and installed), none, or a comma list")
+    parser.add_argument("--budget", type=float, default=0.1, help="compression budget of every table group (fraction of the exact table, or bytes)")
     parser.add_argument("--out", type=Path, default=RESULTS / "tables.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    methods = {"all": compression_methods(), "none": []}.get(args.methods, [m for m in args.methods.split(",") if m])
+    for method in methods:
+        method_class(method)  # an unknown name fails here, naming the installed ones
 
     load_before = os.getloadavg()
-    times = measure(contenders(args.features, args.rows, args.dim, args.batch, args.batches), args.reps, args.warmup)
+    steps, compressed = contenders(args.features, args.rows, args.dim, args.batch, args.batches, methods, args.budget)
+    times = measure(steps, args.reps, args.warmup)
     lookups = args.features * args.batch
     cpu = {name: statistics.median(t["cpu"]) for name, t in times.items()}
     wall = {name: statistics.median(t["wall"]) for name, t in times.items()}
+    targets = dict(TARGETS)
+    for method, within in ROW_METHODS_WITHIN.items():
+        if f"compressed_{method}" in times:
+            targets[f"per_feature / compressed_{method}"] = ("per_feature", f"compressed_{method}", 1 / within)
+    for method, info in compressed.items():
+        name = f"compressed_{method}"
+        if name in times:
+            info["time_vs_per_feature"] = round(cpu[name] / cpu["per_feature"], 3)
+            info["time_vs_multiplexed"] = round(cpu[name] / cpu["multiplexed"], 3)
+            info["wall_time_vs_per_feature"] = round(wall[name] / wall["per_feature"], 3)
     result = {
-        "config": {k: getattr(args, k) for k in ("features", "rows", "dim", "batch", "reps", "warmup", "batches")},
+        "config": {k: getattr(args, k) for k in ("features", "rows", "dim", "batch", "reps", "warmup", "batches", "methods", "budget")},
         "metric": "median process CPU seconds per forward+backward+update step; wall clock alongside",
         "environment": {
             **versions(),
@@ -237,8 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "target_at_least": round(bound, 3),
                 "met": cpu[slow] / cpu[fast] >= bound,
             }
-            for label, (slow, fast, bound) in TARGETS.items()
+            for label, (slow, fast, bound) in targets.items()
         },
+        "compression": compressed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
@@ -256,6 +317,13 @@ def main(argv: list[str] | None = None) -> dict:
     for label, r in result["ratios"].items():
         verdict = "met" if r["met"] else "NOT met"
         print(f"{label:<42} {r['speedup']:>6.2f} {r['wall_speedup']:>6.2f}  >= {r['target_at_least']:.2f} {verdict}")
+    if compressed:
+        print(f"\n{'method at budget ' + str(args.budget):<24} {'compression':>11} {'time / per_feature':>19} {'time / multiplexed':>19}")
+        for method, info in compressed.items():
+            if "error" in info:
+                print(f"{method:<24} not built: {info['error']}")
+            else:
+                print(f"{method:<24} {info['compression']:>10.1f}x {info['time_vs_per_feature']:>19.2f} {info['time_vs_multiplexed']:>19.2f}")
     print(f"load average before/after: {result['environment']['load_average_before_after']}; wrote {args.out}")
     return result
 
