@@ -4,9 +4,11 @@ recommender systems", RecSys 2020): two independent stable salted hashes into tw
     vector(i) = W1[h1(i) mod M1]  (+)  W2[h2(i) mod M2],      W1: [M1, D_1],  W2: [M2, D_2],
 
 with ``(+)`` the sum (``sum``, ``D_1 = D_2 = D``) or the concatenation (``concat``, ``D_1 = D_2 =
-D / 2``: ``D`` divisible by 8, fbgemm needs rows of multiples of 4). ``h1``, ``h2`` are
-:func:`recsys_embed.hashing.bucket_torch` with the seeds of ``salt + "/1"`` and ``salt + "/2"``.
-Two ids share their vector only if both hashes collide: the pairs ``(h1, h2)`` fall uniformly on
+D / 2``: ``D`` divisible by 8, fbgemm needs rows of multiples of 4). ``h1``, ``h2`` are the high
+and the low 32 bits of one stable salted 64-bit hash (:func:`recsys_embed.hashing.hash_int_torch`,
+SplitMix64 of ``i ^ seed(salt)``): two independent 32-bit hashes for the price of one, which
+matters on the training hot path (``M1, M2 < 2^31``; the modulo bias, ``M / 2^32``, is
+negligible). Two ids share their vector only if both hashes collide: the pairs ``(h1, h2)`` fall uniformly on
 ``M1 M2`` cells, so the expected fraction of the ``n`` ids whose PAIR of rows is shared with
 another id is
 
@@ -39,10 +41,11 @@ import torch
 from recsys_embed.compression.hashing import budget_rows
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import bucket_torch, seed_of
+from recsys_embed.hashing import hash_int_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 COMBINES = ("sum", "concat")
+MAX_ROWS = 2**31 - 1  # each table's rows index by 32 bits of the hash
 
 
 @register_compression("double_hashing")
@@ -58,12 +61,11 @@ class DoubleHashing(CompressionMethod):
             raise MethodConfigError(f"double_hashing: combine must be one of {list(COMBINES)}, got {combine!r}")
         if combine == "concat" and dim % 8:
             raise MethodConfigError(f"double_hashing: combine 'concat' splits dim {dim} in two halves of multiples of 4; use a dim divisible by 8")
-        if rows < 2:
-            raise MethodConfigError(f"double_hashing: needs at least 2 rows (one per table), got {rows}")
-        self.rows, self.combine_mode, self.salt = rows, combine, salt
+        if not 2 <= rows <= 2 * MAX_ROWS:
+            raise MethodConfigError(f"double_hashing: needs 2 to {2 * MAX_ROWS} rows (at least one per table), got {rows}")
+        self.rows, self.combine_mode, self.salt, self.seed = rows, combine, salt, seed_of(salt)
         self.table_rows = (rows - rows // 2, rows // 2)
         self.width = dim // 2 if combine == "concat" else dim
-        self.seeds = (seed_of(f"{salt}/1"), seed_of(f"{salt}/2"))
 
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> DoubleHashing:
@@ -81,7 +83,9 @@ class DoubleHashing(CompressionMethod):
         return [(rows, self.width) for rows in self.table_rows]
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.stack([bucket_torch(ids, seed, rows) for seed, rows in zip(self.seeds, self.table_rows)])
+        h = hash_int_torch(ids, self.seed)
+        high, low = (h >> 32) & 0xFFFFFFFF, h & 0xFFFFFFFF
+        return torch.stack([high % self.table_rows[0], low % self.table_rows[1]])
 
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         first, second = parts
