@@ -35,10 +35,11 @@ CONFIGS = {
     "adaptive_fraction": {"method": "adaptive", "budget": 0.1, "frequent_fraction": 0.02},
     "mixed_dims": {"method": "mixed_dims", "budget": 0.1},
     "mixed_dims_alpha": {"method": "mixed_dims", "budget": 0.1, "blocks": 3, "alpha": 0.6},
+    "multiplexed": {"method": "multiplexed", "budget": 0.1, "probes": 2},
 }
 MODULES = ["recsys_embed.compression.method", "recsys_embed.compression.registry", "recsys_embed.compression.layout",
-           "recsys_embed.compression.qr", "recsys_embed.compression.double_hashing", "recsys_embed.compression.adaptive",
-           "recsys_embed.compression.mixed_dims"]
+           "recsys_embed.compression.qr", "recsys_embed.compression.multiplexed", "recsys_embed.compression.double_hashing",
+           "recsys_embed.compression.adaptive", "recsys_embed.compression.mixed_dims"]
 
 
 def schema() -> Schema:
@@ -187,3 +188,33 @@ def test_every_built_in_method_is_tested() -> None:
 
     assert {n for n, c in _METHODS.items() if c.__module__.startswith("recsys_embed.")} <= built_in
     assert method_class("qr").method_name == "qr"
+
+
+def test_matryoshka_wraps_compressed_tables_where_prefixes_stay_meaningful() -> None:
+    from recsys_embed.tables import MatryoshkaTables
+
+    nested = MatryoshkaTables(build("qr"), prefixes=[4, 8, 16])
+    views = nested.training_views(nested(batch()))
+    assert [int((v.pooled["item_id"] != 0).sum(1).max()) for v in views] == [4, 8, 16]
+    assert nested.at_dim(8)(batch()).pooled["item_id"].shape == (64, 8)
+    MatryoshkaTables(build("qr_concat"), prefixes=[12, 16])  # past the quotient half
+    with pytest.raises(ValueError, match=r"prefix of 8 columns does not embed ids on its own for table group\(s\) \['item_id \(qr\)'\]"):
+        MatryoshkaTables(build("qr_concat"), prefixes=[8, 16])
+
+
+def test_multiplexed_groups_share_one_pool() -> None:
+    pool = {"method": "multiplexed", "rows": 500, "probes": 2, "shared": "pool"}
+    torch.manual_seed(0)
+    tables = CompressedTables.from_options(schema(), IDS, {"user_id": pool, "item_id": pool})
+    assert tables.kernel.rows == [500] and tables.num_parameters() == 500 * 8
+    assert tables.group_parameters("user_id") == 500 * 8 and tables.group_parameters("item_id") == 0
+    assert "(tables shared with user_id)" in tables.summary()
+    same_id = KeyedJaggedTensor.from_lengths_sync(["user_id", "item_id", "hist"], torch.tensor([7, 7, 7]), torch.tensor([1, 1, 1]))
+    out = tables(same_id)
+    assert not torch.equal(out.pooled["user_id"], out.pooled["item_id"])  # per-group seeds
+    assert torch.equal(out.pooled["item_id"], out.sequences["hist"][:, 0])
+    weights = tables.kernel.weights()[0]
+    rows = tables.methods["user_id"].kernel_rows(torch.tensor([7]))[:, 0]
+    assert torch.equal(out.pooled["user_id"][0], torch.cat([weights[rows[0]], weights[rows[1]]]))
+    with pytest.raises(ValueError, match=r"table groups 'user_id' and 'item_id' share kernel tables 'multiplexed/pool' but give different sizes"):
+        CompressedTables.from_options(schema(), IDS, {"user_id": pool, "item_id": {**pool, "rows": 400}})

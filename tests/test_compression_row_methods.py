@@ -64,6 +64,12 @@ def test_double_hashing_vectors_combine_the_two_rows(combine: str) -> None:
     assert tables.group_parameters("item_id") == rows_total * width
 
 
+def test_double_hashing_concat_refuses_prefixes_within_one_table() -> None:
+    concat = DoubleHashing.from_options(1000, DIM, {"combine": "concat"}, budget=1600)
+    assert not concat.supports_prefix(DIM // 2) and concat.supports_prefix(DIM // 2 + 4)
+    assert DoubleHashing.from_options(1000, DIM, {}, budget=1600).supports_prefix(4)
+
+
 def test_double_hashing_bad_configs_say_what_is_expected() -> None:
     with pytest.raises(MethodConfigError, match="at least 2 row"):
         DoubleHashing.from_options(1000, DIM, {}, budget=DIM + 1)

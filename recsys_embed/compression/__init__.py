@@ -4,7 +4,7 @@ and held per table group by :class:`~recsys_embed.compression.layout.CompressedT
 
 Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hashing`` (two hashes),
 ``qr`` (quotient-remainder), ``adaptive`` (frequent ids exact, the tail hashed), ``mixed_dims``
-(mixed dimension embeddings).
+(mixed dimension embeddings), ``multiplexed`` (groups sharing one hashed pool).
 """
 
 from recsys_embed.compression.adaptive import AdaptiveHashing
@@ -14,6 +14,7 @@ from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, budget_parameters
 from recsys_embed.compression.mixed_dims import MixedDimensions
+from recsys_embed.compression.multiplexed import Multiplexed
 from recsys_embed.compression.qr import QuotientRemainder
 from recsys_embed.compression.registry import (
     ENTRY_POINT_GROUP,
@@ -27,6 +28,7 @@ from recsys_embed.compression.registry import (
 
 __all__ = [
     "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DoubleHashing", "ExactTable",
-    "HashingTrick", "MethodConfigError", "MixedDimensions", "PluginError", "QuotientRemainder", "UnknownMethodError",
-    "budget_parameters", "compression_methods", "describe_methods", "method_class", "register_compression",
+    "HashingTrick", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "QuotientRemainder",
+    "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
+    "register_compression",
 ]

@@ -91,6 +91,10 @@ class DoubleHashing(CompressionMethod):
         first, second = parts
         return first + second if self.combine_mode == "sum" else torch.cat([first, second], dim=-1)
 
+    def supports_prefix(self, dim: int) -> bool:
+        """``concat``: a prefix within the first half is the hashing trick with ``M1`` rows, not the pair: no."""
+        return self.combine_mode != "concat" or dim > self.width
+
     def collision_rate(self) -> float:
         return expected_collision_rate(self.num_ids, self.table_rows[0] * self.table_rows[1])
 

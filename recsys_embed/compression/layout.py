@@ -48,7 +48,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.compression.method import CompressionMethod, budget_parameters
-from recsys_embed.compression.registry import PluginError, method_class, plugin_origin, provider
+from recsys_embed.compression.registry import PluginError, compression_methods, method_class, plugin_origin, provider
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import (
     Embeddings,
@@ -71,8 +71,8 @@ EXACT = "exact"
 
 @dataclasses.dataclass(frozen=True)
 class _Block:
-    """``slots`` kernel slots (one per position) of feature ``feature`` reading kernel table ``table``,
-    the ``part``-th table of its method; output columns ``slots * dim``."""
+    """``slots`` kernel slots (one per position) of feature ``feature`` for read ``part`` of its
+    method, from kernel table ``table``; output columns ``slots * dim``."""
 
     feature: str
     part: int
@@ -116,20 +116,25 @@ class CompressedTables(TableLayout):
         for g in groups:
             if g not in methods:
                 methods[g] = method_class(EXACT)(self.rows[g], self.group_dims[g])
+            methods[g].group = g
             _check_method(g, methods[g], self.rows[g], self.group_dims[g])
         self.methods = nn.ModuleDict({g: methods[g] for g in groups})  # type: ignore[misc]
         self.dims = {f.name: f.embedding_dim for f in self.features}
         self.slots = {f.name: f.max_len if f.is_sequence else 1 for f in self.features}  # output slots per sample
         self.init_scale = init_scale
-        # kernel tables of every row method, grouped by dim (fbgemm packs runs of one dim)
-        tables = [(g, j, r, d) for g in groups for j, (r, d) in enumerate(methods[g].kernel_tables())]
+        self.owner = _table_owners(methods, groups)
+        # kernel tables of every row method (a shared one once, for its first group), grouped by
+        # dim (fbgemm packs runs of one dim)
+        tables = [(g, j, r, d) for g in groups if self.owner[g] == g for j, (r, d) in enumerate(methods[g].kernel_tables())]
         dim_rank = {d: i for i, d in enumerate(dict.fromkeys(d for *_, d in tables))}
         tables.sort(key=lambda t: dim_rank[t[3]])
         index = {(g, j): i for i, (g, j, _, _) in enumerate(tables)}
-        blocks = [
-            _Block(f.name, j, index[(f.table, j)], f.max_len if f.is_sequence else 1, d)  # type: ignore[arg-type,index]
-            for f in self.features for j, (_, d) in enumerate(methods[f.table].kernel_tables())  # type: ignore[index]
-        ]
+        blocks = []
+        for f in self.features:
+            method = methods[f.table]  # type: ignore[index]
+            for read, j in enumerate(method.kernel_reads()):
+                slots = f.max_len if f.is_sequence else 1
+                blocks.append(_Block(f.name, read, index[(self.owner[f.table], j)], slots, method.kernel_tables()[j][1]))  # type: ignore[arg-type,index]
         self.blocks = sorted(blocks, key=lambda b: b.table)
         self.kernel = None if not tables else FusedTables(
             rows=[r for *_, r, _ in tables],
@@ -159,14 +164,11 @@ class CompressedTables(TableLayout):
     ) -> CompressedTables:
         """The layout a run config's ``compression`` mapping (table group -> ``{method: name,
         budget: fraction or bytes, **options}``) describes, with fresh weights."""
-        if not isinstance(compression, Mapping):
-            raise ValueError(f"{where}: expected a mapping of table group -> {{method: ..., ...}}, got {compression!r}")
+        check_compression(compression, where)
         _check_groups(compression, list(schema.tables), where)
         methods = {}
         for group, spec in compression.items():
             at = f"{where}.{group}"
-            if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
-                raise ValueError(f"{at}: expected a mapping with 'method' (one of the installed methods), got {spec!r}")
             options = {k: v for k, v in spec.items() if k not in ("method", "budget")}
             ids, dim = int(num_embeddings[group]), schema.tables[group][0].embedding_dim
             budget = None if spec.get("budget") is None else budget_parameters(spec["budget"], ids, dim, at)
@@ -251,16 +253,18 @@ class CompressedTables(TableLayout):
         return group_size(self.rows, group, LAYOUT)
 
     def group_parameters(self, group: str) -> int:
-        """Weights stored for table group ``group``: its kernel rows plus the method's own."""
+        """Weights stored for table group ``group``: its kernel rows (a shared table counts for the
+        first group that reads it) plus the method's own."""
         method: CompressionMethod = self.methods[group]  # type: ignore[index,assignment]
-        return sum(r * d for r, d in method.kernel_tables()) + method.num_parameters()
+        rows = sum(r * d for r, d in method.kernel_tables()) if self.owner[group] == group else 0
+        return rows + method.num_parameters()
 
     def group_bytes(self, group: str) -> int:
         """Bytes allocated for table group ``group``: its kernel tables (weights + fused optimizer
         state) plus the method's own tensors (with their Adam moments)."""
         method: CompressionMethod = self.methods[group]  # type: ignore[index,assignment]
         kernel = 0
-        if self.kernel is not None:
+        if self.kernel is not None and self.owner[group] == group:
             sizes = dict(zip(self.kernel.table_names, self.kernel.table_bytes()))
             kernel = sum(sizes[f"{group}/{j}"] for j in range(len(method.kernel_tables())))
         return kernel + method.memory_bytes()
@@ -286,9 +290,21 @@ class CompressedTables(TableLayout):
                 f"{group:<20} {self.rows[group]:>10,} {self.group_dims[group]:>4} {method.method_name:<14} {params:>12,} "
                 f"{self.group_bytes(group):>13,} {ratio:>6.1f}x {'-' if rate is None else f'{rate:.4f}':>10}"
             )
-            lines.append(f"{'':<20} {method.details()}")  # type: ignore[operator]
+            shared = f" (tables shared with {self.owner[group]})" if self.owner[group] != group else ""
+            lines.append(f"{'':<20} {method.details()}{shared}")  # type: ignore[operator]
         lines.append(f"total parameters {self.num_parameters():,}  memory {self.memory_bytes():,} bytes (weights + optimizer state)")
         return "\n".join(lines)
+
+    def check_prefix(self, dim: int) -> None:
+        """Matryoshka over compressed tables: every method must keep a ``dim`` prefix meaningful
+        (:meth:`~CompressionMethod.supports_prefix`; all built-in methods do except the ``concat``
+        combines of QR and double hashing below half the dim)."""
+        refused = [f"{g} ({m.method_name})" for g, m in self.methods.items() if not m.supports_prefix(dim)]  # type: ignore[operator]
+        if refused:
+            raise ValueError(
+                f"matryoshka: a prefix of {dim} columns does not embed ids on its own for table group(s) {refused}; "
+                "use a larger smallest prefix or another combine"
+            )
 
     def serving_layout(self) -> TableLayout:
         """Itself, after every method's post-training :meth:`~CompressionMethod.finalize`."""
@@ -344,6 +360,32 @@ class CompressedTables(TableLayout):
         return tables.to(device or "cpu")
 
 
+def check_compression(compression: Any, where: str) -> None:
+    """A ``compression`` config's shape and method names (before any data is read): a mapping of
+    table group -> ``{method: name, ...}`` whose names are installed (``UnknownMethodError`` lists them)."""
+    if not isinstance(compression, Mapping):
+        raise ValueError(f"{where}: expected a mapping of table group -> {{method: ..., ...}}, got {compression!r}")
+    for group, spec in compression.items():
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
+            raise ValueError(f"{where}.{group}: expected a mapping with 'method' (one of {compression_methods()}), got {spec!r}")
+        method_class(spec["method"])
+
+
+def _table_owners(methods: Mapping[str, CompressionMethod], groups: list[str]) -> dict[str, str]:
+    """Group -> the group whose kernel tables it reads: itself, or the first group of its share key."""
+    first: dict[str, str] = {}
+    owner = {}
+    for g in groups:
+        key = methods[g].share_key()
+        owner[g] = g if key is None else first.setdefault(key, g)
+        if owner[g] != g and methods[g].kernel_tables() != methods[owner[g]].kernel_tables():
+            raise ValueError(
+                f"table groups {owner[g]!r} and {g!r} share kernel tables {key!r} but give different sizes "
+                f"{methods[owner[g]].kernel_tables()} and {methods[g].kernel_tables()}; give both the same rows and dims"
+            )
+    return owner
+
+
 def _check_groups(named: Mapping[str, Any], groups: list[str], where: str) -> None:
     unknown = [g for g in named if g not in groups]
     if unknown:
@@ -374,15 +416,15 @@ def _check_method(group: str, method: CompressionMethod, num_ids: int, dim: int)
     ids = torch.tensor([0, num_ids - 1])
     try:
         with torch.no_grad():
-            tables = method.kernel_tables()
+            tables, reads = method.kernel_tables(), method.kernel_reads()
             if tables:
                 rows = method.kernel_rows(ids)
-                if tuple(rows.shape) != (len(tables), 2) or rows.dtype != torch.int64:
-                    raise fail(f"kernel_rows gave {rows.dtype} {tuple(rows.shape)}, expected int64 {(len(tables), 2)}")
-                bad = [j for j, (r, _) in enumerate(tables) if bool(((rows[j] < -1) | (rows[j] >= r)).any())]
+                if tuple(rows.shape) != (len(reads), 2) or rows.dtype != torch.int64:
+                    raise fail(f"kernel_rows gave {rows.dtype} {tuple(rows.shape)}, expected int64 {(len(reads), 2)}")
+                bad = [r for r, j in enumerate(reads) if bool(((rows[r] < -1) | (rows[r] >= tables[j][0])).any())]
                 if bad:
-                    raise fail(f"kernel_rows gave rows outside the kernel tables {bad} (sizes {tables})")
-                out = method.combine([torch.zeros(2, d) for _, d in tables])
+                    raise fail(f"kernel_rows gave rows outside the kernel tables for read(s) {bad} (sizes {tables})")
+                out = method.combine([torch.zeros(2, tables[j][1]) for j in reads])
             else:
                 out = method.lookup(ids)
     except PluginError:

@@ -67,12 +67,13 @@ class CompressionMethod(nn.Module, abc.ABC):
     """The storage of one table group: ids ``[N]`` in ``[0, num_ids)`` to vectors ``[N, dim]``
     (the module docstring gives the two kinds, sizing, accounting and state).
 
-    ``method_name`` is set by :func:`~recsys_embed.compression.registry.register_compression`;
+    ``group`` is set by the layout that holds the method; ``method_name`` is set by :func:`~recsys_embed.compression.registry.register_compression`;
     ``description`` is the one line ``recsys-embed compression`` prints.
     """
 
     method_name: ClassVar[str]
     description: ClassVar[str] = ""
+    group: str = ""  # the table group the layout holds the method for (set by the layout)
 
     def __init__(self, num_ids: int, dim: int) -> None:
         super().__init__()
@@ -115,13 +116,24 @@ class CompressionMethod(nn.Module, abc.ABC):
         """``(rows, dim)`` of each table the method keeps in the fused kernel; ``[]``: a computed method."""
         return []
 
+    def kernel_reads(self) -> list[int]:
+        """Row methods: the kernel table each of the ``k`` reads per id comes from. Default: read j
+        from table j (one read per table); multiplexing reads one table ``k`` times."""
+        return list(range(len(self.kernel_tables())))
+
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """Row methods: ``[k, N]`` int64, the row of each id in each of the ``k`` kernel tables (``-1``: none)."""
+        """Row methods: ``[k, N]`` int64, the row of each id for each of the ``k`` reads (``-1``: none)."""
         raise NotImplementedError(f"{self._name()} keeps no kernel tables")
 
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Row methods: the ``k`` rows read ``[..., d_j]`` (zeros where none) to vectors ``[..., dim]``."""
         raise NotImplementedError(f"{self._name()} keeps no kernel tables")
+
+    def share_key(self) -> str | None:
+        """Row methods of several table groups with the same key share their kernel tables (feature
+        multiplexing): the layout allocates them once, for the first such group, and the methods
+        must give identical :meth:`kernel_tables`. Default: ``None``, tables of its own."""
+        return None
 
     def initialize(self, table: int, weight: torch.Tensor) -> None:
         """Row methods: set the start values of kernel table ``table`` in place (``weight`` ``[rows, d]``,
@@ -151,6 +163,11 @@ class CompressionMethod(nn.Module, abc.ABC):
     def details(self) -> str:
         """A few words on the geometry for ``summary()`` (rows, rank, ...)."""
         return ", ".join(f"{k}={v}" for k, v in self.state_config().items())
+
+    def supports_prefix(self, dim: int) -> bool:
+        """Whether the first ``dim`` columns of the vectors still embed each id on their own (Matryoshka
+        prefixes). Default: yes; QR's ``concat`` puts only the quotient table there for ``dim <= D/2``."""
+        return True
 
     def finalize(self) -> None:
         """Post-training step (quantize, prune, ...); called once training ends. Default: nothing."""

@@ -103,6 +103,10 @@ class QuotientRemainder(CompressionMethod):
             return quotient + remainder
         return torch.cat([quotient, remainder], dim=-1)
 
+    def supports_prefix(self, dim: int) -> bool:
+        """``concat``: a prefix within the quotient half is shared by ``m`` ids at a time: no."""
+        return self.combine_mode != "concat" or dim > self.widths[0]
+
     def initialize(self, table: int, weight: torch.Tensor) -> None:
         if table == 0 and self.combine_mode == "mult":
             weight.add_(1.0)

@@ -31,6 +31,7 @@ from importlib.metadata import EntryPoint, entry_points, packages_distributions
 from typing import TypeVar
 
 from recsys_embed.compression.method import CompressionMethod
+from recsys_embed.tables.registry import add_class
 
 ENTRY_POINT_GROUP = "recsys_embed.compression"
 _METHODS: dict[str, type[CompressionMethod]] = {}
@@ -49,13 +50,8 @@ def register_compression(name: str) -> Callable[[M], M]:
     """Class decorator: register a :class:`CompressionMethod` subclass under ``name`` (sets ``method_name``)."""
 
     def register(cls: M) -> M:
-        if not (isinstance(cls, type) and issubclass(cls, CompressionMethod)):
-            raise TypeError(f"register_compression({name!r}): {cls!r} is not a CompressionMethod subclass")
-        taken = _METHODS.get(name)
-        if taken is not None and taken.__qualname__ != cls.__qualname__:
-            raise ValueError(f"compression method name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        add_class(_METHODS, name, cls, CompressionMethod, "compression method")
         cls.method_name = name
-        _METHODS[name] = cls
         return cls
 
     return register

@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from recsys_embed.tables.contract import TableLayout
 
@@ -37,16 +37,22 @@ def register_layout(name: str) -> Callable[[L], L]:
     """Class decorator: register a :class:`TableLayout` subclass under ``name`` (sets ``layout_name``)."""
 
     def register(cls: L) -> L:
-        if not (isinstance(cls, type) and issubclass(cls, TableLayout)):
-            raise TypeError(f"register_layout({name!r}): {cls!r} is not a TableLayout subclass")
-        taken = _LAYOUTS.get(name)
-        if taken is not None and taken.__qualname__ != cls.__qualname__:
-            raise ValueError(f"layout name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+        add_class(_LAYOUTS, name, cls, TableLayout, "layout")
         cls.layout_name = name
-        _LAYOUTS[name] = cls
         return cls
 
     return register
+
+
+def add_class(registry: dict[str, Any], name: str, cls: Any, base: type, kind: str) -> None:
+    """``registry[name] = cls`` for a ``base`` subclass (``TypeError`` otherwise); a name another
+    class holds is a ``ValueError`` naming it (re-registering the same class is fine)."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"register {kind} {name!r}: {cls!r} is not a {base.__name__} subclass")
+    taken = registry.get(name)
+    if taken is not None and taken.__qualname__ != cls.__qualname__:
+        raise ValueError(f"{kind} name {name!r} is taken by {taken.__module__}.{taken.__qualname__}")
+    registry[name] = cls
 
 
 def layout_class(name: str) -> type[TableLayout]:
