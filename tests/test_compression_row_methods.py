@@ -165,9 +165,16 @@ def test_mixed_dims_small_budget_hashes_the_rarest_block() -> None:
     total = sum(r * d for r, d in method.kernel_tables()) + method.num_parameters()
     assert n * DIM // 10 - 4 < total <= n * DIM // 10  # the budget is used up to one row
     assert method.collision_rate() == pytest.approx(94377 / n * expected_collision_rate(94377, method.rows[3]))
-    least = 18 * 16 + 298 * 8 + 5307 * 4 + (8 + 4 + 4) * DIM + 4  # blocks 0-2, projections, one hashed row
-    with pytest.raises(MethodConfigError, match=f"need at least {least} weights"):
-        MixedDimensions.from_options(n, DIM, {}, budget=24_000)
+    # below 4 blocks' minimum (blocks 0-2 whole, projections, one hashed row) it takes fewer blocks
+    least = 18 * 16 + 298 * 8 + 5307 * 4 + (8 + 4 + 4) * DIM + 4
+    assert len(MixedDimensions.from_options(n, DIM, {}, budget=least).sizes) == 4
+    fewer = MixedDimensions.from_options(n, DIM, {}, budget=least - 1)
+    assert len(fewer.sizes) < 4 and sum(r * d for r, d in fewer.kernel_tables()) + fewer.num_parameters() <= least - 1
+    # down to one block of dim D, the hashing trick; below one row of D weights: the minimum stated
+    one = MixedDimensions.from_options(50, DIM, {}, budget=80)
+    assert (one.sizes, one.dims, one.rows, one.num_parameters()) == ([50], [DIM], [5], 0)
+    with pytest.raises(MethodConfigError, match=f"blocks \\[50\\] of dims \\[{DIM}\\] .* need at least {DIM} weights"):
+        MixedDimensions.from_options(50, DIM, {}, budget=DIM - 1)
 
 
 def test_mixed_dims_explicit_geometry_and_errors() -> None:

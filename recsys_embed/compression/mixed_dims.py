@@ -20,8 +20,9 @@ Budget (weights; tables plus projections): the largest scale ``t`` whose blocks,
 row, fit. A budget below that at 4 weights per id (e.g. 1/10 of a dim-16 table) keeps the
 paper's anchor ``t = D`` (the most frequent block at full dim, as ``md_solver(d0=D)``) and hashes
 the ids of the rarest block (stable salted hash, :func:`recsys_embed.hashing.bucket_torch`) into
-the rows the budget leaves; less than one row for it is an error stating the minimum. Without a
-budget, ``blocks`` and ``alpha`` give the anchored dims with no hashing, or ``sizes``, ``dims``
+the rows the budget leaves. A budget too small for even that (a small group, whose projections
+weigh) takes one block fewer, down to one block of dim ``D``: the hashing trick; below one row of
+``D`` weights it is an error stating the minimum. Without a budget, ``blocks`` and ``alpha`` give the anchored dims with no hashing, or ``sizes``, ``dims``
 (and ``rows``) give the geometry itself.
 
 In the fused kernel each block is a table; ``kernel_rows`` gives ``-1`` in every block but the
@@ -96,7 +97,7 @@ def fit_budget(num_ids: int, dim: int, blocks: int, alpha: float, budget: int) -
         raise MethodConfigError(
             f"{WHERE}: blocks {sizes} of dims {dims} (alpha {alpha}) need at least {rest + dims[-1]} weights "
             f"({4 * (rest + dims[-1])} bytes: every block but the rarest whole, projections, 1 hashed row), "
-            f"the budget allows {budget}; use fewer blocks or a larger budget"
+            f"the budget allows {budget}"
         )
     return sizes, dims, [*sizes[:-1], min(tail, sizes[-1])]
 
@@ -155,7 +156,12 @@ class MixedDimensions(CompressionMethod):
         if budget is None:
             sizes = block_sizes(num_ids, blocks)
             return cls(num_ids, dim, sizes, rule_dims(sizes, dim, alpha, dim), None, salt)
-        return cls(num_ids, dim, *fit_budget(num_ids, dim, blocks, alpha, budget), salt)
+        for fewer in range(blocks, 1, -1):  # fewer blocks while the budget cannot hold them
+            try:
+                return cls(num_ids, dim, *fit_budget(num_ids, dim, fewer, alpha, budget), salt)
+            except MethodConfigError:
+                pass
+        return cls(num_ids, dim, *fit_budget(num_ids, dim, 1, alpha, budget), salt)
 
     def state_config(self) -> dict[str, Any]:
         return {"sizes": self.sizes, "dims": self.dims, "rows": self.rows, "salt": self.salt}
