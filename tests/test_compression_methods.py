@@ -29,13 +29,20 @@ CONFIGS = {
     "qr": {"method": "qr", "budget": 0.1},
     "qr_add": {"method": "qr", "budget": 0.1, "combine": "add"},
     "qr_concat": {"method": "qr", "budget": 0.1, "combine": "concat"},
+    "double_hashing": {"method": "double_hashing", "budget": 0.1},
+    "double_hashing_concat": {"method": "double_hashing", "budget": 0.1, "combine": "concat"},
+    "adaptive": {"method": "adaptive", "budget": 0.1},
+    "adaptive_fraction": {"method": "adaptive", "budget": 0.1, "frequent_fraction": 0.02},
+    "mixed_dims": {"method": "mixed_dims", "budget": 0.1},
+    "mixed_dims_alpha": {"method": "mixed_dims", "budget": 0.1, "blocks": 3, "alpha": 0.6},
     "multiplexed": {"method": "multiplexed", "budget": 0.1, "probes": 2},
     "robe": {"method": "robe", "budget": 0.1},
     "tt_rec": {"method": "tt_rec", "budget": 0.1},
     "dhe": {"method": "dhe", "budget": 0.1},
 }
 MODULES = ["recsys_embed.compression.method", "recsys_embed.compression.registry", "recsys_embed.compression.layout",
-           "recsys_embed.compression.qr", "recsys_embed.compression.multiplexed", "recsys_embed.compression.robe",
+           "recsys_embed.compression.qr", "recsys_embed.compression.multiplexed", "recsys_embed.compression.double_hashing",
+           "recsys_embed.compression.adaptive", "recsys_embed.compression.mixed_dims", "recsys_embed.compression.robe",
            "recsys_embed.compression.tt_rec", "recsys_embed.compression.dhe"]
 
 

@@ -2,16 +2,21 @@
 name (:mod:`.registry`, with third-party entry points in the group ``recsys_embed.compression``),
 and held per table group by :class:`~recsys_embed.compression.layout.CompressedTables`.
 
-Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``qr`` (quotient-remainder),
-``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding).
+Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hashing`` (two hashes),
+``qr`` (quotient-remainder), ``adaptive`` (frequent ids exact, the tail hashed), ``mixed_dims``
+(mixed dimension embeddings), ``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z
+shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding).
 """
 
+from recsys_embed.compression.adaptive import AdaptiveHashing
 from recsys_embed.compression.dhe import DeepHashEmbedding
+from recsys_embed.compression.double_hashing import DoubleHashing
 from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
-from recsys_embed.compression.multiplexed import Multiplexed
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, budget_parameters
+from recsys_embed.compression.mixed_dims import MixedDimensions
+from recsys_embed.compression.multiplexed import Multiplexed
 from recsys_embed.compression.qr import QuotientRemainder
 from recsys_embed.compression.registry import (
     ENTRY_POINT_GROUP,
@@ -26,8 +31,9 @@ from recsys_embed.compression.robe import RandomOffsetBlock
 from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "ExactTable", "HashingTrick",
-    "MethodConfigError", "Multiplexed", "PluginError", "QuotientRemainder", "RandomOffsetBlock", "TensorTrain",
+    "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "DoubleHashing",
+    "ExactTable", "HashingTrick", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "QuotientRemainder",
+    "RandomOffsetBlock", "TensorTrain",
     "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
     "register_compression",
 ]

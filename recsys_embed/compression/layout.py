@@ -50,10 +50,18 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.compression.method import CompressionMethod, budget_parameters
 from recsys_embed.compression.registry import PluginError, compression_methods, method_class, plugin_origin, provider
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, TableOptimizer, check_layout, empty_embeddings
+from recsys_embed.tables.base import (
+    Embeddings,
+    EmbeddingShapes,
+    FusedTables,
+    TableOptimizer,
+    check_layout,
+    empty_embeddings,
+    split_columns,
+)
 from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.contract import TableLayout, group_size
-from recsys_embed.tables.inputs import BatchMemo, batch_inputs
+from recsys_embed.tables.inputs import BatchInputs, BatchMemo, batch_inputs
 from recsys_embed.tables.jagged import offsets_of
 from recsys_embed.tables.registry import register_layout
 
@@ -112,6 +120,7 @@ class CompressedTables(TableLayout):
             _check_method(g, methods[g], self.rows[g], self.group_dims[g])
         self.methods = nn.ModuleDict({g: methods[g] for g in groups})  # type: ignore[misc]
         self.dims = {f.name: f.embedding_dim for f in self.features}
+        self.slots = {f.name: f.max_len if f.is_sequence else 1 for f in self.features}  # output slots per sample
         self.init_scale = init_scale
         self.owner = _table_owners(methods, groups)
         # kernel tables of every row method (a shared one once, for its first group), grouped by
@@ -172,27 +181,43 @@ class CompressedTables(TableLayout):
         if kjt.lengths().numel() == 0:
             return empty_embeddings(self.features, self.dims, kjt.values().device)
         inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
-        ids = {f.name: inputs.slot_rows(f.name).squeeze(-1) for f in self.features}  # [B] or [B, L], -1 empty
-        batch = next(iter(ids.values())).shape[0]
-        parts = self._kernel_parts(ids, batch)
+        ids, full = self._slot_ids(inputs)
+        batch = next(iter(ids.values())).numel() // self.slots[self.features[0].name]
+        parts = self._kernel_parts(ids, full)
         out = Embeddings()
         for spec in self.features:
-            grid = ids[spec.name]
+            slots, dim = self.slots[spec.name], self.dims[spec.name]
             method: CompressionMethod = self.methods[spec.table]  # type: ignore[index,assignment]
+            grid = ids[spec.name].view(slots, batch).T  # [B, P]
             if spec.name in parts:
                 vectors = method.combine(parts[spec.name])
             else:
-                vectors = method.lookup(grid.clamp(min=0).reshape(-1)).view(*grid.shape, self.dims[spec.name])
+                vectors = method.lookup(grid.clamp(min=0).reshape(-1)).view(batch, slots, dim)
+            if not spec.is_sequence:
+                grid, vectors = grid.squeeze(1), vectors.reshape(batch, dim)
             present = grid >= 0
-            if not bool(present.all()):
+            if not full and not bool(present.all()):
                 vectors = vectors * present.unsqueeze(-1).to(vectors.dtype)
             if spec.is_sequence:
-                out.sequences[spec.name], out.masks[spec.name] = vectors, present
+                out.sequences[spec.name], out.masks[spec.name] = vectors, present.contiguous()
             else:
                 out.pooled[spec.name] = vectors
         return out
 
-    def _kernel_parts(self, ids: Mapping[str, torch.Tensor], batch: int) -> dict[str, list[torch.Tensor]]:
+    def _slot_ids(self, inputs: BatchInputs) -> tuple[dict[str, torch.Tensor], bool]:
+        """Feature -> the ids of its output slots, slot-major ``[P * B]`` (``-1``: empty), and
+        whether every slot holds one id (then they are views of the kernel inputs, no copy)."""
+        full = bool((inputs.offsets.diff() == 1).all()) and inputs.indices.numel() == inputs.offsets.numel() - 1
+        if full:
+            batch = inputs.indices.numel() // sum(self.slots.values())
+            return {
+                f.name: inputs.indices[start : start + self.slots[f.name] * batch]
+                for f in self.features for start in [inputs.places[f.name][0]]
+            }, True
+        grids = {f.name: inputs.slot_rows(f.name).squeeze(-1) for f in self.features}  # [B] or [B, L]
+        return {name: grid.reshape(grid.shape[0], -1).T.reshape(-1) for name, grid in grids.items()}, False
+
+    def _kernel_parts(self, ids: Mapping[str, torch.Tensor], full: bool) -> dict[str, list[torch.Tensor]]:
         """Feature -> the rows its method's kernel tables gave, ``[B(, L), d_j]`` each, in one kernel call."""
         if self.kernel is None:
             return {}
@@ -200,17 +225,17 @@ class CompressedTables(TableLayout):
         for spec in self.features:
             method = self.methods[spec.table]  # type: ignore[index]
             if method.kernel_tables():
-                grid = ids[spec.name].reshape(batch, -1)  # [B, P]
-                read = method.kernel_rows(grid.clamp(min=0).T.reshape(-1))  # [k, P * B], slot-major
-                rows[spec.name] = torch.where((grid.T.reshape(-1) >= 0)[None], read, -1)
+                flat = ids[spec.name]  # [P * B], slot-major
+                rows[spec.name] = method.kernel_rows(flat) if full else torch.where((flat >= 0)[None], method.kernel_rows(flat.clamp(min=0)), -1)
         flat = torch.cat([rows[b.feature][b.part] for b in self.blocks])
         present = flat >= 0
         if bool(present.all()):
             out = self.kernel(flat, torch.arange(flat.numel() + 1, device=flat.device), validated=True)
         else:
             out = self.kernel(flat[present], offsets_of(present.to(torch.int64)), validated=True)
+        batch = out.shape[0]
         parts: dict[str, list[torch.Tensor]] = {name: [out] * r.shape[0] for name, r in rows.items()}
-        for block, columns in zip(self.blocks, out.split([b.slots * b.dim for b in self.blocks], dim=1)):
+        for block, columns in zip(self.blocks, split_columns(out, [b.slots * b.dim for b in self.blocks])):
             sequence = self.schema[block.feature].is_sequence
             parts[block.feature][block.part] = columns.reshape((batch, block.slots, block.dim) if sequence else (batch, block.dim))
         return parts
@@ -272,8 +297,8 @@ class CompressedTables(TableLayout):
 
     def check_prefix(self, dim: int) -> None:
         """Matryoshka over compressed tables: every method must keep a ``dim`` prefix meaningful
-        (:meth:`~CompressionMethod.supports_prefix`; all built-in methods do except QR's ``concat``
-        below half the dim)."""
+        (:meth:`~CompressionMethod.supports_prefix`; all built-in methods do except the ``concat``
+        combines of QR and double hashing below half the dim)."""
         refused = [f"{g} ({m.method_name})" for g, m in self.methods.items() if not m.supports_prefix(dim)]  # type: ignore[operator]
         if refused:
             raise ValueError(

@@ -454,6 +454,12 @@ class _SplitColumns(torch.autograd.Function):
         return joined.contiguous(), None
 
 
+def split_columns(flat: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, ...]:
+    """``flat.split(widths, dim=1)``; with gradients, a backward that passes adjacent gradient
+    column blocks on without a copy (:class:`_SplitColumns`)."""
+    return _SplitColumns.apply(flat, widths) if flat.requires_grad else flat.split(widths, dim=1)
+
+
 def unpack_output(
     flat: torch.Tensor,
     slot_order: Sequence[FeatureSpec],
@@ -473,8 +479,7 @@ def unpack_output(
     columns of one tensor.
     """
     widths = [dims[f.name] * (f.max_len if f.is_sequence and not pooled_sequences else 1) for f in slot_order]
-    views = _SplitColumns.apply(flat, widths) if flat.requires_grad else flat.split(widths, dim=1)
-    pieces = dict(zip((f.name for f in slot_order), views))
+    pieces = dict(zip((f.name for f in slot_order), split_columns(flat, widths)))
     batch = flat.shape[0]
     out = Embeddings()
     for spec in features:
