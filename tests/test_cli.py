@@ -7,29 +7,18 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 CLI = [sys.executable, "-m", "recsys_embed.jobs.cli"]
+CliMain = Callable[..., subprocess.CompletedProcess]  # the cli_main fixture (conftest.py)
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
-def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
-    """``recsys-embed ARGS`` through ``cli.main`` in this process: its exit code, stdout and stderr."""
-    from recsys_embed.jobs.cli import main
-
-    capsys.readouterr()  # drop what came before
-    try:
-        code = main(list(args))
-    except SystemExit as exit_:  # argparse's errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["recsys-embed", *args], code, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +134,13 @@ def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(demo: tu
 
 
 def test_pruned_tables_without_validation_data_fail_before_training(
-    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
 ) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
     config = {"data": {"train": str(splits / "train")}, "layout": {"name": "pruned"}, "run_dir": str(tmp_path / "run")}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    result = run_in_process(capsys, "train", "--config", str(tmp_path / "run.yaml"))
+    result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
     assert result.returncode == 2
     assert "layout 'pruned' needs data.valid" in result.stderr and "epoch 1" not in result.stderr
     assert not (tmp_path / "run" / "model").exists()
@@ -193,12 +182,12 @@ def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
          r"layout.pool_sequences: true pools each sequence .* trainer.mba_l2 > 0 needs"),
     ],
 )
-def test_bad_config_keys_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict, message: str) -> None:
+def test_bad_config_keys_name_the_key(tmp_path: Path, cli_main: CliMain, change: dict, message: str) -> None:
     config = {"data": {"train": str(tmp_path)}, "run_dir": str(tmp_path / "run")}
     config.update(change)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run_in_process(capsys, "train", "--config", str(path))
+    result = cli_main("train", "--config", str(path))
     assert result.returncode == 2
     assert re.search(message, result.stderr), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -212,27 +201,27 @@ def test_bad_config_keys_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixt
         (["--rows", "-5"], "rows"),
     ],
 )
-def test_synth_rejects_bad_row_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
-    result = run_in_process(capsys, "synth", "ctr", *args, "--out", str(tmp_path / "out"))
+def test_synth_rejects_bad_row_counts(tmp_path: Path, cli_main: CliMain, args: list[str], message: str) -> None:
+    result = cli_main("synth", "ctr", *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
 
 
-def test_synth_refuses_a_non_empty_directory_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_refuses_a_non_empty_directory_without_overwrite(tmp_path: Path, cli_main: CliMain) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = run_in_process(capsys, "synth", "ctr", "--rows", "100", "--out", str(out))
+    result = cli_main("synth", "ctr", "--rows", "100", "--out", str(out))
     assert result.returncode == 2 and "--overwrite" in result.stderr or "overwrite" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_synth_unwritable_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_unwritable_directory(tmp_path: Path, cli_main: CliMain) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = run_in_process(capsys, "synth", "seq", "--users", "10", "--out", str(blocker / "out"))
+    result = cli_main("synth", "seq", "--users", "10", "--out", str(blocker / "out"))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
 
