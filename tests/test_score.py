@@ -134,8 +134,8 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(setup: tuple[Pa
     _, din, _ = setup
     data = ctr_inputs(tmp_path / "data", files=8, rows_per_file=2000, row_group=250)
     args = ["score", "--model", str(din), "--input", str(data), "--keep", "user_id", "timestamp", "--batch-size", "250"]
-    full = cli(*args, "--output", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr[-3000:]
+    # the uninterrupted run and the one to kill are independent: they run at the same time
+    full = subprocess.Popen([*CLI, *args, "--output", str(tmp_path / "full")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     out = tmp_path / "killed"
     job = subprocess.Popen([*CLI, *args, "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -153,6 +153,8 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(setup: tuple[Pa
     assert 1 <= len(done) < 8
     finished = {p.name for p in out.glob("part-*.parquet")}
     assert finished == set(json.loads((out / MANIFEST).read_text())["files"])  # no output looks complete that is not
+    _, full_stderr = full.communicate(timeout=600)
+    assert full.returncode == 0, full_stderr[-3000:]
 
     resumed = cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
