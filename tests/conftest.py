@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 
 @pytest.fixture
-def cli_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess]:
+def cli_main(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., subprocess.CompletedProcess]]:
     """``recsys-embed ARGS`` through ``cli.main`` in this process, as ``cli_main(*ARGS)``: its exit
-    code, stdout and stderr. For tests of bad input, which need no new process importing torch;
-    the real entry point keeps its subprocess tests."""
+    code, stdout and stderr. For tests of bad input and of a command's variants, which need no
+    new process importing torch; each command's entry point keeps a subprocess test. The torch
+    thread count that ``main`` sets is given back afterwards."""
+    import torch
+
     from recsys_embed.jobs.cli import main
 
     def call(*args: str) -> subprocess.CompletedProcess:
@@ -24,4 +27,6 @@ def cli_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.Com
         out, err = capsys.readouterr()
         return subprocess.CompletedProcess(["recsys-embed", *args], code, out, err)
 
-    return call
+    threads = torch.get_num_threads()
+    yield call
+    torch.set_num_threads(threads)

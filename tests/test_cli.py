@@ -1,5 +1,8 @@
-"""The CLI: demo, train/evaluate from a YAML config as real subprocesses; bad input -> exit 2,
-checked in process (``main(argv)``: an error message does not need torch imported in a new process)."""
+"""The CLI: demo, train/evaluate from a YAML config, bad input -> exit 2.
+
+Each command's entry point runs as a real subprocess at least once; the variants of a command
+(other layouts and models, bad input) call the CLI's ``main(argv)`` in process (the
+``cli_main`` fixture): they need no new process paying torch's import."""
 
 from __future__ import annotations
 
@@ -73,7 +76,9 @@ def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[
     assert manifest["layout_state"]["layout"] == "multiplexed" and manifest["model"]["name"] == "autoint"
 
 
-def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
     config = {
@@ -83,16 +88,18 @@ def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(demo: tuple
         "batching": {"batch_size": 1024},
         "run_dir": str(tmp_path / "run"),
     }
-    train_from_yaml(config, tmp_path)
+    train_from_yaml(config, tmp_path, cli_main)
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["pool_sequences"] is True
-    out = run("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
+    out = cli_main("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert json.loads(out.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(saved["auc"], abs=1e-6)
 
 
-def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_train_din_with_mini_batch_aware_l2_from_yaml(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
     config = {
@@ -102,13 +109,15 @@ def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subproce
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    result = train_from_yaml(config, tmp_path)
+    result = train_from_yaml(config, tmp_path, cli_main)
     auc = float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1))
     assert auc > 0.5, result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["mba_l2"] == 0.01
 
 
-def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     """OptEmbed's three stages through the layout contract: supernet training, the layout's search
     stage on validation AUC, retraining, and the layout's serving export (compact) in the artifact."""
     root, _ = demo
@@ -122,12 +131,12 @@ def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(demo: tu
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    result = train_from_yaml(config, tmp_path)
+    result = train_from_yaml(config, tmp_path, cli_main)
     assert re.search(r"pruned search: dims \[[\d, ]+\] validation AUC 0\.\d+ after \d+ evaluations", result.stdout), result.stdout
     assert (tmp_path / "run" / "retrain" / "metrics.json").exists()
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["layout"] == "compact"
-    out = run("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
+    out = cli_main("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert json.loads(out.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(saved["auc"], abs=1e-6)
@@ -148,7 +157,7 @@ def test_pruned_tables_without_validation_data_fail_before_training(
 
 @pytest.mark.parametrize("model", ["autoint", "mlp"])
 def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
-    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, model: str
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain, model: str
 ) -> None:
     """AutoInt and the MLP read only history means, which per_feature pools in the kernel unless
     mini-batch aware L2 needs each position's row: then the histories stay per position."""
@@ -161,7 +170,7 @@ def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    result = train_from_yaml(config, tmp_path)
+    result = train_from_yaml(config, tmp_path, cli_main)
     assert float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1)) > 0.5, result.stdout
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["pool_sequences"] is False
@@ -249,11 +258,12 @@ def test_train_sequential_task_from_yaml(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "model" / "manifest.json").exists()
 
 
-def train_from_yaml(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`recsys-embed train --config run.yaml` on ``config``; asserts it exits 0."""
+def train_from_yaml(config: dict, tmp_path: Path, cli: CliMain = run) -> subprocess.CompletedProcess:
+    """`recsys-embed train --config run.yaml` on ``config`` (by ``cli``: a subprocess unless told);
+    asserts it exits 0."""
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run("train", "--config", str(path))
+    result = cli("train", "--config", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
