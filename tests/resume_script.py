@@ -56,6 +56,7 @@ class Stream:
 def main() -> None:
     run_dir = sys.argv[1]
     resume = "--resume" in sys.argv
+    torch.set_num_threads(1)  # tiny model: more threads only contend on a shared machine
     torch.manual_seed(0)
     tables = PerFeatureTables(SCHEMA, {"a": 40, "b": 12})
     model = RankingModel(tables, MLP(tables.shapes(1), MLPConfig(hidden=(16,), dropout=0.1)))

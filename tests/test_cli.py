@@ -1,4 +1,8 @@
-"""The CLI as a real subprocess: demo, train/evaluate from a YAML config, bad input -> exit 2."""
+"""The CLI: demo, train/evaluate from a YAML config, bad input -> exit 2.
+
+Each command's entry point runs as a real subprocess at least once; the variants of a command
+(other layouts and models, bad input) call the CLI's ``main(argv)`` in process (the
+``cli_main`` fixture): they need no new process paying torch's import."""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 CLI = [sys.executable, "-m", "recsys_embed.jobs.cli"]
+CliMain = Callable[..., subprocess.CompletedProcess]  # the cli_main fixture (conftest.py)
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -70,7 +76,9 @@ def test_train_from_yaml_config_with_multiplexed_tables_and_autoint(demo: tuple[
     assert manifest["layout_state"]["layout"] == "multiplexed" and manifest["model"]["name"] == "autoint"
 
 
-def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
     config = {
@@ -80,16 +88,18 @@ def test_autoint_on_per_feature_tables_pools_histories_in_the_kernel(demo: tuple
         "batching": {"batch_size": 1024},
         "run_dir": str(tmp_path / "run"),
     }
-    train_from_yaml(config, tmp_path)
+    train_from_yaml(config, tmp_path, cli_main)
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["pool_sequences"] is True
-    out = run("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
+    out = cli_main("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert json.loads(out.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(saved["auc"], abs=1e-6)
 
 
-def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_train_din_with_mini_batch_aware_l2_from_yaml(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
     config = {
@@ -99,13 +109,15 @@ def test_train_din_with_mini_batch_aware_l2_from_yaml(demo: tuple[Path, subproce
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    result = train_from_yaml(config, tmp_path)
+    result = train_from_yaml(config, tmp_path, cli_main)
     auc = float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1))
     assert auc > 0.5, result.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["mba_l2"] == 0.01
 
 
-def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     """OptEmbed's three stages through the layout contract: supernet training, the layout's search
     stage on validation AUC, retraining, and the layout's serving export (compact) in the artifact."""
     root, _ = demo
@@ -119,23 +131,25 @@ def test_train_pruned_tables_searches_dims_and_saves_the_compact_export(demo: tu
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    result = train_from_yaml(config, tmp_path)
+    result = train_from_yaml(config, tmp_path, cli_main)
     assert re.search(r"pruned search: dims \[[\d, ]+\] validation AUC 0\.\d+ after \d+ evaluations", result.stdout), result.stdout
     assert (tmp_path / "run" / "retrain" / "metrics.json").exists()
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["layout"] == "compact"
-    out = run("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
+    out = cli_main("evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(splits / "test"))
     assert out.returncode == 0, out.stderr[-3000:]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert json.loads(out.stdout.strip().splitlines()[-1])["auc"] == pytest.approx(saved["auc"], abs=1e-6)
 
 
-def test_pruned_tables_without_validation_data_fail_before_training(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_pruned_tables_without_validation_data_fail_before_training(
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain
+) -> None:
     root, _ = demo
     splits = next((root / "data").glob("*/splits"))
     config = {"data": {"train": str(splits / "train")}, "layout": {"name": "pruned"}, "run_dir": str(tmp_path / "run")}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    result = run("train", "--config", str(tmp_path / "run.yaml"))
+    result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
     assert result.returncode == 2
     assert "layout 'pruned' needs data.valid" in result.stderr and "epoch 1" not in result.stderr
     assert not (tmp_path / "run" / "model").exists()
@@ -143,7 +157,7 @@ def test_pruned_tables_without_validation_data_fail_before_training(demo: tuple[
 
 @pytest.mark.parametrize("model", ["autoint", "mlp"])
 def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
-    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, model: str
+    demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, cli_main: CliMain, model: str
 ) -> None:
     """AutoInt and the MLP read only history means, which per_feature pools in the kernel unless
     mini-batch aware L2 needs each position's row: then the histories stay per position."""
@@ -156,7 +170,7 @@ def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
         "batching": {"batch_size": 2048},
         "run_dir": str(tmp_path / "run"),
     }
-    result = train_from_yaml(config, tmp_path)
+    result = train_from_yaml(config, tmp_path, cli_main)
     assert float(re.search(r"test AUC (0\.\d+)", result.stdout).group(1)) > 0.5, result.stdout
     manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
     assert manifest["layout_state"]["pool_sequences"] is False
@@ -177,12 +191,12 @@ def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
          r"layout.pool_sequences: true pools each sequence .* trainer.mba_l2 > 0 needs"),
     ],
 )
-def test_bad_config_keys_name_the_key(tmp_path: Path, change: dict, message: str) -> None:
+def test_bad_config_keys_name_the_key(tmp_path: Path, cli_main: CliMain, change: dict, message: str) -> None:
     config = {"data": {"train": str(tmp_path)}, "run_dir": str(tmp_path / "run")}
     config.update(change)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run("train", "--config", str(path))
+    result = cli_main("train", "--config", str(path))
     assert result.returncode == 2
     assert re.search(message, result.stderr), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -196,27 +210,27 @@ def test_bad_config_keys_name_the_key(tmp_path: Path, change: dict, message: str
         (["--rows", "-5"], "rows"),
     ],
 )
-def test_synth_rejects_bad_row_counts(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run("synth", "ctr", *args, "--out", str(tmp_path / "out"))
+def test_synth_rejects_bad_row_counts(tmp_path: Path, cli_main: CliMain, args: list[str], message: str) -> None:
+    result = cli_main("synth", "ctr", *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
 
 
-def test_synth_refuses_a_non_empty_directory_without_overwrite(tmp_path: Path) -> None:
+def test_synth_refuses_a_non_empty_directory_without_overwrite(tmp_path: Path, cli_main: CliMain) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = run("synth", "ctr", "--rows", "100", "--out", str(out))
+    result = cli_main("synth", "ctr", "--rows", "100", "--out", str(out))
     assert result.returncode == 2 and "--overwrite" in result.stderr or "overwrite" in result.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_synth_unwritable_directory(tmp_path: Path) -> None:
+def test_synth_unwritable_directory(tmp_path: Path, cli_main: CliMain) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = run("synth", "seq", "--users", "10", "--out", str(blocker / "out"))
+    result = cli_main("synth", "seq", "--users", "10", "--out", str(blocker / "out"))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -244,11 +258,12 @@ def test_train_sequential_task_from_yaml(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "model" / "manifest.json").exists()
 
 
-def train_from_yaml(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`recsys-embed train --config run.yaml` on ``config``; asserts it exits 0."""
+def train_from_yaml(config: dict, tmp_path: Path, cli: CliMain = run) -> subprocess.CompletedProcess:
+    """`recsys-embed train --config run.yaml` on ``config`` (by ``cli``: a subprocess unless told);
+    asserts it exits 0."""
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run("train", "--config", str(path))
+    result = cli("train", "--config", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

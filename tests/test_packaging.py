@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# what setup.py and setup.cfg build the wheel from
+SOURCES = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "recsys_embed", "models", "pipelines")
+
+
+def source_tree(target: Path) -> list[str]:
+    """A copy of the sources in ``target``; the AutoInt kernel that `make setup` compiled from the
+    same field_attention.cpp goes where the wheel's build looks for it (build/lib.<platform>-<tag>/),
+    its time kept, so setuptools' build_ext takes it as up to date instead of compiling it again
+    (a kernel older than its source is compiled again, as in any in-tree build). Returns the
+    kernels' paths in the wheel."""
+    target.mkdir()
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, target / name)
+    build_lib = target / "build" / f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+    kernels = []
+    for kernel in (REPO / "models" / "layers").glob("_field_attention*.so"):
+        (build_lib / "recsys_embed" / "models" / "layers").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(kernel, build_lib / "recsys_embed" / "models" / "layers" / kernel.name)
+        kernels.append(f"recsys_embed/models/layers/{kernel.name}")
+    return kernels
 
 
 def test_wheel_installs_subpackages_only_under_recsys_embed(tmp_path: Path) -> None:
+    kernels = source_tree(tmp_path / "src")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(tmp_path / "src")],
         check=True, cwd=tmp_path,
     )
     (wheel,) = (tmp_path / "dist").glob("recsys_embed-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"recsys_embed"}, top_level
+    assert set(kernels) <= set(names), "the AutoInt kernel is missing from the wheel"
     # every package folder of the repo made it into the wheel
     for folder, package in (("models", "recsys_embed/models"), ("pipelines", "recsys_embed/pipelines"), ("recsys_embed", "recsys_embed")):
         for init in (REPO / folder).rglob("__init__.py"):

@@ -1,5 +1,5 @@
 """Batch scoring on the local engine: Scorer, the score CLI as a real subprocess, manifest and
-resume (SIGKILL mid-run), and one test per kind of bad input."""
+resume (SIGKILL mid-run), and one test per kind of bad input (the CLI's ``main`` in process)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from recsys_embed.jobs.score import Scorer, ScoreJob
 from recsys_embed.jobs.score_files import MANIFEST, SchemaMismatch, run_local
 
 CLI = [sys.executable, "-m", "recsys_embed.jobs.cli"]
+CliMain = Callable[..., subprocess.CompletedProcess]  # the cli_main fixture (conftest.py)
 
 
 def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -132,8 +134,8 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(setup: tuple[Pa
     _, din, _ = setup
     data = ctr_inputs(tmp_path / "data", files=8, rows_per_file=2000, row_group=250)
     args = ["score", "--model", str(din), "--input", str(data), "--keep", "user_id", "timestamp", "--batch-size", "250"]
-    full = cli(*args, "--output", str(tmp_path / "full"))
-    assert full.returncode == 0, full.stderr[-3000:]
+    # the uninterrupted run and the one to kill are independent: they run at the same time
+    full = subprocess.Popen([*CLI, *args, "--output", str(tmp_path / "full")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     out = tmp_path / "killed"
     job = subprocess.Popen([*CLI, *args, "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -151,6 +153,8 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(setup: tuple[Pa
     assert 1 <= len(done) < 8
     finished = {p.name for p in out.glob("part-*.parquet")}
     assert finished == set(json.loads((out / MANIFEST).read_text())["files"])  # no output looks complete that is not
+    _, full_stderr = full.communicate(timeout=600)
+    assert full.returncode == 0, full_stderr[-3000:]
 
     resumed = cli(*args, "--output", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -161,7 +165,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(setup: tuple[Pa
         assert pq.read_table(out / f"part-{i}.parquet").equals(pq.read_table(tmp_path / "full" / f"part-{i}.parquet"))
 
 
-def test_missing_and_mistyped_columns_are_named_in_one_error_before_any_work(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_missing_and_mistyped_columns_are_named_in_one_error_before_any_work(setup: tuple[Path, Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
     inputs, din, _ = setup
     table = pq.read_table(inputs / "part-0.parquet").drop_columns(["price", "device"])
     table = table.set_column(table.schema.get_field_index("user_age"), "user_age", pa.array([0.5] * table.num_rows))
@@ -169,7 +173,7 @@ def test_missing_and_mistyped_columns_are_named_in_one_error_before_any_work(set
     data = tmp_path / "in"
     shutil.copytree(inputs, data)
     pq.write_table(table, data / "part-3.parquet")
-    result = cli("score", "--model", str(din), "--input", str(data), "--output", str(tmp_path / "out"), "--keep", "request_id")
+    result = cli_main("score", "--model", str(din), "--input", str(data), "--output", str(tmp_path / "out"), "--keep", "request_id")
     assert result.returncode == 2
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("recsys-embed: error: the input does not fit the model's schema: ")
@@ -180,14 +184,14 @@ def test_missing_and_mistyped_columns_are_named_in_one_error_before_any_work(set
         Scorer.from_artifact(din).score_table(table)
 
 
-def test_a_truncated_file_is_reported_by_name_and_the_others_are_written(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_a_truncated_file_is_reported_by_name_and_the_others_are_written(setup: tuple[Path, Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
     inputs, din, _ = setup
     data = tmp_path / "in"
     shutil.copytree(inputs, data)
     broken = data / "part-1.parquet"
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
     out = tmp_path / "out"
-    result = cli("score", "--model", str(din), "--input", str(data), "--output", str(out))
+    result = cli_main("score", "--model", str(din), "--input", str(data), "--output", str(out))
     assert result.returncode == 1
     assert "2 files written, 0 skipped (already done), 1 failed" in result.stdout
     assert f"recsys-embed: error: {broken}: not a readable Parquet file (truncated or corrupt?)" in result.stderr
@@ -211,7 +215,7 @@ class _Payload:
         return (os.system, (f"touch {os.environ['SCORING_MARKER']}",))
 
 
-def test_a_corrupt_or_tampered_artifact_is_refused_without_unpickling(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_a_corrupt_or_tampered_artifact_is_refused_without_unpickling(setup: tuple[Path, Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
     inputs, din, _ = setup
     cases = {}
     truncated = shutil.copytree(din, tmp_path / "truncated")
@@ -229,17 +233,17 @@ def test_a_corrupt_or_tampered_artifact_is_refused_without_unpickling(setup: tup
     (pickled / "tensors.safetensors").write_bytes(pickle.dumps(_Payload()))
     cases["pickled"] = (pickled, "not a valid safetensors file")
     for case, (artifact, message) in cases.items():
-        result = cli("score", "--model", str(artifact), "--input", str(inputs), "--output", str(tmp_path / f"out-{case}"))
+        result = cli_main("score", "--model", str(artifact), "--input", str(inputs), "--output", str(tmp_path / f"out-{case}"))
         assert result.returncode == 2, case
         assert result.stderr.strip().splitlines()[-1].startswith(f"recsys-embed: error: artifact {artifact}: "), result.stderr[-500:]
         assert message in result.stderr, (case, result.stderr[-500:])
     assert not marker.exists()
 
 
-def test_empty_input_no_files_is_an_error_and_zero_row_files_give_empty_outputs(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_empty_input_no_files_is_an_error_and_zero_row_files_give_empty_outputs(setup: tuple[Path, Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
     inputs, din, _ = setup
     (tmp_path / "none").mkdir()
-    result = cli("score", "--model", str(din), "--input", str(tmp_path / "none"), "--output", str(tmp_path / "out"))
+    result = cli_main("score", "--model", str(din), "--input", str(tmp_path / "none"), "--output", str(tmp_path / "out"))
     assert result.returncode == 2 and "holds no Parquet/CSV/TSV file" in result.stderr
     (tmp_path / "zero").mkdir()
     pq.write_table(pq.read_table(inputs / "part-0.parquet").slice(0, 0), tmp_path / "zero" / "part-0.parquet")

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,10 +81,12 @@ def test_ray_recommend_equals_the_local_engine(tmp_path: Path) -> None:
         assert pq.read_table(tmp_path / "ray" / name).equals(pq.read_table(tmp_path / "local" / name))
 
 
-def test_actors_that_would_take_every_cpu_are_refused_before_ray_starts(tmp_path: Path) -> None:
+def test_actors_that_would_take_every_cpu_are_refused_before_ray_starts(
+    tmp_path: Path, cli_main: Callable[..., subprocess.CompletedProcess]
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    result = ray_cli("score", "--model", str(tmp_path / "no-model-needed-yet"), "--input", str(data), "--output", str(tmp_path / "out"),
-                     "--actors", "2")  # fmt: skip
+    result = cli_main("score", "--model", str(tmp_path / "no-model-needed-yet"), "--input", str(data), "--output", str(tmp_path / "out"),
+                      "--actors", "2", "--engine", "ray", "--ray-cpus", "2")  # fmt: skip
     assert result.returncode == 2
     assert "2 actors x 1 CPUs = 2 CPUs leave none of the 2 for reading (Ray Data would wait forever); keep actors x actor_cpus <= 1" in result.stderr

@@ -1,10 +1,12 @@
 """The recommend job on the local engine: BERT4Rec top-k per user from events files, equal to a
-plain loop over SequentialRecommender.recommend; the CLI as a real subprocess."""
+plain loop over SequentialRecommender.recommend; the CLI as a real subprocess (its schema errors
+through the CLI's ``main`` in process)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,9 @@ def test_recommend_equals_a_loop_over_sequential_recommender(setup: tuple[Path, 
             assert not exclude_history or not set(items) & set(histories[user])
 
 
-def test_recommend_cli_and_its_schema_check(setup: tuple[Path, Path], tmp_path: Path) -> None:
+def test_recommend_cli_and_its_schema_check(
+    setup: tuple[Path, Path], tmp_path: Path, cli_main: Callable[..., subprocess.CompletedProcess]
+) -> None:
     events, model = setup
     result = subprocess.run([*CLI, "recommend", "--model", str(model), "--input", str(events), "--output", str(tmp_path / "out"),
                              "--k", "3", "--exclude-history"], capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -57,10 +61,9 @@ def test_recommend_cli_and_its_schema_check(setup: tuple[Path, Path], tmp_path: 
     renamed.mkdir()
     frame = pl.read_parquet(events / "part-0.parquet")
     frame.rename({"timestamp": "ts"}).with_columns(pl.col("item_id").cast(pl.String)).write_parquet(renamed / "part-0.parquet")
-    bad = subprocess.run([*CLI, "recommend", "--model", str(model), "--input", str(renamed), "--output", str(tmp_path / "bad")],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    bad = cli_main("recommend", "--model", str(model), "--input", str(renamed), "--output", str(tmp_path / "bad"))
     assert bad.returncode == 2
     assert "missing column(s) ['timestamp']" in bad.stderr and "column 'item_id' holds large_string" in bad.stderr
-    ok = subprocess.run([*CLI, "recommend", "--model", str(model), "--input", str(renamed), "--output", str(tmp_path / "ok"),
-                         "--time-column", "ts", "--item-column", "item_id"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    ok = cli_main("recommend", "--model", str(model), "--input", str(renamed), "--output", str(tmp_path / "ok"),
+                  "--time-column", "ts", "--item-column", "item_id")  # fmt: skip
     assert ok.returncode == 2 and "column 'item_id' holds large_string" in ok.stderr and "timestamp" not in ok.stderr

@@ -277,12 +277,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> No
     """A run killed mid-epoch and resumed from its checkpoint trains the remaining steps only
     and ends with the same weights, optimizer state and metrics as a run never stopped."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    straight = subprocess.run([sys.executable, str(RESUME_SCRIPT), str(tmp_path / "straight")],
-                              capture_output=True, text=True, timeout=300, env=env)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    total = len(straight.stdout.splitlines())
-    assert total == 60  # 3 epochs of 20 steps
-
+    # the uninterrupted run and the one to kill are independent: they run at the same time
+    straight = subprocess.Popen([sys.executable, str(RESUME_SCRIPT), str(tmp_path / "straight")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(RESUME_SCRIPT), str(killed)], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
@@ -292,6 +289,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> No
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+
+    straight_stdout, straight_stderr = straight.communicate(timeout=300)
+    assert straight.returncode == 0, straight_stderr[-2000:]
+    total = len(straight_stdout.splitlines())
+    assert total == 60  # 3 epochs of 20 steps
     assert not (killed / "model").exists()
     state = load_state(killed / "checkpoint")
     assert state["epoch"] == 1 and 0 < state["batch_index"] < 20 and state["result"]["steps"] == 20 + state["batch_index"]

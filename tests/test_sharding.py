@@ -19,7 +19,8 @@ from recsys_embed.jobs.sharding import ShardedTables, ShardingConfig, ebc_config
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, PrunedTables, kjt_from_ids
 
 REPO = Path(__file__).resolve().parents[1]
-TORCHRUN = Path(sys.executable).with_name("torchrun")
+# torchrun by this interpreter (the console script's shebang may name another environment's python)
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 WORLD = 2
 
 
@@ -88,7 +89,7 @@ def test_a_layout_without_storage_has_the_input_side_only(make) -> None:
 def torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
     # --standalone: a local rendezvous on a port the OS picks; gloo talks over the loopback (127.0.0.1)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    command = [str(TORCHRUN), "--standalone", f"--nproc_per_node={WORLD}", str(script), *args]
+    command = [*TORCHRUN, "--standalone", f"--nproc_per_node={WORLD}", str(script), *args]
     run = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return run

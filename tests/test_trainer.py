@@ -31,12 +31,9 @@ def _run(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
-    straight = _run(tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    assert len(metrics["epochs"]) == 3 and metrics["epochs"][-1]["auc"] > 0.6
-    assert (tmp_path / "straight" / "training_curves.png").stat().st_size > 1000
-
+    # the uninterrupted run and the one to kill are independent: they run at the same time
+    straight = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path / "straight")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), str(killed_dir)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -46,6 +43,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
             break
     proc.wait(timeout=60)
     assert proc.returncode != 0, "the run finished before it could be killed"
+
+    _, straight_stderr = straight.communicate(timeout=300)
+    assert straight.returncode == 0, straight_stderr[-2000:]
+    metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert len(metrics["epochs"]) == 3 and metrics["epochs"][-1]["auc"] > 0.6
+    assert (tmp_path / "straight" / "training_curves.png").stat().st_size > 1000
     assert not (killed_dir / "final.safetensors").exists()
     state = load_state(killed_dir / "checkpoint")
     assert state["epoch"] == 1 and state["batch_index"] > 0  # a mid-epoch checkpoint
@@ -61,10 +64,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    result = _run(tmp_path / "nothing", "--resume")
-    assert result.returncode != 0
-    assert "checkpoint does not exist" in result.stderr
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import resume_script  # in process: an error message needs no new process importing torch
+
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), str(tmp_path / "nothing"), "--resume"])
+    with pytest.raises(FileNotFoundError, match="checkpoint does not exist"):
+        resume_script.main()
 
 
 @pytest.mark.parametrize("kwargs, message", [({"metric": "accuracy"}, "trainer.metric"), ({"epochs": 0}, "epochs")])
