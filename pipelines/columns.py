@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys_embed.errors import ColumnTypeError
 from recsys_embed.features import FeatureSpec, NumericTransform
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -72,22 +73,22 @@ def key_type_of(t: pa.DataType) -> str | None:
 
 
 def check_type(spec: FeatureSpec, t: pa.DataType, where: Where) -> None:
-    """Raise ``TypeError`` when column type ``t`` cannot feed feature ``spec``."""
+    """Raise :class:`ColumnTypeError` (a ``TypeError``) when column type ``t`` cannot feed feature ``spec``."""
     if spec.is_sequence:
         if _is_list(t) and _is_id(t.value_type):
             return
         if is_string(t) and spec.delimiter is None:
-            raise TypeError(where(f"holds strings ({t}); sequence feature {spec.name!r} needs a list column or a delimiter"))
+            raise ColumnTypeError(where(f"holds strings ({t}); sequence feature {spec.name!r} needs a list column or a delimiter"))
         if not (is_string(t) or pa.types.is_null(t)):
-            raise TypeError(where(f"holds {t}; sequence feature {spec.name!r} expects lists of integers or strings"))
+            raise ColumnTypeError(where(f"holds {t}; sequence feature {spec.name!r} expects lists of integers or strings"))
         return
     if _is_list(t):
-        raise TypeError(
+        raise ColumnTypeError(
             where(f"holds lists ({t}) but feature {spec.name!r} is {spec.kind.value} and expects one value per row; "
                   "for a list column declare kind='sequence' with max_len")  # fmt: skip
         )
     if spec.kind.value == "categorical" and not _is_id(t):
-        raise TypeError(where(f"holds {t}; categorical feature {spec.name!r} expects integers or strings"))
+        raise ColumnTypeError(where(f"holds {t}; categorical feature {spec.name!r} expects integers or strings"))
     if spec.kind.value == "numeric":
         check_number_type(t, where, f"numeric feature {spec.name!r}")
 
@@ -95,7 +96,7 @@ def check_type(spec: FeatureSpec, t: pa.DataType, where: Where) -> None:
 def check_number_type(t: pa.DataType, where: Where, what: str) -> None:
     ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
     if not (ok or pa.types.is_decimal(t)):
-        raise TypeError(where(f"holds {t}; {what} expects numbers"))
+        raise ColumnTypeError(where(f"holds {t}; {what} expects numbers"))
 
 
 def numpy_view(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:

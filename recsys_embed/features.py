@@ -43,6 +43,8 @@ from typing import Any
 
 import yaml
 
+from recsys_embed.yaml_strict import describe, load_yaml
+
 MISSING_ID = 0
 OOV_ID = 1
 FIRST_VALUE_ID = 2
@@ -300,9 +302,9 @@ class Schema:
     def from_yaml(cls, text: str) -> Schema:
         """A schema from YAML text with the keys of :meth:`to_dict`."""
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"schema: invalid YAML: {err}") from None
+            raise ValueError(f"schema: invalid YAML: {describe(err)}") from None
         return cls.from_dict(_mapping(data, "YAML"))
 
     @classmethod
