@@ -24,6 +24,7 @@ JSON lists in the config) still load.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,9 +137,14 @@ class NumericState:
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str) -> NumericState:
         try:
-            return cls(float(data["mean"]), float(data["std"]), [float(b) for b in data["boundaries"]], int(data["count"]))
+            state = cls(float(data["mean"]), float(data["std"]), [float(b) for b in data["boundaries"]], int(data["count"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"fitted state: numeric feature {name!r}: bad stats {data!r} ({err})") from None
+        if not (math.isfinite(state.mean) and math.isfinite(state.std) and state.std > 0):
+            raise ValueError(f"fitted state: numeric feature {name!r}: mean {state.mean} and std {state.std} must be finite, std > 0")
+        if not all(map(math.isfinite, state.boundaries)) or state.boundaries != sorted(state.boundaries):
+            raise ValueError(f"fitted state: numeric feature {name!r}: bucket boundaries {state.boundaries} must be finite and sorted")
+        return state
 
 
 @dataclass

@@ -10,6 +10,14 @@ batches of one column in an Arrow IPC file, read memory-mapped. The directory is
 a temporary sibling and renamed, so a crash never leaves half an artifact, and it loads
 without unpickling anything (safetensors, Arrow IPC and JSON only).
 
+Tamper evidence (format 3): the manifest's ``checksums`` record the SHA-256 of each data file
+and of each other manifest section (its JSON with sorted keys). Loading recomputes them and
+names the file or section that differs (an :class:`~recsys_embed.errors.IntegrityError`), and
+refuses floating-point tensors holding NaN or infinity whatever the format. Artifacts of
+formats 1 and 2 carry no checksums and load without that check; a format-3 manifest without
+them is refused. The checksums catch corruption and accidental edits, not a deliberate forger
+(who can recompute them): they are no signature.
+
 Example::
 
     >>> import tempfile, torch, pyarrow as pa
@@ -27,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,14 +51,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import recsys_embed
-from recsys_embed.errors import ArtifactError
+from recsys_embed.errors import ArtifactError, IntegrityError
 from recsys_embed.files import writing
 
-FORMAT_VERSION = 2  # 2: arrays (integer ones in the safetensors file, strings in arrays.arrow); 1: tensors only
+FORMAT_VERSION = 3  # 3: checksums; 2: arrays (integer ones in the safetensors file, strings in arrays.arrow); 1: tensors only
+CHECKSUMS = "checksums"
 TENSORS_FILE = "tensors.safetensors"
 MANIFEST_FILE = "manifest.json"
 ARRAYS_FILE = "arrays.arrow"
-RESERVED_KEYS = ("format_version", "versions", "tensors", "arrays")
+RESERVED_KEYS = ("format_version", "versions", "tensors", "arrays", CHECKSUMS)
 STRING = pa.large_string()
 
 
@@ -138,7 +148,7 @@ def save_artifact(
         **manifest,
     }
     try:
-        text = json.dumps(full, indent=2)
+        sections = {key: _digest_section(value) for key, value in full.items()}
     except TypeError as err:
         raise TypeError(f"save_artifact: the manifest must be JSON-serialisable: {err}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +164,8 @@ def save_artifact(
         if strings:
             with writing(path / ARRAYS_FILE):
                 _write_strings(tmp / ARRAYS_FILE, strings)
+        files = {name: _digest_file(tmp / name) for name in (TENSORS_FILE, ARRAYS_FILE) if (tmp / name).exists()}
+        text = json.dumps({**full, CHECKSUMS: {"files": files, "sections": sections}}, indent=2)
         with writing(path / MANIFEST_FILE):
             (tmp / MANIFEST_FILE).write_text(text)
         if path.exists():
@@ -212,7 +224,51 @@ def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         got = {"dtype": _dtype_name(tensors[key]), "shape": list(tensors[key].shape)}
         if got != {"dtype": spec.get("dtype"), "shape": spec.get("shape")}:
             raise ArtifactError(f"artifact {path}: tensor {key!r} is {got} but {MANIFEST_FILE} declares {spec}")
+    _verify_checksums(path, manifest, version, TENSORS_FILE)
+    for key in declared:
+        if tensors[key].is_floating_point():
+            bad = int((~torch.isfinite(tensors[key])).sum())
+            if bad:
+                raise IntegrityError(f"artifact {path}: tensor {key!r} holds {bad} NaN or infinite values; a saved model has finite weights")
     return tensors, manifest
+
+
+def _digest_file(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _digest_section(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _verify_checksums(path: Path, manifest: Mapping[str, Any], version: int, file: str) -> None:
+    """Recompute the checksums recorded at save (see the module docstring) of ``file`` (and,
+    for the tensors file, of the manifest's sections); name what differs."""
+    sums = manifest.get(CHECKSUMS)
+    if sums is None and version < 3:
+        return  # formats 1 and 2 recorded none
+    well_formed = isinstance(sums, dict) and all(
+        isinstance(sums.get(part), dict) and all(isinstance(v, str) for v in sums[part].values()) for part in ("files", "sections")
+    )  # fmt: skip
+    if not well_formed:
+        raise IntegrityError(
+            f"artifact {path}: {MANIFEST_FILE} of format {version} has no well-formed {CHECKSUMS!r} "
+            "(files and sections, name -> sha256); it was edited after save"
+        )
+    if file not in sums["files"]:
+        raise IntegrityError(f"artifact {path}: {MANIFEST_FILE} records no checksum of {file}; it was edited after save")
+    if _digest_file(path / file) != sums["files"][file]:
+        raise IntegrityError(f"artifact {path}: {file} differs from the checksum recorded at save; the file was edited or corrupted")
+    if file != TENSORS_FILE:
+        return
+    sections = {key: value for key, value in manifest.items() if key != CHECKSUMS}
+    added, removed = sorted(set(sections) - set(sums["sections"])), sorted(set(sums["sections"]) - set(sections))
+    if added or removed:
+        raise IntegrityError(f"artifact {path}: {MANIFEST_FILE} sections {added} were added and {removed} removed after save")
+    for key, value in sections.items():
+        if _digest_section(value) != sums["sections"][key]:
+            raise IntegrityError(f"artifact {path}: {MANIFEST_FILE} section {key!r} differs from the checksum recorded at save; it was edited")
 
 
 def _declared_arrays(path: Path, manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -256,6 +312,9 @@ def load_arrays(path: str | Path, manifest: Mapping[str, Any]) -> dict[str, pa.A
         if got != {"type": spec["type"], "length": spec["length"]}:
             file = spec["file"]
             raise ArtifactError(f"artifact {path}: array {name!r} in {file} is {got} but {MANIFEST_FILE} declares {spec}")
+    if with_strings:
+        version = manifest.get("format_version")
+        _verify_checksums(path, manifest, version if isinstance(version, int) else FORMAT_VERSION, ARRAYS_FILE)
     return out
 
 
