@@ -239,22 +239,25 @@ class Trainer:
         plot_curves(result, self.reports_dir / "training_curves.png", self.config.metric)
 
 
-_CHECKPOINT_KEYS = ("model", "optimizer", "rng", "numpy_rng", "result")
+_CHECKPOINT_KEYS = ("model", "buffers", "optimizer", "rng", "numpy_rng", "result")
 
 
 def save_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, result: FitResult, position: dict[str, Any]
 ) -> None:
     """Write what a resumed run needs to go on as if never stopped: ``model`` and ``optimizer``
-    state, torch's and numpy's global RNG, ``result`` so far, and the caller's ``position`` (epoch,
+    state, the model's buffers that its state dict leaves out (e.g. the step counter of a
+    fused table kernel), torch's and numpy's global RNG, ``result`` so far, and the caller's ``position`` (epoch,
     batch index, best weights, its own generators' states: tensors, numbers, strings, lists and
     dicts). Atomic (safetensors + JSON, no pickle; see :mod:`recsys_embed.checkpoint`)."""
     taken = sorted(set(position) & set(_CHECKPOINT_KEYS))
     if taken:
         raise ValueError(f"checkpoint position keys {taken} are reserved for the common state {list(_CHECKPOINT_KEYS)}")
     _, keys, pos, has_gauss, cached = np.random.get_state()
+    model_state = model.state_dict()
     state: dict[str, Any] = {
-        "model": model.state_dict(),
+        "model": model_state,
+        "buffers": {name: buffer for name, buffer in model.named_buffers() if name not in model_state},
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),
         "numpy_rng": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
@@ -271,6 +274,10 @@ def restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Opti
         raise FileNotFoundError(f"resume=True but {path} does not exist")
     state = load_state(path)
     model.load_state_dict(state.pop("model"))
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in state.pop("buffers", {}).items():  # checkpoints of earlier versions have none
+            buffers[name].copy_(value)
     optimizer.load_state_dict(state.pop("optimizer"))
     torch.set_rng_state(state.pop("rng"))
     rng = state.pop("numpy_rng")
