@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_embed.errors import ColumnTypeError
+from recsys_embed.errors import ColumnTypeError, DataError
 from recsys_embed.features import FeatureSpec, NumericTransform
 
 INT64_MAX = np.iinfo(np.int64).max
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 KEY_TYPES = ("int", "str")
 
 
@@ -216,7 +217,8 @@ def numeric_values(array: pa.Array, spec: FeatureSpec, where: Where) -> tuple[np
     """A numeric column as ``(values [N], missing [N] bool)``: nulls and NaN replaced by
     ``fill_value``. For ``log1p`` transforms negatives are clipped to 0 and ``log(1 + x)`` is
     taken in float32 (the dtype fed to the model; 5x faster than float64 ``log1p``); other
-    transforms stay float64 so bucket boundaries compare exactly. Infinities are an error."""
+    transforms stay float64 so bucket boundaries compare exactly. Infinities, and finite values
+beyond the float32 range (they would reach the model as infinities), are an error."""
     log = spec.transform in (NumericTransform.LOG1P, NumericTransform.LOG1P_STANDARDIZE)
     dtype = np.float32 if log else np.float64
     if pa.types.is_null(array.type) or not len(array):
@@ -225,6 +227,12 @@ def numeric_values(array: pa.Array, spec: FeatureSpec, where: Where) -> tuple[np
         if not (pa.types.is_float32(array.type) or pa.types.is_float64(array.type)):
             array = array.cast(pa.from_numpy_dtype(dtype), safe=False)
         raw, valid = numpy_view(array)
+        with np.errstate(invalid="ignore"):
+            huge = np.flatnonzero(np.isfinite(raw) & (np.abs(raw) > FLOAT32_MAX) & (True if valid is None else valid))
+        if huge.size:
+            row = int(huge[0])
+            raise DataError(where(f"value {raw[row]:g} is outside the float32 range the model reads (|x| <= {FLOAT32_MAX:.3g}); "
+                                  "scale it or mark it missing (null)", row))  # fmt: skip
         values = raw.astype(dtype)  # a copy: worked on in place below
         missing = ~np.isfinite(values)  # NaN (missing) or infinite (an error)
         if valid is not None:

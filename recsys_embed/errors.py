@@ -4,7 +4,8 @@
 run directory) is at fault and the message says what was expected. The CLI prints any of them
 as one line ``recsys-embed: error: ...`` and exits with :data:`EXIT_BAD_INPUT`.
 
-* :class:`ConfigError`: a run config value (a key of ``run.yaml``, a trainer setting).
+* :class:`ConfigError`: a run config or schema value (a key of ``run.yaml``, a trainer
+  setting, a feature spec); :class:`ConfigTypeError` one of the wrong type (also a ``TypeError``).
 * :class:`DataError`: the content of a data file (a label outside {0, 1}, bytes that are not
   UTF-8, no rows to evaluate); :class:`ColumnTypeError` a column of the wrong type (also a
   ``TypeError``, as it was before).
@@ -30,6 +31,10 @@ class InputError(ValueError):
 
 class ConfigError(InputError):
     """A config value is missing, of the wrong type or out of range."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A config or schema value of the wrong type (also a ``TypeError``, as it was before)."""
 
 
 class DataError(InputError):
