@@ -5,6 +5,13 @@ A source is cut into :class:`Shard` s, the unit of reading and of worker paralle
 Parquet row group, one text file, or one in-memory frame. Reading never loads a whole file:
 Parquet goes row group by row group, text files block by block (``pyarrow.csv``).
 
+Silent corruption: Parquet pages carry an optional CRC-32 of their bytes, verified here when
+present (``page_checksum_verification``), so a flipped bit in such a page is an error naming
+the file and row group instead of a changed value. The files this library writes (synthetic
+data, splits, scores) carry them; a page written without one (the writer's choice: pyarrow's
+default, polars, Spark) cannot be checked, and a flipped bit inside its values changes them
+silently. Text files have no checksums at all.
+
 Every error names the file (and the column and row where known) and what was expected::
 
     >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
@@ -187,7 +194,7 @@ def _read_parquet(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tup
     columns = schema.names if spec.all_columns else list(spec.columns)
     _missing(shard, schema.names, columns)
     strings = [c for c in spec.dictionary if c in columns and is_plain_string(schema.field(c).type)]
-    file = pq.ParquetFile(shard.path, read_dictionary=strings or None, metadata=meta.metadata)
+    file = pq.ParquetFile(shard.path, read_dictionary=strings or None, metadata=meta.metadata, page_checksum_verification=True)
     groups = None if shard.row_group is None else [shard.row_group]
     row = shard.first_row
     batches = file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns)

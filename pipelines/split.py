@@ -172,7 +172,7 @@ class _PartWriter:
         if self._writer is not None:
             self._writer.close()
         assert self.schema is not None
-        self._writer = pq.ParquetWriter(self.folder / f"part-{self._parts:05d}.parquet", self.schema)
+        self._writer = pq.ParquetWriter(self.folder / f"part-{self._parts:05d}.parquet", self.schema, write_page_checksum=True)
         self._parts += 1
         self._rows = 0
 

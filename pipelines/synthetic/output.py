@@ -143,7 +143,7 @@ class ParquetParts:
             assert self._tmp is not None
             path = self._tmp / f"part-{len(self.files):05d}.parquet"
             with writing(self.out_dir / path.name):
-                self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+                self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression, write_page_checksum=True)
             self.files.append(self.out_dir / path.name)
         with writing(self.files[-1]):  # disk full: a WriteError naming the part; __exit__ removes the folder
             self._writer.write_table(group.replace_schema_metadata(self.schema.metadata), row_group_size=n)
