@@ -14,6 +14,13 @@
    (b) one multiplexed table of exactly as many parameters as (a) really holds, one probe,
    ``chunk_dim`` = the embedding dim. Same model (``--part2-model``) for both.
 
+3. **Compression methods at 1/10 of the table memory** (issue 12, a first look): the same
+   model (``--part2-model``) on per-feature tables whose groups of at least ``--min-ids`` ids
+   are stored by each registered compression method at ``budget: 0.1`` (``--smoke``: 0.5 on groups of
+   100 ids; smaller groups stay
+   exact; they hold under 1% of the weights), next to the exact tables (part 1) and the
+   multiplexed layout at 1/10 (part 2), and the floor: every such group hashed into ONE row.
+
 Every run uses the same hyper-parameters (``Settings``): batch size, Adam lr for the dense
 parameters, fused rowwise Adagrad for the tables, up to ``epochs`` epochs with early stopping
 on validation AUC (the best epoch is kept). The data is split by time 80/10/10 and cached in
@@ -22,7 +29,7 @@ cost 3-5x the CPU time per step. Results are written after every run; ``--reuse`
 runs of earlier JSONs made with the same settings (so the two parts can run as two processes
 and be merged). Writes ``benchmarks/results/quality.json`` and ``.png``.
 
-    python benchmarks/quality.py [--rows 1000000] [--epochs 1] [--parts 1 2] [--reuse old.json ...]
+    python benchmarks/quality.py [--rows 1000000] [--epochs 1] [--parts 1 2 3] [--reuse old.json ...]
     python benchmarks/quality.py --smoke --out /tmp/quality.json    # tiny, for the tests
 """
 
@@ -42,6 +49,7 @@ from typing import Any
 import torch
 
 from recsys_embed.artifacts import versions
+from recsys_embed.compression import compression_methods
 from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig
 from recsys_embed.features import IdStrategy, Schema
 from recsys_embed.jobs.ctr import train
@@ -112,6 +120,8 @@ class Settings:
     budgets: list[int] = field(default_factory=lambda: [1, 10, 100])
     floor: int = 32
     part2_model: str = "mlp"
+    min_ids: int = 1000
+    compression_budget: float = 0.1
 
 
 def prepare_data(data_dir: Path, rows: int, seed: int) -> dict[str, str]:
@@ -237,6 +247,20 @@ def part2_plan(settings: Settings, splits: dict[str, str]) -> tuple[int, dict[in
     return total, plan
 
 
+def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """The compressed groups (ids per group) and, per contender, the layout: every registered method
+    but ``exact`` at ``budget: 0.1`` on each group of at least ``min_ids`` ids, and the one-row floor."""
+    exact = Pipeline(ctr_schema(settings.embedding_dim)).fit(splits["train"]).num_embeddings
+    big = {g: n for g, n in exact.items() if n >= settings.min_ids}
+
+    def compressed(spec: dict[str, Any]) -> dict[str, Any]:
+        return {"name": "per_feature", "compression": {g: dict(spec) for g in big}}
+
+    layouts = {name: compressed({"method": name, "budget": settings.compression_budget}) for name in compression_methods() if name != "exact"}
+    layouts["floor: one hashed row"] = compressed({"method": "hashing", "rows": 1})
+    return big, layouts
+
+
 def reuse(result: dict[str, Any], paths: list[Path]) -> None:
     """Copy into ``result`` the runs of the JSONs at ``paths`` that were made with its settings."""
     for path in paths:
@@ -245,6 +269,7 @@ def reuse(result: dict[str, Any], paths: list[Path]) -> None:
             print(f"--reuse {path}: other settings, not reused ({earlier.get('settings')})", flush=True)
             continue
         result["part1"]["models"].update(earlier.get("part1", {}).get("models", {}))
+        result["part3"].setdefault("methods", {}).update(earlier.get("part3", {}).get("methods", {}))
         part2 = earlier.get("part2", {})
         for k, entry in part2.get("budgets", {}).items():
             result["part2"].setdefault("budgets", {}).setdefault(k, {}).update(entry)
@@ -267,7 +292,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    methods = result.get("part3", {}).get("methods", {})
+    fig, axes = plt.subplots(1, 3 if methods else 2, figsize=(18 if methods else 12, 4.5))
+    left, right = axes[0], axes[1]
     models = result.get("part1", {}).get("models", {})
     if models:
         names = list(models)
@@ -297,6 +324,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
         right.set_ylabel("test AUC")
         right.set_title(f"part 2: equal memory, model {result['settings']['part2_model']}")
         right.legend()
+    if methods:
+        names = list(methods)
+        aucs = [methods[n]["test"]["auc"] for n in names]
+        bars = axes[2].barh(names, aucs, color="#55a868")
+        axes[2].bar_label(bars, fmt="%.4f", fontsize=8)
+        for label, ref, style in (("exact tables", result["part1"]["models"].get(result["settings"]["part2_model"]), ":"),
+                                  ("multiplexed layout 1/10", result["part2"].get("budgets", {}).get("10", {}).get("multiplexed"), "--")):
+            if ref:
+                axes[2].axvline(ref["test"]["auc"], color="grey", linestyle=style, label=f"{label} {ref['test']['auc']:.4f}")
+        axes[2].set_xlim(min(aucs) - 0.01, max(aucs) + 0.02)
+        axes[2].set_xlabel("test AUC")
+        axes[2].set_title("part 3: compression methods at 1/10 of the table memory")
+        if axes[2].get_legend_handles_labels()[0]:
+            axes[2].legend(loc="lower right", fontsize=8)
     s = result["settings"]
     fig.suptitle(f"synthetic CTR, {s['rows']:,} rows split by time 80/10/10, up to {s['epochs']} epoch(s)")
     fig.tight_layout()
@@ -316,7 +357,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--budgets", type=int, nargs="+", default=defaults.budgets, help="k: tables of P/k parameters")
     parser.add_argument("--floor", type=int, default=defaults.floor, help="fewest hash buckets per table group")
     parser.add_argument("--part2-model", choices=sorted(MODELS), default=defaults.part2_model)
-    parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2), default=[1, 2])
+    parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3])
+    parser.add_argument("--min-ids", type=int, default=defaults.min_ids, help="part 3: groups with fewer ids stay exact")
+    parser.add_argument("--methods", nargs="+", default=None, help="part 3: only these contenders")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="part 1 contenders")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/quality"), help="run folders of the trainings")
@@ -326,10 +369,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--smoke", action="store_true", help="tiny data and one epoch, to check the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.rows, args.epochs, args.batch_size = 2000, 1, 256
+        args.rows, args.epochs, args.batch_size, args.min_ids = 2000, 1, 256, 100
     settings = Settings(
         rows=args.rows, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        table_lr=args.table_lr, budgets=args.budgets, floor=args.floor, part2_model=args.part2_model,
+        table_lr=args.table_lr, budgets=args.budgets, floor=args.floor, part2_model=args.part2_model, min_ids=args.min_ids,
+        compression_budget=0.5 if args.smoke else 0.1,  # the smoke data's groups are too small for 1/10
     )  # fmt: skip
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
@@ -344,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },  # fmt: skip
         "part1": {"models": {}, "targets": {}, "autoint_selection": AUTOINT_SELECTION},
         "part2": {},
+        "part3": {},
     }
     reuse(result, args.reuse)
 
@@ -371,6 +416,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done(entry, "multiplexed", lambda: run(f"multiplexed_1_over_{k}", settings, splits, args.work_dir, model, layout))
         if settings.part2_model in result["part1"]["models"]:
             part2["exact_vocabulary"] = result["part1"]["models"][settings.part2_model]
+    if 3 in args.parts:
+        groups, layouts = part3_layouts(settings, splits)
+        part3 = result["part3"]
+        part3.update({"model": settings.part2_model, "budget": settings.compression_budget, "compressed_groups": groups})
+        methods = part3.setdefault("methods", {})
+        model = MODELS[settings.part2_model]
+        for name, layout in layouts.items():
+            if args.methods is None or name in args.methods:
+                done(methods, name, lambda: run(f"compression_{name.split(':')[0]}", settings, splits, args.work_dir, model, layout))
     result["environment"]["load_average_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["environment"]["invocation_wall_s"] = round(time.perf_counter() - start, 1)
     write_json(result, args.out)
@@ -402,6 +456,18 @@ def print_tables(result: dict[str, Any]) -> None:
                 h, m = entry["hashing"]["test"]["auc"], entry["multiplexed"]["test"]["auc"]
                 print(f"| 1/{k} | {entry['hashing']['table_parameters']:,} / {entry['multiplexed']['table_parameters']:,} | "
                       f"{h:.4f} | {m:.4f} | {m - h:+.4f} |")  # fmt: skip
+    methods = result.get("part3", {}).get("methods", {})
+    if methods:
+        exact = result["part1"]["models"].get(result["settings"]["part2_model"])
+        base = exact["table_parameters"] if exact else None
+        print("\n| tables | parameters | fraction of exact | test AUC | train samples/s |")
+        print("|---|---|---|---|---|")
+        rows = ([("exact (part 1)", exact)] if exact else []) + list(methods.items())
+        multiplexed = result["part2"].get("budgets", {}).get("10", {}).get("multiplexed")
+        rows += [("multiplexed layout 1/10 (part 2)", multiplexed)] if multiplexed else []
+        for name, r in rows:
+            share = f"{r['table_parameters'] / base:.3f}" if base else "-"
+            print(f"| {name} | {r['table_parameters']:,} | {share} | {r['test']['auc']:.4f} | {r['train_samples_per_s']:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def test_targets_compare_the_named_pairs() -> None:
 
 def test_quality_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "quality.json"
-    args = ["--smoke", "--models", "mlp", "din_sum_pooling", "--budgets", "10", "--data-dir", str(tmp_path / "data"),
+    args = ["--smoke", "--models", "mlp", "din_sum_pooling", "--budgets", "10", "--methods", "qr", "floor: one hashed row",
+            "--data-dir", str(tmp_path / "data"),
             "--work-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
     run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -71,6 +72,12 @@ def test_quality_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     assert hashed < exact and entry["plan"]["target_parameters"] == exact // 10
     assert result["part2"]["exact_vocabulary"] == models["mlp"]
     assert "| 1/10 |" in run.stdout and "| mlp |" in run.stdout
+    part3 = result["part3"]
+    assert set(part3["methods"]) == {"qr", "floor: one hashed row"} and part3["compressed_groups"]
+    qr = part3["methods"]["qr"]
+    assert set(qr["layout"]["compression"]) == set(part3["compressed_groups"]) and qr["table_parameters"] < models["mlp"]["table_parameters"]
+    assert part3["methods"]["floor: one hashed row"]["table_parameters"] < qr["table_parameters"]
+    assert "| qr |" in run.stdout and "| exact (part 1) |" in run.stdout
     assert out.with_suffix(".png").stat().st_size > 1000
     # --reuse takes every run from the JSON: nothing is trained again
     again = subprocess.run([sys.executable, str(SCRIPT), *args, "--reuse", str(out)], capture_output=True, text=True, timeout=300)

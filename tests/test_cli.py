@@ -168,7 +168,7 @@ def test_sequence_mean_models_train_with_mini_batch_aware_l2_from_yaml(
         ({"trainer": {"epochs": 1, "learning_rate": 0.1}}, r"trainer: unknown key\(s\) \['learning_rate'\]"),
         ({"model": {"name": "dcn"}}, r"model.name='dcn' is not one of"),
         ({"batching": {"batch_size": "big"}}, r"batching.batch_size: expected int"),
-        ({"layout": {"name": "per_feature", "rows": 3}}, r"layout: per_feature takes only 'pool_sequences', got \['rows'\]"),
+        ({"layout": {"name": "per_feature", "rows": 3}}, r"layout: per_feature takes only 'pool_sequences' and 'compression', got \['rows'\]"),
         ({"layout": {"name": "per_feature", "pool_sequences": "yes"}}, r"layout.pool_sequences: expected true or false"),
         ({"data": {"valid": "x"}}, r"data: missing required key\(s\) \['train'\]"),
         ({"trainer": {"mba_l2": -0.1}}, r"trainer: trainer.mba_l2 must be >= 0"),

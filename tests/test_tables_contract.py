@@ -10,6 +10,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.artifacts import load_artifact, save_artifact
+from recsys_embed.compression import CompressedTables
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables import (
     MatryoshkaTables,
@@ -50,6 +51,9 @@ FACTORIES: dict[str, Callable[[], TableLayout]] = {
     "pruned": pruned,
     "compact": lambda: pruned().compact(),
     "matryoshka": lambda: MatryoshkaTables(PerFeatureTables(SCHEMA, ROWS), prefixes=[4, 8]),
+    "compressed": lambda: CompressedTables.from_options(
+        SCHEMA, ROWS, {"item_id": {"method": "qr", "budget": 0.5}, "user_id": {"method": "hashing", "rows": 7}}
+    ),
 }
 
 

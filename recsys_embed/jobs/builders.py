@@ -14,6 +14,8 @@ from typing import Any
 from torch import nn
 
 from recsys_embed import models
+from recsys_embed.compression import CompressedTables
+from recsys_embed.compression.layout import check_compression
 from recsys_embed.jobs.config import from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.tables import (
@@ -51,10 +53,14 @@ def build_tables(
 ) -> TableLayout:
     """A fresh table layout from ``{"name": ..., **options}``.
 
-    ``per_feature`` (``pool_sequences``: see :func:`layout_for_model`), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
+    ``per_feature`` (``pool_sequences``: see :func:`layout_for_model`; ``compression``: table group -> method
+    config, a :class:`~recsys_embed.compression.CompressedTables`), ``multiplexed`` (MultiplexedConfig keys), ``pruned``
     (OptEmbedConfig keys, plus ``search`` for the dim search), ``matryoshka`` (``prefixes`` and a nested ``base`` layout spec).
     """
     name, rest = _split_name(spec, where, TRAINABLE_LAYOUTS)
+    if name == "per_feature" and "compression" in rest:
+        _per_feature_pooling(rest, where)
+        return CompressedTables.from_options(schema, num_embeddings, rest["compression"], optimizer, f"{where}.compression")
     if name == "per_feature":
         return PerFeatureTables(schema, num_embeddings, optimizer, pool_sequences=_per_feature_pooling(rest, where))
     if name == "multiplexed":
@@ -74,6 +80,7 @@ def validate_specs(layout: Mapping[str, Any], model: Mapping[str, Any]) -> None:
     name, rest = _split_name(layout, "layout", TRAINABLE_LAYOUTS)
     if name == "per_feature":
         _per_feature_pooling(rest, "layout")
+        check_compression(rest.get("compression", {}), "layout.compression")
     if name == "multiplexed":
         from_mapping(MultiplexedConfig, rest, "layout")
     if name == "pruned":
@@ -83,12 +90,15 @@ def validate_specs(layout: Mapping[str, Any], model: Mapping[str, Any]) -> None:
 
 
 def _per_feature_pooling(options: Mapping[str, Any], where: str) -> bool:
-    """per_feature's one option, ``pool_sequences`` (a bool, default False)."""
-    if set(options) - {"pool_sequences"}:
-        raise ValueError(f"{where}: per_feature takes only 'pool_sequences', got {sorted(options)}")
+    """per_feature's options: ``pool_sequences`` (a bool, default False) or ``compression`` (which
+    keeps every position: the compressed layout does not pool in the kernel)."""
+    if set(options) - {"pool_sequences", "compression"}:
+        raise ValueError(f"{where}: per_feature takes only 'pool_sequences' and 'compression', got {sorted(options)}")
     pool = options.get("pool_sequences", False)
     if not isinstance(pool, bool):
         raise ValueError(f"{where}.pool_sequences: expected true or false, got {pool!r}")
+    if pool and "compression" in options:
+        raise ValueError(f"{where}: pool_sequences: true and compression cannot be combined (compressed tables keep every position)")
     return pool
 
 
@@ -108,7 +118,7 @@ def layout_for_model(layout: Mapping[str, Any], model: Mapping[str, Any], mba_l2
         >>> layout_for_model({"name": "per_feature"}, {"name": "din"})
         {'name': 'per_feature'}
     """
-    if layout.get("name") != "per_feature":
+    if layout.get("name") != "per_feature" or "compression" in layout:
         return dict(layout)
     if mba_l2 and layout.get("pool_sequences"):
         raise ValueError(

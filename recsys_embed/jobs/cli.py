@@ -1,4 +1,4 @@
-"""``recsys-embed``: synth, demo, train, evaluate, score, recommend.
+"""``recsys-embed``: synth, demo, train, evaluate, score, recommend, compression.
 
 Bad input (a ``ValueError``, our :mod:`recsys_embed.errors` among them) and a file that cannot
 be read or written (an ``OSError``: missing, no permission, disk full) end with one line
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument("--item-column", default="item_id")
     recommend.add_argument("--time-column", default="timestamp")
     recommend.add_argument("--batch-size", type=int, default=4096, help="users per output batch")
+    sub.add_parser("compression", help="list the installed compression methods (built-in and plugins), one line each")
     for batch in (score, recommend):
         batch.add_argument("--input", required=True, help="Parquet file, directory or glob")
         batch.add_argument("--output", required=True, help="output directory (one file per input file and _manifest.json)")
@@ -138,6 +139,13 @@ def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     if args.command in ("score", "recommend"):
         return _batch_job(args)
+    if args.command == "compression":
+        from recsys_embed.compression import describe_methods
+
+        rows = describe_methods()
+        width = max(len(name) for name, _ in rows)
+        print("\n".join(f"{name:<{width}}  {text}" for name, text in rows))
+        return 0
 
     if args.command == "demo":
         report = jobs.demo(jobs.DemoConfig(rows=args.rows, data_dir=args.data_dir, run_dir=args.run_dir, model=args.model, seed=args.seed,

@@ -18,7 +18,7 @@ Abstract (every layout implements): ``forward``, ``shapes``, ``num_parameters``,
 ``features`` attribute. Hooks with defaults (a layout overrides what differs):
 ``regularization_loss``, ``dense_parameters``, ``fused_parameters``, ``training_views``,
 ``num_rows`` / ``rows_read`` (mini-batch aware L2), ``table_vectors``, ``compact``,
-``serving_layout``, ``has_search_stage`` / ``search_stage`` and ``kernel_slots`` (sharding).
+``check_prefix`` (Matryoshka), ``serving_layout``, ``has_search_stage`` / ``search_stage`` and ``kernel_slots`` (sharding).
 A layout registers its name with :func:`recsys_embed.tables.registry.register_layout`; its
 ``export_state()`` config names it under ``"layout"``, which is how an artifact finds the
 class again.
@@ -183,6 +183,10 @@ class TableLayout(nn.Module, abc.ABC):
         and prefix exports; per_feature and multiplexed give ``CompactTables.copy_of(self)``.
         Default: refused, naming the layout."""
         raise ValueError(f"layout {self._name()!r} has no compact export (CompactTables.copy_of reads any layout's table_vectors)")
+
+    def check_prefix(self, dim: int) -> None:
+        """``ValueError`` unless the first ``dim`` columns of every output still embed each id on their
+        own (Matryoshka trains and serves such prefixes). Default: they do."""
 
     def serving_layout(self) -> TableLayout:
         """The layout a trained model is saved and served with (pruned: its compact export). Default: itself."""

@@ -70,6 +70,7 @@ class MatryoshkaTables(TableLayout):
                 f"matryoshka prefixes must be dims in [1, {narrowest}] (the narrowest feature output of "
                 f"{type(base).__name__}), got {list(prefixes)}"
             )
+        base.check_prefix(self.prefixes[0])
 
     @property
     def features(self) -> list[FeatureSpec]:  # type: ignore[override]

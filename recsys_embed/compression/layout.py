@@ -1,0 +1,410 @@
+"""Compressed tables: one compression method per table group behind the table-layout contract.
+
+Every table group ``t`` (``n_t`` ids, dim ``D_t``) is stored by a
+:class:`~recsys_embed.compression.method.CompressionMethod`; groups without one keep their exact
+table (method ``exact``). The tables of all row methods (exact ones included) live in ONE
+fused fbgemm kernel (:class:`~recsys_embed.tables.base.FusedTables`, packed by dim, trained by
+its fused optimizer); computed methods are ordinary modules the dense optimizer trains.
+
+Forward, for a batch ``kjt``: each output slot's id (``-1``: empty bag or padding;
+:meth:`~recsys_embed.tables.inputs.BatchInputs.slot_rows`) goes to its group's method; a row
+method's ``k`` kernel rows are read in one kernel call for all groups (slot block = (feature,
+kernel table), ``P`` slots of ``B`` bags: ``P = 1`` categorical, ``L`` sequence) and combined,
+a computed method looks its ids up. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
+sequence s gives ``sequences[s]`` ``[B, L, D]`` and ``masks[s]``; empty slots are zeros.
+Categorical bags hold at most one id (per-id methods such as QR's product do not commute with
+pooling).
+
+Run configs name it as a per-feature layout with a ``compression`` key
+(``layout: {name: per_feature, compression: {item_id: {method: qr, budget: 0.1}}}``);
+artifacts name it ``compressed``.
+
+Example::
+
+    >>> from recsys_embed.features import FeatureSpec, Schema
+    >>> schema = Schema([FeatureSpec("user_id", embedding_dim=8), FeatureSpec("item_id", embedding_dim=8),
+    ...                  FeatureSpec("hist", kind="sequence", table="item_id", max_len=3, embedding_dim=8)])
+    >>> tables = CompressedTables.from_options(schema, {"user_id": 100, "item_id": 1000},
+    ...                                        {"item_id": {"method": "qr", "budget": 0.1}})
+    >>> kjt = KeyedJaggedTensor.from_lengths_sync(["user_id", "item_id", "hist"],
+    ...     torch.tensor([3, 4, 10, 11, 12, 13]), torch.tensor([1, 1, 1, 1, 2, 0]))
+    >>> out = tables(kjt)
+    >>> out.pooled["item_id"].shape, out.sequences["hist"].shape, out.masks["hist"].tolist()
+    (torch.Size([2, 8]), torch.Size([2, 3, 8]), [[True, True, False], [False, False, False]])
+    >>> [(g, m.method_name) for g, m in tables.methods.items()]
+    [('user_id', 'exact'), ('item_id', 'qr')]
+    >>> tables.num_parameters() <= 100 * 8 + 1000 * 8 // 10
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys_embed.compression.method import CompressionMethod, budget_parameters
+from recsys_embed.compression.registry import PluginError, compression_methods, method_class, plugin_origin, provider
+from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, TableOptimizer, check_layout, empty_embeddings
+from recsys_embed.tables.compact import CompactTables
+from recsys_embed.tables.contract import TableLayout, group_size
+from recsys_embed.tables.inputs import BatchMemo, batch_inputs
+from recsys_embed.tables.jagged import offsets_of
+from recsys_embed.tables.registry import register_layout
+
+LAYOUT = "compressed"
+EXACT = "exact"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Block:
+    """``slots`` kernel slots (one per position) of feature ``feature`` for read ``part`` of its
+    method, from kernel table ``table``; output columns ``slots * dim``."""
+
+    feature: str
+    part: int
+    table: int
+    slots: int
+    dim: int
+
+
+@register_layout(LAYOUT)
+class CompressedTables(TableLayout):
+    """Table group -> compression method; row methods share one fused kernel (module docstring).
+
+    Args:
+        schema: its sparse features are the inputs.
+        num_embeddings: table group -> number of ids.
+        methods: table group -> method; groups not named keep an exact table.
+        optimizer: the fused kernel's optimizer (row methods).
+        init_scale: kernel rows start uniform in ``[-init_scale, init_scale]`` (a method may re-initialize its tables).
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        num_embeddings: Mapping[str, int],
+        methods: Mapping[str, CompressionMethod] | None = None,
+        optimizer: TableOptimizer | None = None,
+        init_scale: float = 0.05,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        methods = dict(methods or {})
+        self.schema = schema
+        self.features: list[FeatureSpec] = schema.sparse_features
+        groups = list(schema.tables)
+        _check_groups(methods, groups, "compression")
+        missing = [g for g in groups if g not in num_embeddings]
+        if missing:
+            raise ValueError(f"num_embeddings has no id count for table group(s) {missing}")
+        self.rows = {g: int(num_embeddings[g]) for g in groups}
+        self.group_dims = {g: schema.tables[g][0].embedding_dim for g in groups}
+        for g in groups:
+            if g not in methods:
+                methods[g] = method_class(EXACT)(self.rows[g], self.group_dims[g])
+            methods[g].group = g
+            _check_method(g, methods[g], self.rows[g], self.group_dims[g])
+        self.methods = nn.ModuleDict({g: methods[g] for g in groups})  # type: ignore[misc]
+        self.dims = {f.name: f.embedding_dim for f in self.features}
+        self.init_scale = init_scale
+        self.owner = _table_owners(methods, groups)
+        # kernel tables of every row method (a shared one once, for its first group), grouped by
+        # dim (fbgemm packs runs of one dim)
+        tables = [(g, j, r, d) for g in groups if self.owner[g] == g for j, (r, d) in enumerate(methods[g].kernel_tables())]
+        dim_rank = {d: i for i, d in enumerate(dict.fromkeys(d for *_, d in tables))}
+        tables.sort(key=lambda t: dim_rank[t[3]])
+        index = {(g, j): i for i, (g, j, _, _) in enumerate(tables)}
+        blocks = []
+        for f in self.features:
+            method = methods[f.table]  # type: ignore[index]
+            for read, j in enumerate(method.kernel_reads()):
+                slots = f.max_len if f.is_sequence else 1
+                blocks.append(_Block(f.name, read, index[(self.owner[f.table], j)], slots, method.kernel_tables()[j][1]))  # type: ignore[arg-type,index]
+        self.blocks = sorted(blocks, key=lambda b: b.table)
+        self.kernel = None if not tables else FusedTables(
+            rows=[r for *_, r, _ in tables],
+            dims=[d for *_, d in tables],
+            slot_tables=[b.table for b in self.blocks for _ in range(b.slots)],
+            optimizer=optimizer or TableOptimizer(),
+            init_scale=init_scale,
+            device=device,
+            table_names=[f"{g}/{j}" for g, j, _, _ in tables],
+        )
+        self.optimizer = optimizer or TableOptimizer()
+        if self.kernel is not None:
+            with torch.no_grad():
+                for (g, j, _, _), weight in zip(tables, self.kernel.weights()):
+                    methods[g].initialize(j, weight)
+        self.to(device or "cpu")
+        self._memo = BatchMemo()
+
+    @classmethod
+    def from_options(
+        cls,
+        schema: Schema,
+        num_embeddings: Mapping[str, int],
+        compression: Mapping[str, Any],
+        optimizer: TableOptimizer | None = None,
+        where: str = "layout.compression",
+    ) -> CompressedTables:
+        """The layout a run config's ``compression`` mapping (table group -> ``{method: name,
+        budget: fraction or bytes, **options}``) describes, with fresh weights."""
+        check_compression(compression, where)
+        _check_groups(compression, list(schema.tables), where)
+        methods = {}
+        for group, spec in compression.items():
+            at = f"{where}.{group}"
+            options = {k: v for k, v in spec.items() if k not in ("method", "budget")}
+            ids, dim = int(num_embeddings[group]), schema.tables[group][0].embedding_dim
+            budget = None if spec.get("budget") is None else budget_parameters(spec["budget"], ids, dim, at)
+            methods[group] = _call_method(spec["method"], at, lambda c: c.from_options(ids, dim, options, budget))
+        return cls(schema, num_embeddings, methods, optimizer)
+
+    # ---- forward --------------------------------------------------------------------------
+
+    def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
+        if kjt.lengths().numel() == 0:
+            return empty_embeddings(self.features, self.dims, kjt.values().device)
+        inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
+        ids = {f.name: inputs.slot_rows(f.name).squeeze(-1) for f in self.features}  # [B] or [B, L], -1 empty
+        batch = next(iter(ids.values())).shape[0]
+        parts = self._kernel_parts(ids, batch)
+        out = Embeddings()
+        for spec in self.features:
+            grid = ids[spec.name]
+            method: CompressionMethod = self.methods[spec.table]  # type: ignore[index,assignment]
+            if spec.name in parts:
+                vectors = method.combine(parts[spec.name])
+            else:
+                vectors = method.lookup(grid.clamp(min=0).reshape(-1)).view(*grid.shape, self.dims[spec.name])
+            present = grid >= 0
+            if not bool(present.all()):
+                vectors = vectors * present.unsqueeze(-1).to(vectors.dtype)
+            if spec.is_sequence:
+                out.sequences[spec.name], out.masks[spec.name] = vectors, present
+            else:
+                out.pooled[spec.name] = vectors
+        return out
+
+    def _kernel_parts(self, ids: Mapping[str, torch.Tensor], batch: int) -> dict[str, list[torch.Tensor]]:
+        """Feature -> the rows its method's kernel tables gave, ``[B(, L), d_j]`` each, in one kernel call."""
+        if self.kernel is None:
+            return {}
+        rows = {}
+        for spec in self.features:
+            method = self.methods[spec.table]  # type: ignore[index]
+            if method.kernel_tables():
+                grid = ids[spec.name].reshape(batch, -1)  # [B, P]
+                read = method.kernel_rows(grid.clamp(min=0).T.reshape(-1))  # [k, P * B], slot-major
+                rows[spec.name] = torch.where((grid.T.reshape(-1) >= 0)[None], read, -1)
+        flat = torch.cat([rows[b.feature][b.part] for b in self.blocks])
+        present = flat >= 0
+        if bool(present.all()):
+            out = self.kernel(flat, torch.arange(flat.numel() + 1, device=flat.device), validated=True)
+        else:
+            out = self.kernel(flat[present], offsets_of(present.to(torch.int64)), validated=True)
+        parts: dict[str, list[torch.Tensor]] = {name: [out] * r.shape[0] for name, r in rows.items()}
+        for block, columns in zip(self.blocks, out.split([b.slots * b.dim for b in self.blocks], dim=1)):
+            sequence = self.schema[block.feature].is_sequence
+            parts[block.feature][block.part] = columns.reshape((batch, block.slots, block.dim) if sequence else (batch, block.dim))
+        return parts
+
+    # ---- contract -------------------------------------------------------------------------
+
+    def shapes(self, num_dense: int = 0) -> EmbeddingShapes:
+        return EmbeddingShapes(
+            pooled={f.name: f.embedding_dim for f in self.features if not f.is_sequence},
+            sequences={f.name: (f.max_len, f.embedding_dim) for f in self.features if f.is_sequence},  # type: ignore[misc]
+            num_dense=num_dense,
+        )
+
+    def num_ids(self, group: str) -> int:
+        return group_size(self.rows, group, LAYOUT)
+
+    def group_parameters(self, group: str) -> int:
+        """Weights stored for table group ``group``: its kernel rows (a shared table counts for the
+        first group that reads it) plus the method's own."""
+        method: CompressionMethod = self.methods[group]  # type: ignore[index,assignment]
+        rows = sum(r * d for r, d in method.kernel_tables()) if self.owner[group] == group else 0
+        return rows + method.num_parameters()
+
+    def group_bytes(self, group: str) -> int:
+        """Bytes allocated for table group ``group``: its kernel tables (weights + fused optimizer
+        state) plus the method's own tensors (with their Adam moments)."""
+        method: CompressionMethod = self.methods[group]  # type: ignore[index,assignment]
+        kernel = 0
+        if self.kernel is not None and self.owner[group] == group:
+            sizes = dict(zip(self.kernel.table_names, self.kernel.table_bytes()))
+            kernel = sum(sizes[f"{group}/{j}"] for j in range(len(method.kernel_tables())))
+        return kernel + method.memory_bytes()
+
+    def num_parameters(self) -> int:
+        return sum(self.group_parameters(g) for g in self.methods)
+
+    def memory_bytes(self) -> int:
+        """Everything allocated: the kernel (weights, optimizer state, fbgemm's placeholders) and the methods' tensors."""
+        kernel = self.kernel.memory_bytes() if self.kernel is not None else 0
+        return kernel + sum(m.memory_bytes() for m in self.methods.values())  # type: ignore[misc]
+
+    def summary(self) -> str:
+        """One line per table group: method, parameters, bytes, compression ratio (exact fp32
+        weights / stored weights) and, for hashing methods, the expected collision rate."""
+        head = f"{'table group':<20} {'ids':>10} {'dim':>4} {'method':<14} {'parameters':>12} {'bytes':>13} {'ratio':>7} {'collisions':>10}"
+        lines = [head, "-" * len(head)]
+        for group, method in self.methods.items():
+            params = self.group_parameters(group)
+            rate = method.collision_rate()  # type: ignore[operator]
+            ratio = self.rows[group] * self.group_dims[group] / max(params, 1)
+            lines.append(
+                f"{group:<20} {self.rows[group]:>10,} {self.group_dims[group]:>4} {method.method_name:<14} {params:>12,} "
+                f"{self.group_bytes(group):>13,} {ratio:>6.1f}x {'-' if rate is None else f'{rate:.4f}':>10}"
+            )
+            shared = f" (tables shared with {self.owner[group]})" if self.owner[group] != group else ""
+            lines.append(f"{'':<20} {method.details()}{shared}")  # type: ignore[operator]
+        lines.append(f"total parameters {self.num_parameters():,}  memory {self.memory_bytes():,} bytes (weights + optimizer state)")
+        return "\n".join(lines)
+
+    def check_prefix(self, dim: int) -> None:
+        """Matryoshka over compressed tables: every method must keep a ``dim`` prefix meaningful
+        (:meth:`~CompressionMethod.supports_prefix`; all built-in methods do except QR's ``concat``
+        below half the dim)."""
+        refused = [f"{g} ({m.method_name})" for g, m in self.methods.items() if not m.supports_prefix(dim)]  # type: ignore[operator]
+        if refused:
+            raise ValueError(
+                f"matryoshka: a prefix of {dim} columns does not embed ids on its own for table group(s) {refused}; "
+                "use a larger smallest prefix or another combine"
+            )
+
+    def serving_layout(self) -> TableLayout:
+        """Itself, after every method's post-training :meth:`~CompressionMethod.finalize`."""
+        for method in self.methods.values():
+            method.finalize()  # type: ignore[operator]
+        return self
+
+    def compact(self) -> CompactTables:
+        """The plain lookup copy of the current vectors (:meth:`CompactTables.copy_of`), e.g. for Matryoshka prefixes."""
+        return CompactTables.copy_of(self)
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors ``kernel/<table>.<state>`` and ``method/<group>/<name>``; the config names each
+        group's method with its options (and the package of a third-party method)."""
+        tensors = {} if self.kernel is None else {f"kernel/{k}": v for k, v in self.kernel.state_tensors().items()}
+        configs = {}
+        for group, method in self.methods.items():
+            own, config = method.export_state()  # type: ignore[operator]
+            tensors.update({f"method/{group}/{k}": v for k, v in own.items()})
+            package = provider(type(method))
+            configs[group] = {**config, **({"package": package} if package else {})}
+        config = {
+            "layout": LAYOUT,
+            "num_embeddings": dict(self.rows),
+            "optimizer": dataclasses.asdict(self.kernel.current_optimizer() if self.kernel is not None else self.optimizer),
+            "init_scale": self.init_scale,
+            "methods": configs,
+        }
+        return tensors, config
+
+    @classmethod
+    def from_state(
+        cls,
+        schema: Schema,
+        tensors: Mapping[str, torch.Tensor],
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+    ) -> CompressedTables:
+        """The layout :meth:`export_state` described: same outputs, same optimizer state. A method
+        that is not installed is an ``UnknownMethodError`` naming the package the artifact recorded."""
+        check_layout(config, LAYOUT)
+        methods = {}
+        for group, spec in config["methods"].items():
+            prefix = f"method/{group}/"
+            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            cls_ = method_class(spec["method"], spec.get("package"))
+            options = {k: v for k, v in spec.items() if k != "package"}
+            methods[group] = cls_.from_state(int(config["num_embeddings"][group]), schema.tables[group][0].embedding_dim, own, options)
+        tables = cls(schema, config["num_embeddings"], methods, TableOptimizer(**config["optimizer"]), config.get("init_scale", 0.05))
+        if tables.kernel is not None:
+            kernel = {k[len("kernel/"):]: v for k, v in tensors.items() if k.startswith("kernel/")}
+            tables.kernel.load_state_tensors(kernel, source=f"{LAYOUT} state")
+        return tables.to(device or "cpu")
+
+
+def check_compression(compression: Any, where: str) -> None:
+    """A ``compression`` config's shape and method names (before any data is read): a mapping of
+    table group -> ``{method: name, ...}`` whose names are installed (``UnknownMethodError`` lists them)."""
+    if not isinstance(compression, Mapping):
+        raise ValueError(f"{where}: expected a mapping of table group -> {{method: ..., ...}}, got {compression!r}")
+    for group, spec in compression.items():
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
+            raise ValueError(f"{where}.{group}: expected a mapping with 'method' (one of {compression_methods()}), got {spec!r}")
+        method_class(spec["method"])
+
+
+def _table_owners(methods: Mapping[str, CompressionMethod], groups: list[str]) -> dict[str, str]:
+    """Group -> the group whose kernel tables it reads: itself, or the first group of its share key."""
+    first: dict[str, str] = {}
+    owner = {}
+    for g in groups:
+        key = methods[g].share_key()
+        owner[g] = g if key is None else first.setdefault(key, g)
+        if owner[g] != g and methods[g].kernel_tables() != methods[owner[g]].kernel_tables():
+            raise ValueError(
+                f"table groups {owner[g]!r} and {g!r} share kernel tables {key!r} but give different sizes "
+                f"{methods[owner[g]].kernel_tables()} and {methods[g].kernel_tables()}; give both the same rows and dims"
+            )
+    return owner
+
+
+def _check_groups(named: Mapping[str, Any], groups: list[str], where: str) -> None:
+    unknown = [g for g in named if g not in groups]
+    if unknown:
+        raise ValueError(f"{where}: no table group(s) {unknown}; the schema's table groups are {groups}")
+
+
+def _call_method(name: str, where: str, build: Any) -> CompressionMethod:
+    """``build(method_class(name))``; an exception other than our ``ValueError`` from a third-party
+    method is a :class:`PluginError` naming the plugin, not a traceback deep in the layout."""
+    cls = method_class(name)
+    try:
+        return build(cls)
+    except ValueError as error:
+        raise type(error)(f"{where}: {error}") from error
+    except Exception as error:  # third-party code: name it
+        raise PluginError(f"{where}: compression method {name!r} ({plugin_origin(name)}) failed: {type(error).__name__}: {error}") from error
+
+
+def _check_method(group: str, method: CompressionMethod, num_ids: int, dim: int) -> None:
+    """Probe a method with two ids: its outputs must be ``[2, dim]`` (a :class:`PluginError` naming the method otherwise)."""
+    name = method.method_name
+
+    def fail(what: str) -> PluginError:
+        return PluginError(f"table group {group!r}: compression method {name!r} ({plugin_origin(name)}) {what}")
+
+    if (method.num_ids, method.dim) != (num_ids, dim):
+        raise fail(f"was built for {method.num_ids} ids of dim {method.dim}, the group has {num_ids} ids of dim {dim}")
+    ids = torch.tensor([0, num_ids - 1])
+    try:
+        with torch.no_grad():
+            tables, reads = method.kernel_tables(), method.kernel_reads()
+            if tables:
+                rows = method.kernel_rows(ids)
+                if tuple(rows.shape) != (len(reads), 2) or rows.dtype != torch.int64:
+                    raise fail(f"kernel_rows gave {rows.dtype} {tuple(rows.shape)}, expected int64 {(len(reads), 2)}")
+                bad = [r for r, j in enumerate(reads) if bool(((rows[r] < -1) | (rows[r] >= tables[j][0])).any())]
+                if bad:
+                    raise fail(f"kernel_rows gave rows outside the kernel tables for read(s) {bad} (sizes {tables})")
+                out = method.combine([torch.zeros(2, tables[j][1]) for j in reads])
+            else:
+                out = method.lookup(ids)
+    except PluginError:
+        raise
+    except Exception as error:
+        raise fail(f"failed on a probe of 2 ids: {type(error).__name__}: {error}") from error
+    if tuple(out.shape) != (2, dim):
+        raise fail(f"gave vectors of shape {tuple(out.shape)} for 2 ids, expected (2, {dim})")
