@@ -112,7 +112,7 @@ def load_model(path: str | Path, task: str | None = None) -> LoadedModel:
     table_tensors = {k[len("tables."):]: v for k, v in tensors.items() if k.startswith("tables.")}
     try:
         tables = tables_class.from_state(pipeline.schema, table_tensors, manifest["layout_state"])
-    except (KeyError, TypeError, RuntimeError, IndexError, ValueError) as err:
+    except (KeyError, TypeError, RuntimeError, IndexError) as err:  # a layout's own ValueErrors already say what differs
         raise ArtifactError(f"artifact {path}: the tables do not fit layout_state and the schema: {_first_line(err)}") from None
     try:
         model = TASK_MODELS[task](tables, pipeline, manifest)
