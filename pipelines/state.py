@@ -186,8 +186,8 @@ class FittedState:
         if not isinstance(config, dict) or "schema_fingerprint" not in config:
             raise ValueError("fitted state: expected a mapping with 'schema_fingerprint', 'tables' and 'numeric'")
         version = config.get("format_version", FORMAT_VERSION)
-        if version not in (1, FORMAT_VERSION):
-            raise ValueError(f"fitted state: format_version {version} is not supported (this library reads 1 and {FORMAT_VERSION})")
+        if type(version) is not int or version not in (1, FORMAT_VERSION):  # JSON true equals 1 in Python, and is no version
+            raise ValueError(f"fitted state: format_version {version!r} is not supported (this library reads 1 and {FORMAT_VERSION})")
         tables = {}
         for name, data in config.get("tables", {}).items():
             if version == 1:

@@ -190,6 +190,17 @@ def test_an_artifact_format_version_that_is_no_version_is_refused(trained: Path,
         load_artifact(artifact)
 
 
+@pytest.mark.parametrize("version", [0, -1, True, 1.0])
+def test_a_fitted_state_format_version_that_is_no_version_is_refused(version: object) -> None:
+    from recsys_embed.pipelines import Pipeline
+
+    pipeline = Pipeline(Schema.from_dict(SCHEMA)).fit(impressions())
+    arrays, config = pipeline.export_state()
+    config["state"]["format_version"] = version
+    with pytest.raises(ValueError, match=rf"fitted state: format_version {version!r} is not supported"):
+        Pipeline.from_state(arrays, config)
+
+
 def _limit_file_size(limit: int):  # noqa: ANN202
     """Writes past ``limit`` bytes fail with an OSError (EFBIG) as on a full disk (ENOSPC):
     the same path through our code, without a small filesystem to fill."""
