@@ -191,7 +191,7 @@ def run(
         run_dir=str(work_dir / name),
     )
     wall, cpu = time.perf_counter(), time.process_time()
-    report = train(config, schema=schema or ctr_schema(settings.embedding_dim), with_oracle=True)
+    report = train(config, schema=schema or ctr_schema(settings.embedding_dim), with_oracle=True, overwrite=True)  # a rerun retrains
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tables = load_model(Path(config.run_dir) / "model").model.tables
     epochs = json.loads((Path(config.run_dir) / "metrics.json").read_text())["epochs"]

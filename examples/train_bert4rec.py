@@ -30,7 +30,7 @@ with tempfile.TemporaryDirectory() as tmp:
     data = write_sequences(Path(tmp) / "events", users=args.users, seed=0, progress=False)
     events = scan_parquet_events(data.path)  # user_id, item_id, timestamp
     config = SequentialConfig(BERT4RecConfig(max_len=20, dim=64), epochs=args.epochs, progress=False)
-    report = train_sequential(events, config, args.run_dir)
+    report = train_sequential(events, config, args.run_dir, overwrite=True)  # a rerun replaces the earlier run
     history = events.filter(pl.col("user_id") == 1).sort("timestamp").collect()["item_id"].to_list()
 print(report.summary())
 

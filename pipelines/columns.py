@@ -22,9 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys_embed.errors import ColumnTypeError, DataError
 from recsys_embed.features import FeatureSpec, NumericTransform
 
 INT64_MAX = np.iinfo(np.int64).max
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 KEY_TYPES = ("int", "str")
 
 
@@ -72,22 +74,22 @@ def key_type_of(t: pa.DataType) -> str | None:
 
 
 def check_type(spec: FeatureSpec, t: pa.DataType, where: Where) -> None:
-    """Raise ``TypeError`` when column type ``t`` cannot feed feature ``spec``."""
+    """Raise :class:`ColumnTypeError` (a ``TypeError``) when column type ``t`` cannot feed feature ``spec``."""
     if spec.is_sequence:
         if _is_list(t) and _is_id(t.value_type):
             return
         if is_string(t) and spec.delimiter is None:
-            raise TypeError(where(f"holds strings ({t}); sequence feature {spec.name!r} needs a list column or a delimiter"))
+            raise ColumnTypeError(where(f"holds strings ({t}); sequence feature {spec.name!r} needs a list column or a delimiter"))
         if not (is_string(t) or pa.types.is_null(t)):
-            raise TypeError(where(f"holds {t}; sequence feature {spec.name!r} expects lists of integers or strings"))
+            raise ColumnTypeError(where(f"holds {t}; sequence feature {spec.name!r} expects lists of integers or strings"))
         return
     if _is_list(t):
-        raise TypeError(
+        raise ColumnTypeError(
             where(f"holds lists ({t}) but feature {spec.name!r} is {spec.kind.value} and expects one value per row; "
                   "for a list column declare kind='sequence' with max_len")  # fmt: skip
         )
     if spec.kind.value == "categorical" and not _is_id(t):
-        raise TypeError(where(f"holds {t}; categorical feature {spec.name!r} expects integers or strings"))
+        raise ColumnTypeError(where(f"holds {t}; categorical feature {spec.name!r} expects integers or strings"))
     if spec.kind.value == "numeric":
         check_number_type(t, where, f"numeric feature {spec.name!r}")
 
@@ -95,7 +97,7 @@ def check_type(spec: FeatureSpec, t: pa.DataType, where: Where) -> None:
 def check_number_type(t: pa.DataType, where: Where, what: str) -> None:
     ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t)
     if not (ok or pa.types.is_decimal(t)):
-        raise TypeError(where(f"holds {t}; {what} expects numbers"))
+        raise ColumnTypeError(where(f"holds {t}; {what} expects numbers"))
 
 
 def numpy_view(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
@@ -215,7 +217,8 @@ def numeric_values(array: pa.Array, spec: FeatureSpec, where: Where) -> tuple[np
     """A numeric column as ``(values [N], missing [N] bool)``: nulls and NaN replaced by
     ``fill_value``. For ``log1p`` transforms negatives are clipped to 0 and ``log(1 + x)`` is
     taken in float32 (the dtype fed to the model; 5x faster than float64 ``log1p``); other
-    transforms stay float64 so bucket boundaries compare exactly. Infinities are an error."""
+    transforms stay float64 so bucket boundaries compare exactly. Infinities, and finite values
+beyond the float32 range (they would reach the model as infinities), are an error."""
     log = spec.transform in (NumericTransform.LOG1P, NumericTransform.LOG1P_STANDARDIZE)
     dtype = np.float32 if log else np.float64
     if pa.types.is_null(array.type) or not len(array):
@@ -224,6 +227,12 @@ def numeric_values(array: pa.Array, spec: FeatureSpec, where: Where) -> tuple[np
         if not (pa.types.is_float32(array.type) or pa.types.is_float64(array.type)):
             array = array.cast(pa.from_numpy_dtype(dtype), safe=False)
         raw, valid = numpy_view(array)
+        with np.errstate(invalid="ignore"):
+            huge = np.flatnonzero(np.isfinite(raw) & (np.abs(raw) > FLOAT32_MAX) & (True if valid is None else valid))
+        if huge.size:
+            row = int(huge[0])
+            raise DataError(where(f"value {raw[row]:g} is outside the float32 range the model reads (|x| <= {FLOAT32_MAX:.3g}); "
+                                  "scale it or mark it missing (null)", row))  # fmt: skip
         values = raw.astype(dtype)  # a copy: worked on in place below
         missing = ~np.isfinite(values)  # NaN (missing) or infinite (an error)
         if valid is not None:

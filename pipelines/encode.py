@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys_embed.errors import ColumnTypeError, DataError
 from recsys_embed.features import FIRST_VALUE_ID, FeatureKind, FeatureSpec, NumericTransform, Schema
 from recsys_embed.hashing import hash_str_arrow, seed_of
 from recsys_embed.pipelines.columns import (
@@ -95,7 +96,12 @@ class Encoder:
         if column.null_count:
             row = int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
             raise ValueError(where("the label is missing; every row needs one (pass labels=False to read unlabelled data)", row))
-        return column.cast(pa.float32())
+        labels = column.cast(pa.float32())
+        outside = np.flatnonzero((labels.to_numpy() != 0) & (labels.to_numpy() != 1))
+        if len(outside):
+            value = labels[int(outside[0])].as_py()
+            raise DataError(where(f"label {value:g} is not 0 or 1; a click label is 0 (no click) or 1 (click)", int(outside[0])))
+        return labels
 
     def _group(self, column: pa.Array, where: Where) -> pa.Array:
         if column.null_count:
@@ -111,7 +117,7 @@ class Encoder:
             return pa.array(hash_str_arrow(column, seed).view(np.int64))
         if pa.types.is_integer(column.type) or pa.types.is_boolean(column.type):
             return keys(column, "int", where)
-        raise TypeError(where(f"holds {column.type}; the group column expects integers or strings"))
+        raise ColumnTypeError(where(f"holds {column.type}; the group column expects integers or strings"))
 
 
 def _targets(schema: Schema, labels: bool) -> Schema:

@@ -121,6 +121,8 @@ class IdLookup:
         indices, valid = numpy_view(keys.indices)
         if valid is None:
             return ids[indices]
+        if not len(ids):  # an empty dictionary: every slot is null
+            return np.full(len(keys), MISSING_ID, np.int64)
         out = ids.take(indices, mode="clip")  # null slots hold arbitrary indices
         out[~valid] = MISSING_ID
         return out

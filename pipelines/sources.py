@@ -5,6 +5,13 @@ A source is cut into :class:`Shard` s, the unit of reading and of worker paralle
 Parquet row group, one text file, or one in-memory frame. Reading never loads a whole file:
 Parquet goes row group by row group, text files block by block (``pyarrow.csv``).
 
+Silent corruption: Parquet pages carry an optional CRC-32 of their bytes, verified here when
+present (``page_checksum_verification``), so a flipped bit in such a page is an error naming
+the file and row group instead of a changed value. The files this library writes (synthetic
+data, splits, scores) carry them; a page written without one (the writer's choice: pyarrow's
+default, polars, Spark) cannot be checked, and a flipped bit inside its values changes them
+silently. Text files have no checksums at all.
+
 Every error names the file (and the column and row where known) and what was expected::
 
     >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
@@ -32,6 +39,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from recsys_embed.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TEXT_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
@@ -185,7 +194,7 @@ def _read_parquet(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tup
     columns = schema.names if spec.all_columns else list(spec.columns)
     _missing(shard, schema.names, columns)
     strings = [c for c in spec.dictionary if c in columns and is_plain_string(schema.field(c).type)]
-    file = pq.ParquetFile(shard.path, read_dictionary=strings or None, metadata=meta.metadata)
+    file = pq.ParquetFile(shard.path, read_dictionary=strings or None, metadata=meta.metadata, page_checksum_verification=True)
     groups = None if shard.row_group is None else [shard.row_group]
     row = shard.first_row
     batches = file.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns)
@@ -230,33 +239,44 @@ def _read_text(shard: Shard, spec: ReadSpec, batch_rows: int) -> Iterator[tuple[
                 yield row, piece
                 row += piece.num_rows
     except (pa.ArrowException, OSError) as err:
-        raise ValueError(_text_error(shard, header, dict(spec.text_types), err, row)) from None
+        raise DataError(_text_error(shard, header, dict(spec.text_types), err, row)) from None
 
 
 def _text_error(shard: Shard, header: list[str], types: dict[str, pa.DataType], err: Exception, row: int) -> str:
-    """Name the column and row of a text-file conversion error (pyarrow gives neither)."""
+    """Name the column and row of a text-file conversion error (pyarrow gives neither): the
+    column is read again as raw bytes and the first value that is not UTF-8 or does not
+    convert to the column's type is found by bisection."""
     match = re.search(r"CSV column #(\d+)", str(err))
     name = header[int(match.group(1))] if match and int(match.group(1)) < len(header) else None
     if name is None or name not in types:
         return f"{shard.name}: cannot read rows after row {row}: {err}"
-    texts = _read_text(shard, ReadSpec(columns=(name,), text_types=((name, pa.large_string()),)), 1 << 16)
+    texts = _read_text(shard, ReadSpec(columns=(name,), text_types=((name, pa.large_binary()),)), 1 << 16)
     for first, batch in texts:
         column = batch.column(0)
-        try:
-            column.cast(types[name])
-            continue
-        except pa.ArrowInvalid:
-            pass
-        low, high = 0, len(column)  # the first value that does not convert lies in [low, high)
-        while high - low > 1:
-            middle = (low + high) // 2
-            try:
-                column.slice(low, middle - low).cast(types[name])
-                low = middle
-            except pa.ArrowInvalid:
-                high = middle
-        return f"{shard.name}: column {name!r}, row {first + low}: value {column[low].as_py()!r} is not a {types[name]} ({err})"
+        for target, expected in ((pa.large_string(), "UTF-8 text; re-encode the file as UTF-8"), (types[name], f"a {types[name]}")):
+            bad = _first_not_converting(column, target)
+            if bad is not None:
+                return f"{shard.name}: column {name!r}, row {first + bad}: value {column[bad].as_py()!r} is not {expected} ({err})"
+            column = column.cast(target)
     return f"{shard.name}: column {name!r}: {err}"
+
+
+def _first_not_converting(column: pa.Array, target: pa.DataType) -> int | None:
+    """The position of the first value of ``column`` that does not cast to ``target``, None if all do."""
+    try:
+        column.cast(target)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    low, high = 0, len(column)  # the first value that does not convert lies in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            column.slice(low, middle - low).cast(target)
+            low = middle
+        except pa.ArrowInvalid:
+            high = middle
+    return low
 
 
 def _text_header(shard: Shard) -> list[str]:

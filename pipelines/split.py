@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from recsys_embed.errors import ColumnTypeError
 from recsys_embed.hashing import hash_arrow, hash_int_np, seed_of
 from recsys_embed.pipelines.columns import Where, is_string
 from recsys_embed.pipelines.fit import RowSample
@@ -96,7 +97,7 @@ def _time_values(batch: pa.RecordBatch, where: Where) -> np.ndarray:
     column = batch.column(where.column)
     t = column.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)):
-        raise TypeError(where(f"holds {t}; a time split needs numbers, dates or timestamps"))
+        raise ColumnTypeError(where(f"holds {t}; a time split needs numbers, dates or timestamps"))
     if column.null_count:
         row = int(np.argmax(pc.is_null(column).to_numpy(zero_copy_only=False)))
         raise ValueError(where("the time is missing; every row needs one for a time split", row))
@@ -130,7 +131,7 @@ def _assign(batch: pa.RecordBatch, by: str, cuts: np.ndarray, seed: int, first: 
     if pa.types.is_dictionary(users.type):
         users = users.dictionary_decode()
     if not (pa.types.is_integer(users.type) or is_string(users.type)):
-        raise TypeError(where(f"holds {users.type}; a user split needs integer or string user ids"))
+        raise ColumnTypeError(where(f"holds {users.type}; a user split needs integer or string user ids"))
     if users.null_count:
         row = int(np.argmax(pc.is_null(users).to_numpy(zero_copy_only=False)))
         raise ValueError(where("the user is missing; every row needs one for a user split", row))
@@ -171,7 +172,7 @@ class _PartWriter:
         if self._writer is not None:
             self._writer.close()
         assert self.schema is not None
-        self._writer = pq.ParquetWriter(self.folder / f"part-{self._parts:05d}.parquet", self.schema)
+        self._writer = pq.ParquetWriter(self.folder / f"part-{self._parts:05d}.parquet", self.schema, write_page_checksum=True)
         self._parts += 1
         self._rows = 0
 

@@ -24,6 +24,7 @@ JSON lists in the config) still load.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,9 +137,14 @@ class NumericState:
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str) -> NumericState:
         try:
-            return cls(float(data["mean"]), float(data["std"]), [float(b) for b in data["boundaries"]], int(data["count"]))
+            state = cls(float(data["mean"]), float(data["std"]), [float(b) for b in data["boundaries"]], int(data["count"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"fitted state: numeric feature {name!r}: bad stats {data!r} ({err})") from None
+        if not (math.isfinite(state.mean) and math.isfinite(state.std) and state.std > 0):
+            raise ValueError(f"fitted state: numeric feature {name!r}: mean {state.mean} and std {state.std} must be finite, std > 0")
+        if not all(map(math.isfinite, state.boundaries)) or state.boundaries != sorted(state.boundaries):
+            raise ValueError(f"fitted state: numeric feature {name!r}: bucket boundaries {state.boundaries} must be finite and sorted")
+        return state
 
 
 @dataclass
@@ -180,8 +186,8 @@ class FittedState:
         if not isinstance(config, dict) or "schema_fingerprint" not in config:
             raise ValueError("fitted state: expected a mapping with 'schema_fingerprint', 'tables' and 'numeric'")
         version = config.get("format_version", FORMAT_VERSION)
-        if version not in (1, FORMAT_VERSION):
-            raise ValueError(f"fitted state: format_version {version} is not supported (this library reads 1 and {FORMAT_VERSION})")
+        if type(version) is not int or version not in (1, FORMAT_VERSION):  # JSON true equals 1 in Python, and is no version
+            raise ValueError(f"fitted state: format_version {version!r} is not supported (this library reads 1 and {FORMAT_VERSION})")
         tables = {}
         for name, data in config.get("tables", {}).items():
             if version == 1:

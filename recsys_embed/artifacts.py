@@ -10,6 +10,14 @@ batches of one column in an Arrow IPC file, read memory-mapped. The directory is
 a temporary sibling and renamed, so a crash never leaves half an artifact, and it loads
 without unpickling anything (safetensors, Arrow IPC and JSON only).
 
+Tamper evidence (format 3): the manifest's ``checksums`` record the SHA-256 of each data file
+and of each other manifest section (its JSON with sorted keys). Loading recomputes them and
+names the file or section that differs (an :class:`~recsys_embed.errors.IntegrityError`), and
+refuses floating-point tensors holding NaN or infinity whatever the format. Artifacts of
+formats 1 and 2 carry no checksums and load without that check; a format-3 manifest without
+them is refused. The checksums catch corruption and accidental edits, not a deliberate forger
+(who can recompute them): they are no signature.
+
 Example::
 
     >>> import tempfile, torch, pyarrow as pa
@@ -27,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -42,12 +51,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import recsys_embed
+from recsys_embed.errors import ArtifactError, IntegrityError
+from recsys_embed.files import writing
 
-FORMAT_VERSION = 2  # 2: arrays (integer ones in the safetensors file, strings in arrays.arrow); 1: tensors only
+FORMAT_VERSION = 3  # 3: checksums; 2: arrays (integer ones in the safetensors file, strings in arrays.arrow); 1: tensors only
+CHECKSUMS = "checksums"
 TENSORS_FILE = "tensors.safetensors"
 MANIFEST_FILE = "manifest.json"
 ARRAYS_FILE = "arrays.arrow"
-RESERVED_KEYS = ("format_version", "versions", "tensors", "arrays")
+RESERVED_KEYS = ("format_version", "versions", "tensors", "arrays", CHECKSUMS)
 STRING = pa.large_string()
 
 
@@ -136,7 +148,7 @@ def save_artifact(
         **manifest,
     }
     try:
-        text = json.dumps(full, indent=2)
+        sections = {key: _digest_section(value) for key, value in full.items()}
     except TypeError as err:
         raise TypeError(f"save_artifact: the manifest must be JSON-serialisable: {err}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,11 +158,16 @@ def save_artifact(
     try:
         # safetensors refuses tensors that share storage: clone views into a larger buffer
         to_file = {**stored, **array_tensors}
-        save_file({k: v.clone() if v.untyped_storage().nbytes() != v.nbytes else v for k, v in to_file.items()},
-                  str(tmp / TENSORS_FILE))
+        with writing(path / TENSORS_FILE):
+            save_file({k: v.clone() if v.untyped_storage().nbytes() != v.nbytes else v for k, v in to_file.items()},
+                      str(tmp / TENSORS_FILE))
         if strings:
-            _write_strings(tmp / ARRAYS_FILE, strings)
-        (tmp / MANIFEST_FILE).write_text(text)
+            with writing(path / ARRAYS_FILE):
+                _write_strings(tmp / ARRAYS_FILE, strings)
+        files = {name: _digest_file(tmp / name) for name in (TENSORS_FILE, ARRAYS_FILE) if (tmp / name).exists()}
+        text = json.dumps({**full, CHECKSUMS: {"files": files, "sections": sections}}, indent=2)
+        with writing(path / MANIFEST_FILE):
+            (tmp / MANIFEST_FILE).write_text(text)
         if path.exists():
             path.rename(old)
         tmp.rename(path)
@@ -174,22 +191,24 @@ def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     path = Path(path)
     for name in (MANIFEST_FILE, TENSORS_FILE):
         if not (path / name).is_file():
-            raise ValueError(f"artifact {path}: {name} is missing; is this a recsys-embed artifact directory?")
+            raise ArtifactError(f"artifact {path}: {name} is missing; is this a recsys-embed artifact directory?")
     try:
         manifest = json.loads((path / MANIFEST_FILE).read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"artifact {path}: {MANIFEST_FILE} is not valid JSON: {err}") from None
+        raise ArtifactError(f"artifact {path}: {MANIFEST_FILE} is not valid JSON: {err}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("tensors"), dict):
-        raise ValueError(f"artifact {path}: {MANIFEST_FILE} has no 'tensors' table; it was not written by save_artifact")
+        raise ArtifactError(f"artifact {path}: {MANIFEST_FILE} has no 'tensors' table; it was not written by save_artifact")
     version = manifest.get("format_version")
     writer = manifest.get("versions", {}).get("recsys_embed")
+    if isinstance(version, bool):
+        version = repr(version)  # JSON true is no version number
     if isinstance(version, int) and version > FORMAT_VERSION:
-        raise ValueError(
+        raise ArtifactError(
             f"artifact {path}: format_version {version} is newer than this recsys-embed reads ({FORMAT_VERSION}); "
             f"it was written by recsys-embed {writer!r}: upgrade to load it"
         )
     if not isinstance(version, int) or version < 1:
-        raise ValueError(f"artifact {path}: format_version {version!r} is not one this recsys-embed reads (1 to {FORMAT_VERSION})")
+        raise ArtifactError(f"artifact {path}: format_version {version!r} is not one this recsys-embed reads (1 to {FORMAT_VERSION})")
     declared: dict[str, Any] = manifest["tensors"]
     in_file = {name for name, spec in _declared_arrays(path, manifest).items() if spec["file"] == TENSORS_FILE}
     try:
@@ -197,15 +216,59 @@ def load_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
             keys = set(file.keys())
             missing, extra = sorted((set(declared) | in_file) - keys), sorted(keys - set(declared) - in_file)
             if missing or extra:
-                raise ValueError(f"artifact {path}: {TENSORS_FILE} lacks tensors {missing} and has undeclared tensors {extra}")
+                raise ArtifactError(f"artifact {path}: {TENSORS_FILE} lacks tensors {missing} and has undeclared tensors {extra}")
             tensors = {key: file.get_tensor(key) for key in declared}
     except SafetensorError as err:
-        raise ValueError(f"artifact {path}: {TENSORS_FILE} is not a valid safetensors file: {err}") from None
+        raise ArtifactError(f"artifact {path}: {TENSORS_FILE} is not a valid safetensors file: {err}") from None
     for key, spec in declared.items():
         got = {"dtype": _dtype_name(tensors[key]), "shape": list(tensors[key].shape)}
         if got != {"dtype": spec.get("dtype"), "shape": spec.get("shape")}:
-            raise ValueError(f"artifact {path}: tensor {key!r} is {got} but {MANIFEST_FILE} declares {spec}")
+            raise ArtifactError(f"artifact {path}: tensor {key!r} is {got} but {MANIFEST_FILE} declares {spec}")
+    _verify_checksums(path, manifest, version, TENSORS_FILE)
+    for key in declared:
+        if tensors[key].is_floating_point():
+            bad = int((~torch.isfinite(tensors[key])).sum())
+            if bad:
+                raise IntegrityError(f"artifact {path}: tensor {key!r} holds {bad} NaN or infinite values; a saved model has finite weights")
     return tensors, manifest
+
+
+def _digest_file(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _digest_section(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _verify_checksums(path: Path, manifest: Mapping[str, Any], version: int, file: str) -> None:
+    """Recompute the checksums recorded at save (see the module docstring) of ``file`` (and,
+    for the tensors file, of the manifest's sections); name what differs."""
+    sums = manifest.get(CHECKSUMS)
+    if sums is None and version < 3:
+        return  # formats 1 and 2 recorded none
+    well_formed = isinstance(sums, dict) and all(
+        isinstance(sums.get(part), dict) and all(isinstance(v, str) for v in sums[part].values()) for part in ("files", "sections")
+    )  # fmt: skip
+    if not well_formed:
+        raise IntegrityError(
+            f"artifact {path}: {MANIFEST_FILE} of format {version} has no well-formed {CHECKSUMS!r} "
+            "(files and sections, name -> sha256); it was edited after save"
+        )
+    if file not in sums["files"]:
+        raise IntegrityError(f"artifact {path}: {MANIFEST_FILE} records no checksum of {file}; it was edited after save")
+    if _digest_file(path / file) != sums["files"][file]:
+        raise IntegrityError(f"artifact {path}: {file} differs from the checksum recorded at save; the file was edited or corrupted")
+    if file != TENSORS_FILE:
+        return
+    sections = {key: value for key, value in manifest.items() if key != CHECKSUMS}
+    added, removed = sorted(set(sections) - set(sums["sections"])), sorted(set(sums["sections"]) - set(sections))
+    if added or removed:
+        raise IntegrityError(f"artifact {path}: {MANIFEST_FILE} sections {added} were added and {removed} removed after save")
+    for key, value in sections.items():
+        if _digest_section(value) != sums["sections"][key]:
+            raise IntegrityError(f"artifact {path}: {MANIFEST_FILE} section {key!r} differs from the checksum recorded at save; it was edited")
 
 
 def _declared_arrays(path: Path, manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -218,7 +281,7 @@ def _declared_arrays(path: Path, manifest: Mapping[str, Any]) -> dict[str, dict[
     )  # fmt: skip
     batches = sorted(spec["batch"] for spec in declared.values() if good and spec["file"] == ARRAYS_FILE)
     if not good or batches != list(range(len(batches))):
-        raise ValueError(
+        raise ArtifactError(
             f"artifact {path}: {MANIFEST_FILE} has a malformed 'arrays' table (expected name -> "
             f"{{type, length, file: {TENSORS_FILE!r} or {ARRAYS_FILE!r} with its batch}})"
         )
@@ -240,7 +303,7 @@ def load_arrays(path: str | Path, manifest: Mapping[str, Any]) -> dict[str, pa.A
             with safe_open(str(path / TENSORS_FILE), framework="numpy") as file:
                 out.update({name: pa.array(file.get_tensor(name)) for name in with_tensors})
         except (SafetensorError, OSError, pa.ArrowException) as err:  # e.g. a tensor of 2 dimensions
-            raise ValueError(f"artifact {path}: {TENSORS_FILE} holds no 1-d arrays {with_tensors}: {err}") from None
+            raise ArtifactError(f"artifact {path}: {TENSORS_FILE} holds no 1-d arrays {with_tensors}: {err}") from None
     with_strings = {spec["batch"]: name for name, spec in declared.items() if spec["file"] == ARRAYS_FILE}
     if with_strings:
         out.update(_read_strings(path, with_strings))
@@ -248,17 +311,20 @@ def load_arrays(path: str | Path, manifest: Mapping[str, Any]) -> dict[str, pa.A
         got = {"type": str(out[name].type), "length": len(out[name])}
         if got != {"type": spec["type"], "length": spec["length"]}:
             file = spec["file"]
-            raise ValueError(f"artifact {path}: array {name!r} in {file} is {got} but {MANIFEST_FILE} declares {spec}")
+            raise ArtifactError(f"artifact {path}: array {name!r} in {file} is {got} but {MANIFEST_FILE} declares {spec}")
+    if with_strings:
+        version = manifest.get("format_version")
+        _verify_checksums(path, manifest, version if isinstance(version, int) else FORMAT_VERSION, ARRAYS_FILE)
     return out
 
 
 def _read_strings(path: Path, names: dict[int, str]) -> dict[str, pa.Array]:
     if not (path / ARRAYS_FILE).is_file():
-        raise ValueError(f"artifact {path}: {ARRAYS_FILE} is missing; {MANIFEST_FILE} declares string arrays {sorted(names.values())} in it")
+        raise ArtifactError(f"artifact {path}: {ARRAYS_FILE} is missing; {MANIFEST_FILE} declares string arrays {sorted(names.values())} in it")
     try:
         reader = pa.ipc.open_file(pa.memory_map(str(path / ARRAYS_FILE)))
         if reader.schema != pa.schema([pa.field("values", STRING)]) or reader.num_record_batches != len(names):
-            raise ValueError(
+            raise ArtifactError(
                 f"artifact {path}: {ARRAYS_FILE} holds {reader.num_record_batches} batches of {reader.schema.types}; "
                 f"{MANIFEST_FILE} declares {len(names)} batches of one {STRING} column"
             )
@@ -269,4 +335,4 @@ def _read_strings(path: Path, names: dict[int, str]) -> dict[str, pa.Array]:
             out[name] = array
         return out
     except (pa.ArrowException, OSError, IndexError) as err:
-        raise ValueError(f"artifact {path}: {ARRAYS_FILE} is not a valid Arrow IPC file of string arrays: {err}") from None
+        raise ArtifactError(f"artifact {path}: {ARRAYS_FILE} is not a valid Arrow IPC file of string arrays: {err}") from None

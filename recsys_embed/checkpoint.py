@@ -1,22 +1,31 @@
 """Training checkpoints without pickle: nested state (module and optimizer state dicts,
 RNG states, counters) is flattened into safetensors tensors plus a JSON tree.
 
-A checkpoint directory holds ``state.safetensors`` and ``state.json``; it is written to a
-temporary sibling and renamed, so a kill mid-write never leaves a half checkpoint.
+A checkpoint is a folder: ``current`` in it is a relative symbolic link to the subfolder
+holding ``state.safetensors`` and ``state.json`` (``data-PID-XXXXXXXX``), replaced in one
+atomic rename once the new subfolder is complete. A kill at any moment therefore leaves the
+checkpoint naming a complete state, the new one or the one before (and at most an
+unreferenced subfolder, removed by the next save). A disk that fills up mid-write is a
+:class:`~recsys_embed.errors.WriteError` naming the checkpoint, with the partial subfolder
+removed and the previous state still in place. (Checkpoints of earlier versions, the two
+files directly in the folder, still load.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from recsys_embed.files import remove, writing
+
 _TENSOR = "__tensor__"
+CURRENT = "current"
 
 
 def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -48,27 +57,33 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (a tree of tensors, numbers, strings, lists and dicts) atomically."""
+    """Write ``state`` (a tree of tensors, numbers, strings, lists and dicts) into the
+    checkpoint folder ``path`` atomically: it names the previous state until the new one is
+    complete."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, "", tensors)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(tree))
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    data = path / f"data-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with writing(path, data):
+        data.mkdir()
+        save_file(tensors, str(data / "state.safetensors"))
+        (data / "state.json").write_text(json.dumps(tree))
+        link = path / f".{CURRENT}.tmp-{os.getpid()}"
+        remove(link)
+        link.symlink_to(data.name)
+        os.replace(link, path / CURRENT)
+    for stale in path.iterdir():  # earlier states, leftovers of killed saves
+        if stale.name not in (CURRENT, data.name):
+            remove(stale)
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """Read a state written by :func:`save_state`."""
     path = Path(path)
+    folder = path / CURRENT if (path / CURRENT).is_symlink() else path
     for name in ("state.json", "state.safetensors"):
-        if not (path / name).is_file():
+        if not (folder / name).is_file():
             raise FileNotFoundError(f"checkpoint {path} has no {name}; is it a recsys-embed checkpoint?")
-    tensors = load_file(str(path / "state.safetensors"))
-    return _unflatten(json.loads((path / "state.json").read_text()), tensors)
+    tensors = load_file(str(folder / "state.safetensors"))
+    return _unflatten(json.loads((folder / "state.json").read_text()), tensors)

@@ -43,6 +43,9 @@ from typing import Any
 
 import yaml
 
+from recsys_embed.errors import ConfigTypeError
+from recsys_embed.yaml_strict import describe, load_yaml
+
 MISSING_ID = 0
 OOV_ID = 1
 FIRST_VALUE_ID = 2
@@ -189,7 +192,7 @@ def _check_field_types(spec: FeatureSpec) -> None:
         value = getattr(spec, key)
         if isinstance(value, bool) or not isinstance(value, allowed):
             expected = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise TypeError(f"feature {spec.name!r}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+            raise ConfigTypeError(f"feature {spec.name!r}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
 _SHARED_BY_TABLE = ("embedding_dim", "ids", "hash_buckets", "salt", "min_count", "max_size")
@@ -214,7 +217,7 @@ class Schema:
         self.group = self.group or None
         for key in ("label", "group"):
             if not isinstance(getattr(self, key), (str, type(None))):
-                raise TypeError(f"schema: {key} must be a column name or null, got {getattr(self, key)!r}")
+                raise ConfigTypeError(f"schema: {key} must be a column name or null, got {getattr(self, key)!r}")
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -282,7 +285,7 @@ class Schema:
             try:
                 features.append(FeatureSpec.from_dict(spec))
             except (ValueError, TypeError) as err:
-                raise type(err)(f"schema: features[{index}]: {err}") from None
+                raise _same_kind(err)(f"schema: features[{index}]: {err}") from None
         return cls(
             features=features,
             label=data.get("label", "label"),
@@ -300,9 +303,9 @@ class Schema:
     def from_yaml(cls, text: str) -> Schema:
         """A schema from YAML text with the keys of :meth:`to_dict`."""
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"schema: invalid YAML: {err}") from None
+            raise ValueError(f"schema: invalid YAML: {describe(err)}") from None
         return cls.from_dict(_mapping(data, "YAML"))
 
     @classmethod
@@ -330,7 +333,7 @@ class Schema:
         try:
             return reader(text)
         except (ValueError, TypeError) as err:
-            raise type(err)(f"schema file {path}: {err}") from None
+            raise _same_kind(err)(f"schema file {path}: {err}") from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the schema as JSON or YAML (by suffix), atomically (temp file + rename)."""
@@ -376,3 +379,10 @@ def _mapping(data: Any, fmt: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"schema: the {fmt} document must be a mapping with 'features', got {type(data).__name__}")
     return data
+
+
+def _same_kind(err: Exception) -> type[Exception]:
+    """The error type to re-raise ``err`` with more context: its own, except that a bare
+    ``TypeError`` becomes a :class:`ConfigTypeError` (still a ``TypeError``, and a ``ValueError``
+    the CLI reports in one line)."""
+    return ConfigTypeError if isinstance(err, TypeError) and not isinstance(err, ValueError) else type(err)

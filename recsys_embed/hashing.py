@@ -26,10 +26,7 @@ _U64 = (1 << 64) - 1
 
 def seed_of(salt: str) -> int:
     """The 64-bit seed of a salt string (FNV-1a 64 of its UTF-8 bytes)."""
-    h = FNV_OFFSET
-    for byte in salt.encode("utf-8"):
-        h = ((h ^ byte) * FNV_PRIME) & _U64
-    return h
+    return _fnv1a(FNV_OFFSET, salt.encode("utf-8"))
 
 
 def splitmix64_np(x: np.ndarray) -> np.ndarray:
@@ -48,10 +45,17 @@ def hash_int_np(values: np.ndarray, seed: int) -> np.ndarray:
     return splitmix64_np(values.astype(np.int64).view(np.uint64) ^ np.uint64(seed))
 
 
-def hash_str_arrow(values: pa.Array, seed: int) -> np.ndarray:
-    """Hash an Arrow string array to uint64, vectorised over byte positions.
+_SCALAR_TAIL = 32  # below this many strings still unfinished, a Python loop per byte beats numpy per position
 
-    Nulls hash like the empty string; callers mask them first.
+
+def hash_str_arrow(values: pa.Array, seed: int) -> np.ndarray:
+    """Hash an Arrow string array to uint64, in time linear in its total bytes.
+
+    Strings are processed longest first, vectorised over byte positions: at position p only
+    the strings longer than p (a prefix of that order) are touched. Once fewer than
+    ``_SCALAR_TAIL`` strings remain, each finishes in a scalar loop, so one huge value costs
+    its own bytes, not its length times the column's. Nulls hash like the empty string;
+    callers mask them first.
     """
     values = values.cast(pa.large_string()) if pa.types.is_string(values.type) else values
     if isinstance(values, pa.ChunkedArray):
@@ -60,20 +64,28 @@ def hash_str_arrow(values: pa.Array, seed: int) -> np.ndarray:
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
     data_buf = values.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    starts = offsets[:-1]
-    lengths = np.diff(offsets)
+    order = np.argsort(-np.diff(offsets), kind="stable")  # longest first
+    starts, lengths = offsets[:-1][order], np.diff(offsets)[order]
     h = np.full(n, seed, dtype=np.uint64)
     prime = np.uint64(FNV_PRIME)
-    max_len = int(lengths.max()) if n else 0
+    falling = -lengths  # ascending: the strings longer than p are the first searchsorted(falling, -p) ones
     with np.errstate(over="ignore"):
-        for pos in range(max_len):
-            live = lengths > pos
-            if live.all():
-                h = (h ^ data[starts + pos].astype(np.uint64)) * prime
-            else:
-                idx = np.nonzero(live)[0]
-                h[idx] = (h[idx] ^ data[starts[idx] + pos].astype(np.uint64)) * prime
-    return splitmix64_np(h)
+        for pos in range(int(lengths[0]) if n else 0):
+            live = int(np.searchsorted(falling, -pos, side="left"))
+            if live < _SCALAR_TAIL:
+                for i in range(live):
+                    h[i] = _fnv1a(int(h[i]), data[starts[i] + pos : starts[i] + lengths[i]].tobytes())
+                break
+            h[:live] = (h[:live] ^ data[starts[:live] + pos]) * prime
+    out = np.empty(n, np.uint64)
+    out[order] = h
+    return splitmix64_np(out)
+
+
+def _fnv1a(h: int, data: bytes) -> int:
+    for byte in data:
+        h = ((h ^ byte) * FNV_PRIME) & _U64
+    return h
 
 
 def hash_arrow(values: pa.Array, seed: int) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Fixtures shared by the test files."""
+"""Fixtures shared by the test files, and the hypothesis profiles of tests/test_fuzz.py: ``ci`` (the
+default, a few seconds per test) and ``long`` for a deeper local run:
+``pytest tests/test_fuzz.py --hypothesis-profile long``."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 import torch  # first: this process keeps torch's default intra-op threads, read when it loads
 
 # The subprocesses the tests start (CLI, examples, benchmarks, kill/resume scripts) run one
@@ -14,6 +17,10 @@ import torch  # first: this process keeps torch's default intra-op threads, read
 # spend more on thread hand-offs than they gain (examples/train_din.py on 20,000 rows: 19 CPU-s
 # with one thread, 40 with two, measured on the loaded 2-core development machine).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_int_and_string_vocabularies_round_trip_as_arrays(data: tuple[Path, Path
     path = save_model(tmp_path / "model", pipeline, model, LAYOUT, MODEL)
     assert sorted(p.name for p in path.iterdir()) == [ARRAYS_FILE, MANIFEST_FILE, TENSORS_FILE]
     manifest = json.loads((path / MANIFEST_FILE).read_text())
-    assert manifest["format_version"] == 2 and manifest["pipeline"]["state"]["format_version"] == 2
+    assert manifest["format_version"] == 3 and manifest["pipeline"]["state"]["format_version"] == 2
     assert all("vocabulary" not in table for table in manifest["pipeline"]["state"]["tables"].values())
     assert manifest["arrays"] == {
         "vocabulary.item": {"type": "int64", "length": 7, "file": TENSORS_FILE},
@@ -128,7 +128,7 @@ def test_format_1_artifacts_and_pipeline_files_still_load_with_identical_ids(dat
 
     manifest["format_version"] = 0
     (old / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"old: format_version 0 is not one this recsys-embed reads \(1 to 2\)"):
+    with pytest.raises(ValueError, match=r"old: format_version 0 is not one this recsys-embed reads \(1 to 3\)"):
         load_model(old)
     manifest["format_version"], manifest["pipeline"]["state"]["format_version"] = 1, 3
     (old / MANIFEST_FILE).write_text(json.dumps(manifest))
@@ -162,6 +162,12 @@ def edit_manifest(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     (path / MANIFEST_FILE).write_text(json.dumps(manifest))
 
 
+def as_format_2(manifest: dict) -> None:
+    """A format-2 manifest: no checksums (so a tampered file reaches the checks behind them)."""
+    manifest.pop("checksums")
+    manifest["format_version"] = 2
+
+
 def test_missing_vocabulary_files_and_arrays_are_named(saved: Path) -> None:
     (saved / ARRAYS_FILE).rename(saved / "elsewhere")
     with pytest.raises(ValueError, match=r"model: arrays\.arrow is missing; manifest\.json declares string arrays \['vocabulary\.user'\]"):
@@ -177,6 +183,9 @@ def test_missing_vocabulary_files_and_arrays_are_named(saved: Path) -> None:
     with pytest.raises(ValueError, match=r"undeclared tensors \['vocabulary\.item'\]"):
         load_model(saved)
     save_file({k: v for k, v in tensors.items() if k != "vocabulary.item"}, str(saved / TENSORS_FILE))
+    with pytest.raises(ValueError, match=r"model: tensors\.safetensors differs from the checksum recorded at save"):
+        load_model(saved)
+    edit_manifest(saved, as_format_2)
     with pytest.raises(ValueError, match=r"table 'item': its vocabulary array 'vocabulary\.item' is missing"):
         load_model(saved)
 
@@ -203,6 +212,9 @@ def test_tampered_vocabulary_files_are_named(saved: Path) -> None:
 
     tensors = load_file(str(saved / TENSORS_FILE))
     save_file({**tensors, "vocabulary.item": tensors["vocabulary.item"].to(torch.int32)}, str(saved / TENSORS_FILE))
+    with pytest.raises(ValueError, match=r"model: tensors\.safetensors differs from the checksum recorded at save"):
+        load_model(saved)
+    edit_manifest(saved, as_format_2)  # the checks below guard artifacts without checksums
     with pytest.raises(ValueError, match=r"array 'vocabulary\.item' in tensors\.safetensors is \{'type': 'int32', 'length': 7\} but manifest"):
         load_model(saved)
     save_file({**tensors, "vocabulary.item": tensors["vocabulary.item"][:6].reshape(2, 3)}, str(saved / TENSORS_FILE))

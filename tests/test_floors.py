@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FLOOR_0 = {"recsys_embed.errors", "recsys_embed.files", "recsys_embed.yaml_strict"}  # of these, only errors imports nothing
 FLOOR_1 = {"recsys_embed.features", "recsys_embed.batch", "recsys_embed.hashing", "recsys_embed.metrics", "recsys_embed.checkpoint"}
 FLOOR_2 = ("recsys_embed.tables", "recsys_embed.compression", "recsys_embed.artifacts")
 
@@ -23,6 +24,8 @@ def module_name(path: Path) -> str:
 
 
 def floor_of(module: str) -> int:
+    if module in FLOOR_0:
+        return 0
     if module in FLOOR_1:
         return 1
     if module.startswith(FLOOR_2):
@@ -69,7 +72,9 @@ def test_imports_respect_the_floors(path: Path) -> None:
         if mine == 3 and theirs == 3:
             same_side = me.split(".")[:2] == target.split(".")[:2]
             assert same_side, f"{me} imports {target}: pipelines and models never import each other"
-        assert theirs < mine or (theirs == mine and mine != 1), (
+        if mine == 0 and target == "recsys_embed.errors":
+            continue
+        assert theirs < mine or (theirs == mine and mine > 1), (
             f"{me} (floor {mine}) imports {target} (floor {theirs})"
         )
     if mine < 4:

@@ -4,12 +4,13 @@ and renamed into place only once complete, so a crash never leaves a half-writte
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
+
+from recsys_embed.files import owned_sibling, remove_leftovers
 
 
 @contextmanager
@@ -23,7 +24,8 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; pass overwrite=True to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
+    remove_leftovers(out_dir, "tmp")  # of killed runs
+    tmp = owned_sibling(out_dir, "tmp")
     tmp.mkdir()
     try:
         yield tmp
@@ -31,7 +33,7 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}"
+        old = owned_sibling(out_dir, "old")
         out_dir.rename(old)
         tmp.rename(out_dir)
         shutil.rmtree(old, ignore_errors=True)

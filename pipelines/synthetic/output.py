@@ -3,7 +3,8 @@
 :class:`ParquetParts` writes Arrow tables as ``part-00000.parquet``, ``part-00001.parquet``, ...
 (at most ``rows_per_file`` rows each, row groups of ``row_group_size`` rows) into a temporary
 sibling of the output directory and renames it into place only when every part is complete.
-An error or an interrupt removes the temporary directory, so a failed run leaves nothing behind;
+An error or an interrupt removes the temporary directory, so a failed run leaves nothing behind,
+and the next run removes what a killed one (kill -9) left;
 with ``overwrite`` an existing output directory is replaced only after the new one is complete.
 Row groups depend only on the rows written, not on how the caller chunks them, so a generator
 whose content is deterministic writes byte-identical files.
@@ -23,12 +24,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from recsys_embed.files import leftovers, owned_sibling, remove, remove_leftovers, writing
 
 ROWS_PER_FILE = 1_000_000
 
@@ -102,7 +104,9 @@ class ParquetParts:
             for folder in reversed(missing):
                 folder.mkdir()
                 self._created.append(folder)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".tmp", dir=self.out_dir.parent))
+            self._clean_leftovers()
+            self._tmp = owned_sibling(self.out_dir, "tmp")
+            self._tmp.mkdir()
         except OSError as err:
             self._remove_created()
             raise ValueError(f"output directory {self.out_dir} is not writable: {err.strerror or err}") from None
@@ -138,9 +142,11 @@ class ParquetParts:
         if self._writer is None:
             assert self._tmp is not None
             path = self._tmp / f"part-{len(self.files):05d}.parquet"
-            self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+            with writing(self.out_dir / path.name):
+                self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression, write_page_checksum=True)
             self.files.append(self.out_dir / path.name)
-        self._writer.write_table(group.replace_schema_metadata(self.schema.metadata), row_group_size=n)
+        with writing(self.files[-1]):  # disk full: a WriteError naming the part; __exit__ removes the folder
+            self._writer.write_table(group.replace_schema_metadata(self.schema.metadata), row_group_size=n)
         self._rows_in_file += n
         self.rows += n
         self._pending, self._pending_rows = [rest], rest.num_rows
@@ -149,7 +155,8 @@ class ParquetParts:
 
     def _close_file(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            with writing(self.files[-1]):
+                self._writer.close()
             self._writer, self._rows_in_file = None, 0
 
     def _commit(self) -> None:
@@ -161,7 +168,8 @@ class ParquetParts:
             os.replace(self._tmp, self.out_dir)
             self._tmp = None
             return
-        old = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".old", dir=self.out_dir.parent))
+        old = owned_sibling(self.out_dir, "old")
+        old.mkdir()
         os.replace(self.out_dir, old / self.out_dir.name)
         try:
             os.replace(self._tmp, self.out_dir)
@@ -171,6 +179,15 @@ class ParquetParts:
             raise
         self._tmp = None
         shutil.rmtree(old)
+
+    def _clean_leftovers(self) -> None:
+        """Undo what killed runs left beside ``out_dir``: their temporary folders go, and data
+        moved aside by a run killed while replacing it is put back."""
+        remove_leftovers(self.out_dir, "tmp")
+        for old in leftovers(self.out_dir, "old"):
+            if not self.out_dir.exists() and (old / self.out_dir.name).exists():
+                os.replace(old / self.out_dir.name, self.out_dir)
+            remove(old)
 
     def _abort(self) -> None:
         if self._writer is not None:

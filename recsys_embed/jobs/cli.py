@@ -1,8 +1,11 @@
 """``recsys-embed``: synth, demo, train, evaluate, score, recommend, compression.
 
-Bad input ends with one line ``recsys-embed: error: ...`` on stderr and exit code 2. A batch
-job (score, recommend) whose files partly failed writes the others, prints the summary, one
-error line per failed file, and exits with code 1.
+Bad input (a ``ValueError``, our :mod:`recsys_embed.errors` among them) and a file that cannot
+be read or written (an ``OSError``: missing, no permission, disk full) end with one line
+``recsys-embed: error: ...`` on stderr and exit code 2. A batch job (score, recommend) whose
+files partly failed writes the others, prints the summary, one error line per failed file,
+and exits with code 1. Ctrl-C ends with one line saying what can be resumed and how, and exit
+code 130.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from recsys_embed.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+
 EXIT_FILES_FAILED = 1
 
 
@@ -48,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train from a run config (YAML)")
     train.add_argument("--config", required=True)
+    earlier = train.add_mutually_exclusive_group()
+    earlier.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
+    earlier.add_argument("--overwrite", action="store_true", help="delete an earlier run in run_dir (checkpoint and outputs) first")
 
     evaluate = sub.add_parser("evaluate", help="evaluate a saved model on a dataset")
     evaluate.add_argument("--model", required=True, help="artifact directory written by train/demo")
@@ -151,13 +158,33 @@ def _run(args: argparse.Namespace) -> int:
         if isinstance(data, dict) and data.get("task") == "sequential":
             from recsys_embed.jobs.sequential import train_sequential_from_config
 
-            print(train_sequential_from_config(data, args.config, base_dir=Path(args.config).parent).summary())
+            report = train_sequential_from_config(data, args.config, base_dir=Path(args.config).parent,
+                                                  resume=args.resume, overwrite=args.overwrite)  # fmt: skip
+            print(report.summary())
         else:
-            print(jobs.train(load_run_config(args.config)).summary())
+            print(jobs.train(load_run_config(args.config), resume=args.resume, overwrite=args.overwrite).summary())
     elif args.command == "evaluate":
         metrics = jobs.evaluate(args.model, args.data, batch_size=args.batch_size)
         print(json.dumps(metrics))
     return 0
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The line printed on Ctrl-C: what was kept and how to go on."""
+    if args.command in ("score", "recommend"):
+        return f"interrupted; the files finished so far are in {args.output}: rerun with --resume to skip them"
+    run_dir = Path(args.run_dir) if args.command == "demo" else None
+    if args.command == "train":
+        try:
+            from recsys_embed.jobs.config import read_yaml
+
+            run_dir = Path(read_yaml(args.config).get("run_dir", "runs/train"))
+        except (ValueError, AttributeError):
+            run_dir = None
+    if run_dir is not None and (run_dir / "checkpoint").exists():
+        how = f"recsys-embed train --config {args.config} --resume" if args.command == "train" else "train from a run config with --resume"
+        return f"interrupted; the last checkpoint is {run_dir / 'checkpoint'}: resume with `{how}`"
+    return "interrupted before the first checkpoint; nothing to resume"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError, IndexError) as err:
+    except KeyboardInterrupt:
+        print(f"recsys-embed: {_interrupted(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, KeyError, IndexError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"recsys-embed: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT

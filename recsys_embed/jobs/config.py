@@ -1,7 +1,9 @@
 """Run configuration for ``recsys-embed train --config run.yaml``, validated key by key.
 
-Every mapping in the file becomes a dataclass; an unknown key, a missing required key or a
-value of the wrong type is a ``ValueError`` naming the file and the dotted key.
+Every mapping in the file becomes a dataclass; an unknown key, a key given twice, a missing
+required key, a value of the wrong type and a number that is not finite (``.nan``, ``.inf``)
+are a :class:`~recsys_embed.errors.ConfigError` (a ``ValueError``) naming the file and the
+dotted key.
 
 Example ``run.yaml``::
 
@@ -18,6 +20,7 @@ Example ``run.yaml``::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,8 +29,10 @@ from typing import Any
 
 import yaml
 
+from recsys_embed.errors import ConfigError
 from recsys_embed.tables.base import TableOptimizer
 from recsys_embed.jobs.trainer import TrainerConfig
+from recsys_embed.yaml_strict import describe, load_yaml
 
 
 @dataclass
@@ -66,60 +71,62 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
                 return _check_type(value, option, where)
             except ValueError:
                 continue
-        raise ValueError(f"{where}: {value!r} does not fit {annotation}")
+        raise ConfigError(f"{where}: {value!r} does not fit {annotation}")
     if annotation is type(None):
         if value is None:
             return None
-        raise ValueError(f"{where}: expected null, got {value!r}")
+        raise ConfigError(f"{where}: expected null, got {value!r}")
     if dataclasses.is_dataclass(annotation):
         return from_mapping(annotation, value, where)
     if origin in (dict,) or annotation is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return value
     if origin in (tuple, list) or annotation in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
         return tuple(value) if origin is tuple or annotation is tuple else list(value)
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if annotation in (int, float, str, bool):
         if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
             return value
-        raise ValueError(f"{where}: expected {annotation.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value
 
 
 def from_mapping(cls: type, data: Any, where: str) -> Any:
     """Build dataclass ``cls`` from a mapping, validating keys and value types."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} keys, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
     required = [f.name for f in dataclasses.fields(cls)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
     missing = [k for k in required if k not in data]
     if missing:
-        raise ValueError(f"{where}: missing required key(s) {missing}")
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
     values = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**values)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def read_yaml(path: str | Path) -> Any:
     """The parsed YAML file, or a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        return load_yaml(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {describe(err)}") from None
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from recsys_embed.jobs.builders import build_model, build_tables, layout_for_model, validate_specs
+from recsys_embed.errors import ConfigError, RunDirError
+from recsys_embed.files import write_text
 from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig, from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
 from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
 from recsys_embed.jobs.ranking_model import RankingModel
+from recsys_embed.jobs.run_dir import RunDir
 from recsys_embed.tables import EvolutionConfig, TableOptimizer
 from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 
@@ -56,42 +59,51 @@ class TrainReport:
         return "  ".join(parts)
 
 
-def train(config: RunConfig, schema: Schema | None = None, with_oracle: bool = False) -> TrainReport:
-    """Fit the pipeline on the training data, train, evaluate, save artifact and reports."""
+def train(
+    config: RunConfig, schema: Schema | None = None, with_oracle: bool = False, resume: bool = False, overwrite: bool = False
+) -> TrainReport:
+    """Fit the pipeline on the training data, train, evaluate, save artifact and reports.
+
+    ``config.run_dir`` is locked for the run (see :mod:`recsys_embed.jobs.run_dir`); one
+    holding an earlier run's checkpoint or outputs is refused unless ``resume`` (continue from
+    its checkpoint, as if never stopped) or ``overwrite`` (start afresh). The model, metrics
+    and curves appear together at the end."""
     schema = schema or resolve_schema(config.schema)
     validate_specs(config.layout, config.model)
     layout = layout_for_model(config.layout, config.model, config.trainer.mba_l2)
-    seed_everything(config.trainer.seed)  # tables and model weights are drawn from the run's seed
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(schema).fit(config.data.train)
-    tables = build_tables(layout, schema, pipeline.num_embeddings, config.table_optimizer)
-    model = build_model(config.model, tables.shapes(len(schema.dense_features)), schema)
-    ranking = RankingModel(tables, model)
-    trainer = Trainer(ranking, config.trainer, run_dir)
-    b = config.batching
-    train_stream = pipeline.batches(config.data.train, batch_size=b.batch_size, shuffle=b.shuffle, seed=config.trainer.seed, num_workers=b.num_workers)
-    valid_stream = pipeline.batches(config.data.valid, batch_size=b.batch_size) if config.data.valid else None
-    if tables.has_search_stage():
-        if valid_stream is None:
-            raise ValueError(f"layout {layout['name']!r} needs data.valid: the dimension search scores candidates on it")
-        ranking, trainer, result = _search_and_retrain(ranking, trainer, config, train_stream, valid_stream, run_dir)
-    else:
-        result = trainer.fit(train_stream, valid_stream)
-    report = TrainReport(run_dir, valid=result.best or (result.epochs[-1] if result.epochs else {}),
-                         samples_per_second=result.samples_per_second, steps=result.steps)
-    if config.data.test:
-        report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))
-        if with_oracle:
-            report.test["oracle_auc"] = oracle_auc(config.data.test)
-    serving = ranking.tables.serving_layout()  # pruned: the compact export (kept rows, chosen dims)
-    if serving is not ranking.tables:
-        ranking = RankingModel(serving, ranking.model)
-    save_model(run_dir / "model", pipeline, ranking, layout, config.model)
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    metrics["test"] = report.test
-    metrics_path.write_text(json.dumps(metrics, indent=2))
+    with RunDir.open(config.run_dir, resume=resume, overwrite=overwrite) as run:
+        seed_everything(config.trainer.seed)  # tables and model weights are drawn from the run's seed
+        pipeline = Pipeline(schema).fit(config.data.train)
+        tables = build_tables(layout, schema, pipeline.num_embeddings, config.table_optimizer)
+        model = build_model(config.model, tables.shapes(len(schema.dense_features)), schema)
+        ranking = RankingModel(tables, model)
+        trainer = Trainer(ranking, config.trainer, run.path, reports_dir=run.staging)
+        b = config.batching
+        train_stream = pipeline.batches(config.data.train, batch_size=b.batch_size, shuffle=b.shuffle, seed=config.trainer.seed, num_workers=b.num_workers)
+        valid_stream = pipeline.batches(config.data.valid, batch_size=b.batch_size) if config.data.valid else None
+        if tables.has_search_stage():
+            if valid_stream is None:
+                raise ConfigError(f"layout {layout['name']!r} needs data.valid: the dimension search scores candidates on it")
+            if resume:
+                raise RunDirError(f"layout {layout['name']!r} searches its dims between two trainings and cannot resume; use --overwrite")
+            ranking, trainer, result = _search_and_retrain(ranking, trainer, config, train_stream, valid_stream, run.path)
+        else:
+            result = trainer.fit(train_stream, valid_stream, resume=resume)
+        report = TrainReport(run.path, valid=result.best or (result.epochs[-1] if result.epochs else {}),
+                             samples_per_second=result.samples_per_second, steps=result.steps)
+        if config.data.test:
+            report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))
+            if with_oracle:
+                report.test["oracle_auc"] = oracle_auc(config.data.test)
+        serving = ranking.tables.serving_layout()  # pruned: the compact export (kept rows, chosen dims)
+        if serving is not ranking.tables:
+            ranking = RankingModel(serving, ranking.model)
+        save_model(run.staging / "model", pipeline, ranking, layout, config.model)
+        metrics_path = run.staging / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        metrics["test"] = report.test
+        write_text(metrics_path, json.dumps(metrics, indent=2))
+        run.commit()
     return report
 
 
@@ -131,7 +143,8 @@ class DemoConfig:
 
 
 def demo(cfg: DemoConfig) -> TrainReport:
-    """Generate the synthetic CTR data if missing, split by time, train one epoch, evaluate."""
+    """Generate the synthetic CTR data if missing, split by time, train one epoch, evaluate
+    (replacing an earlier run in ``cfg.run_dir``)."""
     data = Path(cfg.data_dir) / f"synthetic-ctr-{cfg.rows}-seed{cfg.seed}"
     if not (data / "raw").exists():
         write_ctr(data / "raw", rows=cfg.rows, seed=cfg.seed)
@@ -147,4 +160,4 @@ def demo(cfg: DemoConfig) -> TrainReport:
         batching=BatchingConfig(batch_size=cfg.batch_size, shuffle=True),
         run_dir=cfg.run_dir,
     )
-    return train(config, with_oracle=True)
+    return train(config, with_oracle=True, overwrite=True)

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
+from recsys_embed.errors import ArtifactError
 from recsys_embed.jobs.builders import build_model
 from recsys_embed.jobs.next_item_model import NextItemModel
 from recsys_embed.jobs.ranking_model import RankingModel
@@ -90,30 +91,38 @@ def load_model(path: str | Path, task: str | None = None) -> LoadedModel:
     tensors, manifest = load_artifact(path)
     saved = manifest.get("task", "ctr")
     if task is not None and saved != task:
-        raise ValueError(f"artifact {path}: task is {saved!r}, not a {task!r} model")
+        raise ArtifactError(f"artifact {path}: task is {saved!r}, not a {task!r} model")
     task = saved
     if task == "sequential" and "items" in manifest and "pipeline" not in manifest:
-        raise ValueError(
+        raise ArtifactError(
             f"artifact {path}: a sequential model of an earlier version (its own item vocabulary, no pipeline); "
             "retrain it with this version"
         )
     if task not in TASK_MODELS:
-        raise ValueError(f"artifact {path}: unknown task {task!r}; expected one of {sorted(TASK_MODELS)}")
+        raise ArtifactError(f"artifact {path}: unknown task {task!r}; expected one of {sorted(TASK_MODELS)}")
     for key in ("pipeline", "layout", "layout_state", "model"):
         if key not in manifest:
-            raise ValueError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
+            raise ArtifactError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
     manifest.setdefault("task_settings", {})
     pipeline = Pipeline.from_state(load_arrays(path, manifest), manifest["pipeline"], where=f"artifact {path}")
     try:
         tables_class = layout_class(str(manifest["layout_state"].get("layout")))
     except ValueError as error:
-        raise ValueError(f"artifact {path}: layout_state: {error}") from error
+        raise ArtifactError(f"artifact {path}: layout_state: {error}") from error
     table_tensors = {k[len("tables."):]: v for k, v in tensors.items() if k.startswith("tables.")}
-    tables = tables_class.from_state(pipeline.schema, table_tensors, manifest["layout_state"])
+    try:
+        tables = tables_class.from_state(pipeline.schema, table_tensors, manifest["layout_state"])
+    except (KeyError, TypeError, RuntimeError, IndexError) as err:  # a layout's own ValueErrors already say what differs
+        raise ArtifactError(f"artifact {path}: the tables do not fit layout_state and the schema: {_first_line(err)}") from None
     try:
         model = TASK_MODELS[task](tables, pipeline, manifest)
         model.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"artifact {path}: the {task} model does not fit its manifest: {err}") from None
+    except (KeyError, TypeError, RuntimeError, IndexError) as err:
+        raise ArtifactError(f"artifact {path}: the {task} model does not fit its manifest: {_first_line(err)}") from None
     model.eval()
     return LoadedModel(pipeline, model, manifest)
+
+
+def _first_line(err: Exception) -> str:
+    """torch's size-mismatch errors span lines; the CLI prints one."""
+    return " ".join(str(err).split())

@@ -11,6 +11,7 @@ from torch import nn
 
 from recsys_embed import metrics
 from recsys_embed.batch import Batch
+from recsys_embed.errors import DataError
 from recsys_embed.models import mini_batch_aware_l2
 from recsys_embed.tables.base import Embeddings
 from recsys_embed.tables.contract import TableLayout
@@ -69,6 +70,8 @@ class RankingModel(nn.Module):
     def evaluate(self, data: Iterable[Batch]) -> dict[str, float]:
         """AUC, logloss and (when batches carry groups) GAUC over a stream."""
         scores, labels, groups = self.predict(data)
+        if not len(labels):
+            raise DataError("no rows to evaluate: the evaluation data is empty (AUC and logloss need at least one row)")
         out = {"auc": metrics.auc(scores, labels), "logloss": metrics.logloss(scores, labels), "rows": float(len(labels))}
         if groups is not None:
             out["gauc"] = metrics.gauc(scores, labels, groups)

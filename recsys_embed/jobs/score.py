@@ -147,7 +147,7 @@ class ScoreJob:
     def outputs(self, path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """Stream ``path`` by row groups, reading only the needed columns; reading and encoding
         run ahead in threads (Parquet decoding and most of the encoding release the GIL)."""
-        reader = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=self.columns)
+        reader = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=batch_rows, columns=self.columns)
         encoded = prefetch(((batch, self.scorer.encode(batch, str(path), row)) for row, batch in _numbered(prefetch(reader))))
         for batch, model_batch in encoded:
             yield self.output(batch, self.scorer.forward(model_batch))

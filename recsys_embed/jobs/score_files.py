@@ -201,7 +201,7 @@ class FileSink:
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, batch.schema)
+            self.writer = pq.ParquetWriter(self.tmp, batch.schema, write_page_checksum=True)
         self.writer.write_batch(batch)
         self.rows += batch.num_rows
         step = min(batch.num_rows, self.item.rows - self.counted)  # output rows never outnumber input rows
@@ -211,7 +211,7 @@ class FileSink:
     def commit(self) -> FileResult:
         if self.writer is None:  # an input without rows: an empty output with the schema
             assert self.item.schema is not None
-            self.writer = pq.ParquetWriter(self.tmp, self.job.output_schema(self.item.schema))
+            self.writer = pq.ParquetWriter(self.tmp, self.job.output_schema(self.item.schema), write_page_checksum=True)
         self.writer.close()
         os.replace(self.tmp, self.final)
         self.out.record(self.item, self.job)

@@ -56,6 +56,7 @@ import pyarrow as pa
 import torch
 
 from recsys_embed.features import Schema
+from recsys_embed.files import write_text
 from recsys_embed.jobs.builders import build_tables
 from recsys_embed.jobs.config import from_mapping
 from recsys_embed.jobs.model_io import load_model, save_model
@@ -66,6 +67,7 @@ from recsys_embed.jobs.next_item_model import (
     evaluate_next_item,
     history_grid,
 )
+from recsys_embed.jobs.run_dir import RunDir
 from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 from recsys_embed.models import BERT4Rec, BERT4RecConfig, Popularity
 from recsys_embed.models.next_item_ranking import FIRST_ITEM_ID
@@ -224,42 +226,44 @@ class SequentialReport:
 
 
 def train_sequential(
-    events: pl.LazyFrame | pl.DataFrame, config: SequentialConfig, run_dir: str | Path, resume: bool = False
-) -> SequentialReport:
+    events: pl.LazyFrame | pl.DataFrame, config: SequentialConfig, run_dir: str | Path, resume: bool = False,
+    overwrite: bool = False,
+) -> SequentialReport:  # fmt: skip
     """Split, train, evaluate against popularity, and write ``metrics.json``,
-    ``training_curves.png`` and the ``model`` artifact into ``run_dir`` (see the module docstring).
-    Training checkpoints go to ``run_dir/checkpoint``; ``resume=True`` continues from there."""
-    run_dir = Path(run_dir)
-    seed_everything(config.seed)  # tables and model weights are drawn from the run's seed
-    data = sequence_data(events, config.model, config.min_length)
-    pipeline, schema = data.pipeline, data.pipeline.schema
-    rows = pipeline.num_embeddings[schema[FEATURE].table]  # type: ignore[index]
-    lookup = item_lookup(pipeline)
-    popularity = Popularity(rows).fit(torch.from_numpy(lookup(data.train[FEATURE].explode().to_arrow())))
-    tables = build_tables(config.layout, schema, pipeline.num_embeddings, config.table_optimizer)
-    check_item_dim(tables, schema, config.model)
-    bert4rec = BERT4Rec(config.model, rows)
-    model = NextItemModel(tables, bert4rec, schema, FEATURE, config.mask_prob, config.protocol, popularity).to(config.device)
-    trainer = Trainer(model, config.trainer_config(), run_dir)
-    train = pipeline.batches(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed)
-    result = trainer.fit(train, data.valid, resume=resume)
-    test = trainer.evaluate(data.test)
-    counts = popularity.counts
-    baseline = {name: evaluate_next_item(lambda _, lengths: popularity.score_next(lengths.numel()), split, config.protocol, rows, counts)
-                for name, split in (("valid", data.valid), ("test", data.test))}
-    save_model(run_dir / "model", pipeline, model, dict(config.layout), {"name": "bert4rec", **asdict(config.model)},
-               task=TASK, task_settings={"feature": FEATURE, "exclude_history": config.exclude_history})
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.update({
-        "data": {"users": len(data.test), "items": rows - FIRST_ITEM_ID, "train_items": int(data.train[FEATURE].list.len().sum())},
-        "test": test, "popularity": baseline, "sequences": result.samples,
-        "sequences_per_second": result.samples_per_second, "config": _json_config(config),
-    })
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.rename(run_dir / "metrics.json")
+    ``training_curves.png`` and the ``model`` artifact into ``run_dir`` (see the module docstring),
+    together at the end. Training checkpoints go to ``run_dir/checkpoint``; ``resume=True``
+    continues from there, ``overwrite=True`` replaces an earlier run (one is refused otherwise;
+    see :mod:`recsys_embed.jobs.run_dir`)."""
+    with RunDir.open(run_dir, resume=resume, overwrite=overwrite) as run:
+        seed_everything(config.seed)  # tables and model weights are drawn from the run's seed
+        data = sequence_data(events, config.model, config.min_length)
+        pipeline, schema = data.pipeline, data.pipeline.schema
+        rows = pipeline.num_embeddings[schema[FEATURE].table]  # type: ignore[index]
+        lookup = item_lookup(pipeline)
+        popularity = Popularity(rows).fit(torch.from_numpy(lookup(data.train[FEATURE].explode().to_arrow())))
+        tables = build_tables(config.layout, schema, pipeline.num_embeddings, config.table_optimizer)
+        check_item_dim(tables, schema, config.model)
+        bert4rec = BERT4Rec(config.model, rows)
+        model = NextItemModel(tables, bert4rec, schema, FEATURE, config.mask_prob, config.protocol, popularity).to(config.device)
+        trainer = Trainer(model, config.trainer_config(), run.path, reports_dir=run.staging)
+        train = pipeline.batches(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        result = trainer.fit(train, data.valid, resume=resume)
+        test = trainer.evaluate(data.test)
+        counts = popularity.counts
+        baseline = {name: evaluate_next_item(lambda _, lengths: popularity.score_next(lengths.numel()), split, config.protocol, rows, counts)
+                    for name, split in (("valid", data.valid), ("test", data.test))}
+        save_model(run.staging / "model", pipeline, model, dict(config.layout), {"name": "bert4rec", **asdict(config.model)},
+                   task=TASK, task_settings={"feature": FEATURE, "exclude_history": config.exclude_history})
+        metrics = json.loads((run.staging / "metrics.json").read_text())
+        metrics.update({
+            "data": {"users": len(data.test), "items": rows - FIRST_ITEM_ID, "train_items": int(data.train[FEATURE].list.len().sum())},
+            "test": test, "popularity": baseline, "sequences": result.samples,
+            "sequences_per_second": result.samples_per_second, "config": _json_config(config),
+        })
+        write_text(run.staging / "metrics.json", json.dumps(metrics, indent=2))
+        run.commit()
     recommender = SequentialRecommender(pipeline, model, config.exclude_history)
-    return SequentialReport(run_dir, result.best, test, baseline["valid"], baseline["test"],
+    return SequentialReport(run.path, result.best, test, baseline["valid"], baseline["test"],
                             result.samples_per_second, recommender, config.protocol.selection_k)
 
 
@@ -396,14 +400,16 @@ def sequential_run_config(mapping: Mapping[str, Any], where: str = "config") -> 
 
 
 def train_sequential_from_config(
-    mapping: Mapping[str, Any], where: str = "config", base_dir: str | Path | None = None
-) -> SequentialReport:
+    mapping: Mapping[str, Any], where: str = "config", base_dir: str | Path | None = None, resume: bool = False,
+    overwrite: bool = False,
+) -> SequentialReport:  # fmt: skip
     """Validate ``mapping`` (:func:`sequential_run_config`), read the events (a relative
-    ``data.events`` is taken from ``base_dir``, e.g. the YAML's folder) and train."""
+    ``data.events`` is taken from ``base_dir``, e.g. the YAML's folder) and train
+    (``resume`` / ``overwrite`` as in :func:`train_sequential`)."""
     run, config = sequential_run_config(mapping, where)
     path = Path(run.data.events)
     if base_dir is not None and not path.is_absolute():
         path = Path(base_dir) / path
     if not path.exists():
         raise ValueError(f"{where}.data.events: {path} does not exist")
-    return train_sequential(EVENT_READERS[run.data.format](path), config, run.run_dir)
+    return train_sequential(EVENT_READERS[run.data.format](path), config, run.run_dir, resume=resume, overwrite=overwrite)

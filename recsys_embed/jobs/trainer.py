@@ -36,6 +36,8 @@ from tqdm.auto import tqdm
 
 from recsys_embed.batch import Batch
 from recsys_embed.checkpoint import load_state, save_state
+from recsys_embed.errors import ConfigError, TrainingDiverged
+from recsys_embed.files import write_text, writing
 from recsys_embed.tables.frequencies import row_frequencies
 
 _LOWER_IS_BETTER = ("logloss",)
@@ -74,13 +76,23 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         if not _METRIC.fullmatch(self.metric):
-            raise ValueError(f"trainer.metric={self.metric!r} is not one of auc, gauc, logloss, hr@k, ndcg@k, mrr@k")
+            raise ConfigError(f"trainer.metric={self.metric!r} is not one of auc, gauc, logloss, hr@k, ndcg@k, mrr@k")
         if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"trainer.optimizer={self.optimizer!r} is not one of {sorted(_OPTIMIZERS)}")
+            raise ConfigError(f"trainer.optimizer={self.optimizer!r} is not one of {sorted(_OPTIMIZERS)}")
         if self.epochs < 1:
-            raise ValueError(f"trainer.epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"trainer.epochs must be >= 1, got {self.epochs}")
         if self.mba_l2 < 0:
-            raise ValueError(f"trainer.mba_l2 must be >= 0 (0 turns mini-batch aware L2 off), got {self.mba_l2}")
+            raise ConfigError(f"trainer.mba_l2 must be >= 0 (0 turns mini-batch aware L2 off), got {self.mba_l2}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"trainer.lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"trainer.weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.patience < 1:
+            raise ConfigError(f"trainer.patience must be >= 1 (epochs without improvement before stopping), got {self.patience}")
+        if self.max_steps < 0:
+            raise ConfigError(f"trainer.max_steps must be >= 0 (0: no limit), got {self.max_steps}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"trainer.checkpoint_every must be >= 0 (0: only at the end of each epoch), got {self.checkpoint_every}")
 
 
 @dataclass
@@ -112,10 +124,16 @@ class Trainer:
     differs per epoch yet is reproducible).
     """
 
-    def __init__(self, model: nn.Module, config: TrainerConfig | None = None, run_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, config: TrainerConfig | None = None, run_dir: str | Path | None = None,
+        reports_dir: str | Path | None = None,
+    ) -> None:  # fmt: skip
+        """``run_dir`` holds the checkpoint and, unless ``reports_dir`` is given, the reports
+        (``metrics.json``, ``training_curves.png``)."""
         self.model = model
         self.config = config or TrainerConfig()
         self.run_dir = Path(run_dir) if run_dir else None
+        self.reports_dir = Path(reports_dir) if reports_dir else self.run_dir
         seed_everything(self.config.seed)
         groups = model.dense_param_groups(self.config.lr, self.config.weight_decay)
         self.optimizer = _OPTIMIZERS[self.config.optimizer](groups)
@@ -152,7 +170,7 @@ class Trainer:
                 self.optimizer.step()
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise FloatingPointError(f"training loss became {value} at step {result.steps + 1}; lower the learning rates")
+                    raise TrainingDiverged(f"training loss became {value} at step {result.steps + 1}; lower the learning rates")
                 result.steps += 1
                 result.samples += batch.batch_size
                 running = value if running is None else 0.98 * running + 0.02 * value
@@ -187,7 +205,7 @@ class Trainer:
         result.train_seconds += time.perf_counter() - start
         if best_state is not None and stale:
             self.model.load_state_dict(best_state)
-        if self.run_dir:
+        if self.reports_dir:
             self.write_reports(result)
         return result
 
@@ -209,36 +227,37 @@ class Trainer:
 
     # ---- reports ----------------------------------------------------------------------
     def write_reports(self, result: FitResult) -> None:
-        """``metrics.json`` and ``training_curves.png`` in the run directory."""
-        assert self.run_dir is not None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """``metrics.json`` and ``training_curves.png`` in the reports directory."""
+        assert self.reports_dir is not None
+        self.reports_dir.mkdir(parents=True, exist_ok=True)
         report = {
             "epochs": result.epochs, "best": result.best, "steps": result.steps, "samples": result.samples,
             "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
             "config": asdict(self.config),
         }
-        tmp = self.run_dir / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.rename(self.run_dir / "metrics.json")
-        plot_curves(result, self.run_dir / "training_curves.png", self.config.metric)
+        write_text(self.reports_dir / "metrics.json", json.dumps(report, indent=2))
+        plot_curves(result, self.reports_dir / "training_curves.png", self.config.metric)
 
 
-_CHECKPOINT_KEYS = ("model", "optimizer", "rng", "numpy_rng", "result")
+_CHECKPOINT_KEYS = ("model", "buffers", "optimizer", "rng", "numpy_rng", "result")
 
 
 def save_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, result: FitResult, position: dict[str, Any]
 ) -> None:
     """Write what a resumed run needs to go on as if never stopped: ``model`` and ``optimizer``
-    state, torch's and numpy's global RNG, ``result`` so far, and the caller's ``position`` (epoch,
+    state, the model's buffers that its state dict leaves out (e.g. the step counter of a
+    fused table kernel), torch's and numpy's global RNG, ``result`` so far, and the caller's ``position`` (epoch,
     batch index, best weights, its own generators' states: tensors, numbers, strings, lists and
     dicts). Atomic (safetensors + JSON, no pickle; see :mod:`recsys_embed.checkpoint`)."""
     taken = sorted(set(position) & set(_CHECKPOINT_KEYS))
     if taken:
         raise ValueError(f"checkpoint position keys {taken} are reserved for the common state {list(_CHECKPOINT_KEYS)}")
     _, keys, pos, has_gauss, cached = np.random.get_state()
+    model_state = model.state_dict()
     state: dict[str, Any] = {
-        "model": model.state_dict(),
+        "model": model_state,
+        "buffers": {name: buffer for name, buffer in model.named_buffers() if name not in model_state},
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),
         "numpy_rng": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
@@ -255,6 +274,10 @@ def restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Opti
         raise FileNotFoundError(f"resume=True but {path} does not exist")
     state = load_state(path)
     model.load_state_dict(state.pop("model"))
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in state.pop("buffers", {}).items():  # checkpoints of earlier versions have none
+            buffers[name].copy_(value)
     optimizer.load_state_dict(state.pop("optimizer"))
     torch.set_rng_state(state.pop("rng"))
     rng = state.pop("numpy_rng")
@@ -283,6 +306,10 @@ def plot_curves(result: FitResult, path: Path, metric: str) -> None:
     right.plot([e["epoch"] for e in epochs], [e[metric] for e in epochs], marker="o")
     right.set(xlabel="epoch", ylabel=f"validation {metric}", title=metric)
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".tmp.png"))
-    plt.close(fig)
-    path.with_suffix(".tmp.png").rename(path)
+    tmp = path.with_suffix(".tmp.png")
+    with writing(path, tmp):
+        try:
+            fig.savefig(tmp)
+        finally:
+            plt.close(fig)
+        tmp.rename(path)
