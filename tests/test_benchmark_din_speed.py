@@ -22,7 +22,8 @@ def test_din_speed_benchmark_writes_results(tmp_path: Path) -> None:
     forward = result["forward"]
     assert forward["rows"] == 1024 and forward["max_abs_logit_diff"] < 1e-4
     assert len(forward["ratio_per_round"]["wall"]) == 2 and forward["speedup_median"]["cpu"] > 0
-    assert set(forward["top_ops"]) == {"before", "now"} and forward["top_ops"]["now"]
+    assert set(forward["top_ops"]) == {"before", "now"} and forward["top_ops"]["now"]["ops"]
+    assert forward["top_ops"]["before"]["dice_share"] == 0 < forward["top_ops"]["now"]["dice_share"] < 1
     train = result["training"]["256"]
     assert train["steps_per_round"] == 2 and set(train["step_ms"]) == {"before", "now"}
     before, now = train["first_losses"]["before"], train["first_losses"]["now"]

@@ -85,10 +85,10 @@ class _Dice(torch.autograd.Function):
     def forward(ctx, x, alpha, mean, invstd, batch_stats):  # type: ignore[no-untyped-def]
         x = x.contiguous()
         y = torch.empty_like(x)
-        keep = 1 - alpha
+        keep, shift = 1 - alpha, -mean * invstd  # n = x * invstd + shift
         for rows in row_blocks(*x.shape):
-            gate = torch.sub(x[rows], mean).mul_(invstd).sigmoid_().mul_(keep).add_(alpha)
-            torch.mul(gate, x[rows], out=y[rows])
+            p = torch.addcmul(shift, x[rows], invstd).sigmoid_()
+            torch.mul(torch.addcmul(alpha, p, keep), x[rows], out=y[rows])
         ctx.save_for_backward(x, alpha, mean, invstd)
         ctx.batch_stats = batch_stats
         return y
@@ -100,14 +100,15 @@ class _Dice(torch.autograd.Function):
         grad = grad.contiguous()
         grad_x, grad_alpha = torch.empty_like(x), torch.zeros_like(alpha)
         sum_gn, sum_gn_n = torch.zeros_like(alpha), torch.zeros_like(alpha)
-        keep, blocks = 1 - alpha, row_blocks(*x.shape)
+        keep, shift, blocks = 1 - alpha, -mean * invstd, row_blocks(*x.shape)
         for rows in blocks:
             xs, gs = x[rows], grad[rows]
-            n = torch.sub(xs, mean).mul_(invstd)
+            n = torch.addcmul(shift, xs, invstd)
             p = torch.sigmoid(n)
-            gx = gs * xs
-            grad_alpha += (gx - gx * p).sum(0)
-            gn = gx.mul_(p).mul_(1 - p).mul_(keep)
+            q = gs * xs
+            q.addcmul_(q, p, value=-1)  # g * x * (1 - p)
+            grad_alpha += q.sum(0)
+            gn = q.mul_(p).mul_(keep)
             torch.addcmul(alpha, p, keep, out=grad_x[rows]).mul_(gs).addcmul_(gn, invstd)
             if ctx.batch_stats:
                 sum_gn += gn.sum(0)

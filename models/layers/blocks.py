@@ -7,7 +7,7 @@ output of tens of MB pays a page fault per 4 KB page; the same ops over blocks o
 
 from __future__ import annotations
 
-BLOCK_ELEMENTS = 1 << 15  # 128 KB of float32 per block
+BLOCK_ELEMENTS = 1 << 16  # 256 KB of float32 per block
 
 
 def row_blocks(rows: int, width: int, elements: int = BLOCK_ELEMENTS) -> list[slice]:
