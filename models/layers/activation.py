@@ -72,7 +72,7 @@ def column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     second over :func:`row_blocks`: several times faster on CPU than ``torch.var_mean(x, 0)``)."""
     mean = x.sum(0) / x.shape[0]
     sum_sq = torch.zeros_like(mean)
-    for rows in row_blocks(*x.shape):
+    for rows in row_blocks(*x.shape, x.device):
         centered = x[rows] - mean
         sum_sq += centered.mul_(centered).sum(0)
     return mean, sum_sq / x.shape[0]
@@ -86,7 +86,7 @@ class _Dice(torch.autograd.Function):
         x = x.contiguous()
         y = torch.empty_like(x)
         keep, shift = 1 - alpha, -mean * invstd  # n = x * invstd + shift
-        for rows in row_blocks(*x.shape):
+        for rows in row_blocks(*x.shape, x.device):
             p = torch.addcmul(shift, x[rows], invstd).sigmoid_()
             torch.mul(torch.addcmul(alpha, p, keep), x[rows], out=y[rows])
         ctx.save_for_backward(x, alpha, mean, invstd)
@@ -100,7 +100,7 @@ class _Dice(torch.autograd.Function):
         grad = grad.contiguous()
         grad_x, grad_alpha = torch.empty_like(x), torch.zeros_like(alpha)
         sum_gn, sum_gn_n = torch.zeros_like(alpha), torch.zeros_like(alpha)
-        keep, shift, blocks = 1 - alpha, -mean * invstd, row_blocks(*x.shape)
+        keep, shift, blocks = 1 - alpha, -mean * invstd, row_blocks(*x.shape, x.device)
         for rows in blocks:
             xs, gs = x[rows], grad[rows]
             n = torch.addcmul(shift, xs, invstd)

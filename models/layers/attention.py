@@ -71,7 +71,7 @@ class LocalActivationUnit(nn.Module):
             scores = self.scores(history, per_position)
         else:
             width = max([self.dim, *(layer.out_features for layer in self.mlp.layers if isinstance(layer, nn.Linear))])
-            blocks = row_blocks(history.shape[0], width, EVAL_BLOCK_ELEMENTS)
+            blocks = row_blocks(history.shape[0], width, history.device, EVAL_BLOCK_ELEMENTS)
             scores = torch.cat([self.scores(history[b], per_position[b]) for b in blocks]) if blocks else history.new_zeros(0)
         return segment_softmax(scores, rows, candidate.shape[0]) if self.softmax else scores
 
@@ -87,7 +87,13 @@ class LocalActivationUnit(nn.Module):
 
 
 def segment_softmax(scores: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
-    """Softmax of ``scores [N]`` within each sample (``rows [N]``: the sample of each score) -> ``[N]``."""
+    """Softmax of ``scores [N]`` within each sample (``rows [N]``: the sample of each score) -> ``[N]``.
+
+    Example::
+
+        >>> segment_softmax(torch.tensor([0.0, 0.0, 5.0]), torch.tensor([0, 0, 1]), 2).tolist()
+        [0.5, 0.5, 1.0]
+    """
     with torch.no_grad():  # any per-sample shift gives the same softmax: the max keeps exp in range
         peak = scores.new_full((batch,), float("-inf")).scatter_reduce(0, rows, scores, "amax")
     exp = (scores - peak.index_select(0, rows)).exp()

@@ -108,5 +108,11 @@ def pack_positions(
 
 
 def segment_sum(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
-    """``out[b] = sum_{j: rows[j] = b} values[j]``: ``[N, D]`` -> ``[batch, D]`` (zeros where no ``j``)."""
+    """``out[b] = sum_{j: rows[j] = b} values[j]``: ``[N, D]`` -> ``[batch, D]`` (zeros where no ``j``).
+
+    Example::
+
+        >>> segment_sum(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([0, 0, 2]), 3).tolist()
+        [[3.0], [0.0], [4.0]]
+    """
     return values.new_zeros(batch, values.shape[-1]).index_add(0, rows, values)
