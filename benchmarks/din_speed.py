@@ -9,7 +9,8 @@ once, the first attention Linear folded, the attention MLP in cache-sized blocks
 
 Synthetic CTR data (``write_ctr``, the default schema: 2 histories of up to 50 items), one torch
 thread, the per-feature layout with fused rowwise Adagrad. Each round times ``before`` and
-``now`` on the same batches, in alternating order; the ratios (before / now) are per round,
+``now`` on the same batches, in alternating order (the training step, and DIN's forward +
+backward alone on fixed embeddings); the ratios (before / now) are per round,
 their median is reported, with wall clock and thread CPU time (the machine may be shared: the
 load average is recorded). One profiled call of each gives the top ops. Writes
 ``benchmarks/results/din_speed.json`` and ``.png``.
@@ -197,7 +198,20 @@ def training_section(pipeline: Pipeline, nets: dict[str, RankingModel], data: Pa
 
     out = compare({v: run(v) for v in VARIANTS}, args.rounds)
     steps = len(batches)
+    with torch.no_grad():  # the model alone: forward + backward on fixed embeddings (leaves, strides kept)
+        embeddings = [nets["now"].tables(b.sparse) for b in batches]
+    leaves = [
+        Embeddings(pooled={k: t.detach().requires_grad_() for k, t in e.pooled.items()},
+                   sequences={k: t.detach().requires_grad_() for k, t in e.sequences.items()}, masks=e.masks)
+        for e in embeddings
+    ]  # fmt: skip
+
+    def model_only(v: str) -> Callable[[], object]:
+        loss = lambda e, b: F.binary_cross_entropy_with_logits(nets[v].model(e, b.dense), b.labels)  # noqa: E731
+        return lambda: [loss(e, b).backward() for e, b in zip(leaves, batches)]
+
     out.update(
+        model_only=compare({v: model_only(v) for v in VARIANTS}, args.rounds),
         batch=batch, steps_per_round=steps,
         step_ms={v: {c: statistics.median(s[c]) / steps * 1e3 for c in s} for v, s in out["seconds"].items()},
         first_losses={v: losses[v][:steps] for v in VARIANTS},
@@ -246,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{fwd['speedup_median']['wall']:.2f}x wall, {fwd['speedup_median']['cpu']:.2f}x CPU"]  # fmt: skip
     for batch, t in result["training"].items():
         line.append(f"train step (batch {batch}): {t['step_ms']['before']['wall']:.1f} -> {t['step_ms']['now']['wall']:.1f} ms, "
-                    f"{t['speedup_median']['wall']:.2f}x wall, {t['speedup_median']['cpu']:.2f}x CPU")  # fmt: skip
+                    f"{t['speedup_median']['wall']:.2f}x wall, {t['speedup_median']['cpu']:.2f}x CPU, "
+                    f"DIN alone {t['model_only']['speedup_median']['cpu']:.2f}x CPU")  # fmt: skip
     print("; ".join(line) + f" (median of {args.rounds} interleaved rounds, load {result['machine']['load_average_before_after']})")
     return result
 
@@ -257,8 +272,10 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sections = [("forward", result["forward"])] + [(f"train {b}", t) for b, t in result["training"].items()]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sections = [("forward", result["forward"])]
+    for b, t in result["training"].items():
+        sections += [(f"train step {b}", t), (f"DIN fwd+bwd {b}", t["model_only"])]
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     width = 0.38
     for i, clock in enumerate(("wall", "cpu")):
         x = [j + (i - 0.5) * width for j in range(len(sections))]

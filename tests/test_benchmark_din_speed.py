@@ -26,6 +26,7 @@ def test_din_speed_benchmark_writes_results(tmp_path: Path) -> None:
     assert forward["top_ops"]["before"]["dice_share"] == 0 < forward["top_ops"]["now"]["dice_share"] < 1
     train = result["training"]["256"]
     assert train["steps_per_round"] == 2 and set(train["step_ms"]) == {"before", "now"}
+    assert len(train["model_only"]["ratio_per_round"]["cpu"]) == 2
     before, now = train["first_losses"]["before"], train["first_losses"]["now"]
     assert abs(before[0] - now[0]) < 1e-5  # same weights, same first batch: the same loss
     assert result["machine"]["threads"] == 1
