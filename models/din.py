@@ -21,7 +21,7 @@ from torch import nn
 
 from recsys_embed.models.layers.attention import LocalActivationUnit
 from recsys_embed.models.layers.feedforward import MLPBlock
-from recsys_embed.models.layers.pooling import FlatInputs, masked_sum, require_features
+from recsys_embed.models.layers.pooling import FlatInputs, pack_positions, require_features, segment_sum
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 
 
@@ -83,15 +83,15 @@ class DIN(nn.Module):
         self.logit = nn.Linear(self.mlp.out_dim, 1)
 
     def interest(self, embeddings: Embeddings) -> torch.Tensor:
-        """The user's interest in the candidate: the (weighted) sum of the history -> ``[B, D_c]``."""
+        """The user's interest in the candidate: the (weighted) sum of the history -> ``[B, D_c]``,
+        computed on the real history positions only (packed, :func:`pack_positions`)."""
         require_features(embeddings, self.candidates, self.history)
         candidate = torch.cat([embeddings.pooled[c] for c in self.candidates], dim=-1)
-        history = torch.cat([embeddings.sequences[h] for h in self.history], dim=-1)
         mask = torch.stack([embeddings.masks[h] for h in self.history]).all(0)
-        if self.attention is None:
-            return masked_sum(history, mask)
-        weights = self.attention(history, candidate, mask)
-        return torch.einsum("bl,bld->bd", weights, history)
+        (rows, _), history = pack_positions([embeddings.sequences[h] for h in self.history], mask)
+        if self.attention is not None:
+            history = history * self.attention.packed_weights(history, candidate, rows).unsqueeze(-1)
+        return segment_sum(history, rows, candidate.shape[0])
 
     def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.inputs(embeddings, dense), self.interest(embeddings)], dim=1)

@@ -5,7 +5,7 @@ Shape notation: B batch, L sequence length, D embedding dim.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -87,3 +87,32 @@ class FlatInputs(nn.Module):
         parts += [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
         parts.append(dense.to(parts[0].dtype) if parts else dense)
         return torch.cat(parts, dim=1)
+
+
+def pack_positions(
+    sequences: Sequence[torch.Tensor], mask: torch.Tensor
+) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The real positions of ``sequences`` (each ``[B, L, D_i]``, one ``mask [B, L]``), packed:
+    ``((rows [N], cols [N]), [N, sum D_i])`` with position ``j`` at ``sequences[:][rows[j], cols[j]]``,
+    in row-major order (``rows`` ascending). Padding is never copied or computed on.
+
+    Example::
+
+        >>> seq = torch.arange(6.0).reshape(1, 3, 2)
+        >>> (rows, cols), packed = pack_positions([seq, -seq], torch.tensor([[True, False, True]]))
+        >>> cols.tolist(), packed.tolist()
+        ([0, 2], [[0.0, 1.0, -0.0, -1.0], [4.0, 5.0, -4.0, -5.0]])
+    """
+    rows, cols = mask.nonzero(as_tuple=True)
+    return (rows, cols), torch.cat([s[rows, cols] for s in sequences], dim=-1)
+
+
+def segment_sum(values: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
+    """``out[b] = sum_{j: rows[j] = b} values[j]``: ``[N, D]`` -> ``[batch, D]`` (zeros where no ``j``).
+
+    Example::
+
+        >>> segment_sum(torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([0, 0, 2]), 3).tolist()
+        [[3.0], [0.0], [4.0]]
+    """
+    return values.new_zeros(batch, values.shape[-1]).index_add(0, rows, values)
