@@ -159,6 +159,11 @@ def test_loading_refuses_an_artifact_of_another_task(cycle_run: tuple[Sequential
     shutil.copytree(cycle_run[1] / "model", copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "task": "ctr"}))
+    with pytest.raises(ValueError, match="manifest.json section 'task' differs from the checksum recorded at save; it was edited"):
+        load_sequential(copy)
+    # a format-2 manifest carries no checksums: the task check itself is reached
+    manifest = {**{k: v for k, v in manifest.items() if k != "checksums"}, "format_version": 2}
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "task": "ctr"}))
     with pytest.raises(ValueError, match="task is 'ctr', not a 'sequential' model"):
         load_sequential(copy)
     old = {"task": "sequential", "model": manifest["model"], "items": list(range(100, 130))}  # an artifact of the earlier job
