@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
+from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
@@ -74,8 +74,7 @@ class AdaptiveHashing(CompressionMethod):
             if not 0 <= fraction < 1:
                 raise MethodConfigError(f"{where}: frequent_fraction must lie in [0, 1), got {fraction}")
             frequent = round(fraction * num_ids)
-        if (budget is None) == ("rows" not in options):
-            raise MethodConfigError(f"{where}: give either 'rows' (hashed rows) or 'budget', got options {dict(options)} and budget {budget}")
+        check_sizing(options, "rows", budget, where)
         if budget is None:
             if frequent is None:
                 raise MethodConfigError(f"{where}: with 'rows', give 'frequent' or 'frequent_fraction' too")

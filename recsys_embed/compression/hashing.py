@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
+from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
@@ -24,8 +24,7 @@ from recsys_embed.tables.accounting import expected_collision_rate
 def budget_rows(budget: int | None, row_width: int, options: Mapping[str, Any], where: str, minimum: int = 1) -> int:
     """Rows of ``row_width`` weights a method may keep: ``options["rows"]`` or ``budget // row_width``
     (exactly one of them), at least ``minimum``."""
-    if (budget is None) == ("rows" not in options):
-        raise MethodConfigError(f"{where}: give either 'rows' or 'budget', got options {dict(options)} and budget {budget}")
+    check_sizing(options, "rows", budget, where)
     rows = option(options, "rows", 0, int, where) if budget is None else budget // row_width
     if rows < minimum:
         raise MethodConfigError(

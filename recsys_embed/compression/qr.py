@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
+from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 
 COMBINES = ("mult", "add", "concat")
@@ -74,8 +74,7 @@ class QuotientRemainder(CompressionMethod):
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> QuotientRemainder:
         check_options(options, ["combine", "remainder"], "qr")
         combine = option(options, "combine", "mult", str, "qr")
-        if (budget is None) == ("remainder" not in options):
-            raise MethodConfigError(f"qr: give either 'remainder' or 'budget', got options {dict(options)} and budget {budget}")
+        check_sizing(options, "remainder", budget, "qr")
         if budget is None:
             return cls(num_ids, dim, option(options, "remainder", 1, int, "qr"), combine)
         rows, least = budget // (dim // 2 if combine == "concat" else dim), fewest_rows(num_ids)
