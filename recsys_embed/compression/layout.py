@@ -121,6 +121,7 @@ class CompressedTables(TableLayout):
         self.methods = nn.ModuleDict({g: methods[g] for g in groups})  # type: ignore[misc]
         self.dims = {f.name: f.embedding_dim for f in self.features}
         self.slots = {f.name: f.max_len if f.is_sequence else 1 for f in self.features}  # output slots per sample
+        self.sequences = {f.name for f in self.features if f.is_sequence}
         self.init_scale = init_scale
         self.owner = _table_owners(methods, groups)
         # kernel tables of every row method (a shared one once, for its first group), grouped by
@@ -133,19 +134,20 @@ class CompressedTables(TableLayout):
         for f in self.features:
             method = methods[f.table]  # type: ignore[index]
             for read, j in enumerate(method.kernel_reads()):
-                slots = f.max_len if f.is_sequence else 1
-                blocks.append(_Block(f.name, read, index[(self.owner[f.table], j)], slots, method.kernel_tables()[j][1]))  # type: ignore[arg-type,index]
+                table_dim = method.kernel_tables()[j][1]
+                blocks.append(_Block(f.name, read, index[(self.owner[f.table], j)], self.slots[f.name], table_dim))  # type: ignore[index]
         self.blocks = sorted(blocks, key=lambda b: b.table)
+        self.row_features = [f.name for f in self.features if methods[f.table].kernel_tables()]  # type: ignore[index]
+        self.optimizer = optimizer or TableOptimizer()
         self.kernel = None if not tables else FusedTables(
             rows=[r for *_, r, _ in tables],
             dims=[d for *_, d in tables],
             slot_tables=[b.table for b in self.blocks for _ in range(b.slots)],
-            optimizer=optimizer or TableOptimizer(),
+            optimizer=self.optimizer,
             init_scale=init_scale,
             device=device,
             table_names=[f"{g}/{j}" for g, j, _, _ in tables],
         )
-        self.optimizer = optimizer or TableOptimizer()
         if self.kernel is not None:
             with torch.no_grad():
                 for (g, j, _, _), weight in zip(tables, self.kernel.weights()):
@@ -222,11 +224,10 @@ class CompressedTables(TableLayout):
         if self.kernel is None:
             return {}
         rows = {}
-        for spec in self.features:
-            method = self.methods[spec.table]  # type: ignore[index]
-            if method.kernel_tables():
-                flat = ids[spec.name]  # [P * B], slot-major
-                rows[spec.name] = method.kernel_rows(flat) if full else torch.where((flat >= 0)[None], method.kernel_rows(flat.clamp(min=0)), -1)
+        for name in self.row_features:
+            method = self.methods[self.schema[name].table]  # type: ignore[index]
+            flat = ids[name]  # [P * B], slot-major
+            rows[name] = method.kernel_rows(flat) if full else torch.where((flat >= 0)[None], method.kernel_rows(flat.clamp(min=0)), -1)
         flat = torch.cat([rows[b.feature][b.part] for b in self.blocks])
         present = flat >= 0
         if bool(present.all()):
@@ -236,7 +237,7 @@ class CompressedTables(TableLayout):
         batch = out.shape[0]
         parts: dict[str, list[torch.Tensor]] = {name: [out] * r.shape[0] for name, r in rows.items()}
         for block, columns in zip(self.blocks, split_columns(out, [b.slots * b.dim for b in self.blocks])):
-            sequence = self.schema[block.feature].is_sequence
+            sequence = block.feature in self.sequences
             parts[block.feature][block.part] = columns.reshape((batch, block.slots, block.dim) if sequence else (batch, block.dim))
         return parts
 
