@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     default = SequentialConfig().table_optimizer
     table_optimizer = TableOptimizer(args.table_optimizer or default.name, lr=args.table_lr or default.lr)
     config = SequentialConfig(
-        BERT4RecConfig(max_len=args.max_len, dim=args.dim, num_layers=args.layers, dropout=args.dropout),
-        layout=args.layout, table_optimizer=table_optimizer, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, mask_prob=args.mask_prob, seed=args.seed, progress=False,
+        BERT4RecConfig(max_len=args.max_len, dim=args.dim, num_layers=args.layers, dropout=args.dropout, mask_prob=args.mask_prob),
+        layout=args.layout, table_optimizer=table_optimizer, batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs,
+        lr=args.lr, seed=args.seed, checkpoints=False, progress=False,
     )
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,14 +107,14 @@ def main(argv: list[str] | None = None) -> dict:
         "data": {**metrics["data"], "mean_length": round(summary.mean_length, 2)},
         "protocol": "leave-one-out by time; test item ranked among all items, history excluded; best validation epoch",
         "test": {"bert4rec": report.test, "popularity": report.popularity_test},
-        "valid_curve": [{k: e[k] for k in ("epoch", "ndcg@10", "hr@10")} for e in metrics["epochs"]],
+        "valid_curve": [{k: e[k] for k in ("epoch", "ndcg@10", "hr@10")} for e in metrics["evaluations"]],
         "valid_popularity": report.popularity_valid,
         "ndcg@10_ratio": round(ratio, 3),
         "target": {"ndcg@10_ratio_at_least": TARGET_RATIO, "met": ratio >= TARGET_RATIO},
         "seconds": {
             "generate": round(generate_seconds, 1), "job": round(job_seconds, 1), "train": round(metrics["train_seconds"], 1),
         },
-        "sequences_per_second": round(report.sequences_per_second, 1),
+        "sequences_per_second": round(report.rows_per_second, 1),
         "environment": {
             **versions(), "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(),

@@ -194,7 +194,7 @@ def run(
     report = train(config, schema=schema or ctr_schema(settings.embedding_dim), with_oracle=True, overwrite=True)  # a rerun retrains
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     tables = load_model(Path(config.run_dir) / "model").model.tables
-    epochs = json.loads((Path(config.run_dir) / "metrics.json").read_text())["epochs"]
+    epochs = json.loads((Path(config.run_dir) / "metrics.json").read_text())["evaluations"]
     result = {
         "model": dict(model),
         "layout": dict(config.layout),

@@ -31,19 +31,28 @@ from recsys_embed.models.next_item_ranking import FIRST_ITEM_ID
 class BERT4RecConfig:
     """BERT4Rec hyper-parameters: sequences of at most ``max_len`` items, a ``dim``-wide
     encoder (the item table's dim) of ``num_layers`` layers with ``num_heads`` heads and a
-    ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT)."""
+    ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT); Cloze masks each item of a
+    training sequence with probability ``mask_prob``."""
 
     max_len: int = 50
     dim: int = 64
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.1
+    mask_prob: float = 0.2
 
     def __post_init__(self) -> None:
         if self.max_len < 2:
             raise ValueError(f"BERT4Rec needs max_len >= 2, got {self.max_len}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"BERT4Rec mask_prob must lie in (0, 1), got {self.mask_prob}")
         if self.dim % self.num_heads:
             raise ValueError(f"BERT4Rec dim {self.dim} must be divisible by num_heads {self.num_heads}")
+
+    @property
+    def sequence_len(self) -> int:
+        """Ids one training row keeps: ``max_len`` (Cloze predicts inside the sequence)."""
+        return self.max_len
 
 
 def cloze_mask(real: torch.Tensor, mask_prob: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -63,7 +72,8 @@ def cloze_mask(real: torch.Tensor, mask_prob: float, generator: torch.Generator 
 
 class BERT4Rec(nn.Module):
     """``forward(items [B, L, D], mask [B, L], masked [B, L]) -> hidden [B, L, D]``;
-    ``logits(hidden [..., D], item_vectors [V, D]) -> [..., V]``; ``rows`` is V (the output bias).
+    ``logits(hidden [..., D], item_vectors [V, D]) -> [..., V]``; ``rows`` is V (the output bias);
+    ``training_loss`` and ``score_next`` as every sequential model (see ``next_item_ranking``).
 
     Example::
 
@@ -126,6 +136,13 @@ class BERT4Rec(nn.Module):
         if not bool(masked.any()):
             return hidden.sum() * 0.0 + item_vectors.sum() * 0.0
         return F.cross_entropy(self.logits(hidden[masked], item_vectors), ids[masked])
+
+    def training_loss(
+        self, items: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, item_vectors: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`cloze_loss` with each real position masked with probability ``mask_prob``
+        (drawn from torch's global generator, which the Trainer's checkpoints restore)."""
+        return self.cloze_loss(items, mask, cloze_mask(mask, self.config.mask_prob), ids, item_vectors)
 
     def score_next(self, items: torch.Tensor, mask: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """Scores of the next item after each history ``[B, L, D]`` (mask ``[B, L]``),

@@ -1,4 +1,7 @@
-"""Next-item ranking shared by the sequential models (BERT4Rec, Popularity).
+"""Next-item ranking shared by the sequential models (BERT4Rec, SASRec, Popularity).
+
+Every trainable sequential model is a :class:`SequentialModel`: item embeddings of a
+left-aligned sequence in, a training loss or next-item scores over the whole item table out.
 
 Item ids are the rows of the item table group, as the fitted pipeline gives them
 (``recsys_embed.features``): ``0`` pads, ``1`` is out-of-vocabulary, ``2..V-1`` are items.
@@ -10,12 +13,34 @@ Shape notation: B batch, L history length, V ids (table rows), N sampled negativ
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import torch
 
 from recsys_embed.features import FIRST_VALUE_ID, MISSING_ID
 
 PAD_ID = MISSING_ID
 FIRST_ITEM_ID = FIRST_VALUE_ID
+
+
+class SequentialModel(Protocol):
+    """What the next-item job needs of a model over an item table of ``rows`` ids (V).
+
+    ``config`` has ``max_len`` (history items the model reads), ``dim`` (D) and
+    ``sequence_len`` (the ids one training row keeps, its most recent);
+    ``training_loss(items [B, L, D], mask [B, L], ids [B, L], item_vectors [V, D]) -> []``;
+    ``score_next(items [B, L, D], mask [B, L], item_vectors [V, D]) -> [B, V]`` (ids 0 and 1
+    score ``-inf``). Sequences are left-aligned: items oldest first, padding after them.
+    """
+
+    config: Any
+    rows: int
+
+    def training_loss(
+        self, items: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, item_vectors: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def score_next(self, items: torch.Tensor, mask: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor: ...
 
 
 def check_items(items: torch.Tensor, rows: int, what: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import torch
 
-import recsys_embed.jobs.next_item_model
+import recsys_embed.models.bert4rec
 from recsys_embed.models import BERT4RecConfig, cloze_mask
 from recsys_embed.jobs.sequential import SequentialConfig, train_sequential
 
@@ -36,7 +36,7 @@ def main() -> None:
         print(f"step {next(steps)}", flush=True)
         return cloze_mask(*args, **kwargs)
 
-    recsys_embed.jobs.next_item_model.cloze_mask = announced_cloze_mask
+    recsys_embed.models.bert4rec.cloze_mask = announced_cloze_mask
     model = BERT4RecConfig(max_len=8, dim=16, num_layers=1, num_heads=2, dropout=0.1)  # dropout draws from the global RNG
     config = SequentialConfig(model, epochs=EPOCHS, batch_size=BATCH, lr=3e-3, checkpoint_every=3, progress=False)
     train_sequential(events(), config, sys.argv[1], resume="--resume" in sys.argv)

@@ -40,7 +40,7 @@ def test_demo_trains_and_reports_auc_against_the_oracle(demo: tuple[Path, subpro
     auc, oracle = float(match.group(1)), float(match.group(2))
     assert 0.55 < auc < oracle + 0.02, line
     assert "samples/s" in line and "saved to" in line
-    assert "epoch 1/1" in result.stderr  # the tqdm bar
+    assert "training: " in result.stderr and "epoch=1/1" in result.stderr  # the tqdm bar
     metrics = json.loads((root / "run" / "metrics.json").read_text())
     assert metrics["test"]["auc"] == pytest.approx(auc, abs=1e-4)
     assert (root / "run" / "training_curves.png").exists()
@@ -247,14 +247,14 @@ def test_train_sequential_task_from_yaml(tmp_path: Path) -> None:
     config = {
         "task": "sequential",
         "data": {"events": "seq", "format": "synthetic"},
-        "model": {"max_len": 10, "dim": 16, "num_layers": 1},
+        "model": {"name": "bert4rec", "max_len": 10, "dim": 16, "num_layers": 1},
         "trainer": {"epochs": 1, "batch_size": 64, "progress": False},
         "run_dir": str(tmp_path / "run"),
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     result = run("train", "--config", str(tmp_path / "run.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"test NDCG@10 0\.\d+ \(popularity 0\.\d+\)", result.stdout), result.stdout
+    assert re.search(r"bert4rec test NDCG@10 0\.\d+ \(popularity 0\.\d+\)", result.stdout), result.stdout
     assert (tmp_path / "run" / "model" / "manifest.json").exists()
 
 

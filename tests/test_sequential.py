@@ -26,7 +26,7 @@ import recsys_embed.jobs.sequential
 from recsys_embed.checkpoint import load_state
 from recsys_embed.features import OOV_ID
 from recsys_embed.jobs.next_item_model import RankingProtocol, evaluate_next_item
-from recsys_embed.models import BERT4RecConfig, Popularity
+from recsys_embed.models import BERT4RecConfig, Popularity, SASRecConfig
 from recsys_embed.jobs.sequential import (
     FEATURE,
     SequentialConfig,
@@ -40,7 +40,7 @@ from recsys_embed.jobs.sequential import (
     train_sequential_from_config,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_bert4rec.py"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_sequential.py"
 TINY_MODEL = BERT4RecConfig(max_len=10, dim=32, num_layers=1, num_heads=2, dropout=0.0)
 
 
@@ -126,12 +126,15 @@ def test_bert4rec_beats_popularity_on_a_strongly_sequential_dataset(cycle_run: t
     assert report.test["ndcg@10"] > 2 * report.popularity_test["ndcg@10"], report.summary()
     assert report.test["hr@10"] > 0.8 and report.popularity_test["hr@10"] < 0.6
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert len(metrics["epochs"]) == 8 and metrics["test"] == report.test and metrics["steps"] == 8 * 20
+    assert len(metrics["evaluations"]) == 8 and metrics["test"] == report.test and metrics["steps"] == 8 * 20
+    assert metrics["model"] == "bert4rec" and metrics["protocol"]["description"] == "full ranking, history excluded"
+    assert all(e["seconds"] > 0 and e["rss_mb"] > 0 for e in metrics["evaluations"]) and metrics["peak_rss_mb"] > 0
     assert metrics["popularity"]["test"] == report.popularity_test and metrics["data"]["items"] == 30
     assert (run_dir / "training_curves.png").stat().st_size > 1000
     summary = report.summary()
-    assert summary.startswith(f"test NDCG@10 {report.test['ndcg@10']:.4f} (popularity ")
-    assert "HR@10" in summary and "seq/s" in summary and summary.endswith(f"saved to {run_dir}/")
+    assert summary.startswith(f"bert4rec test NDCG@10 {report.test['ndcg@10']:.4f} (popularity ")
+    assert "HR@10" in summary and "[full ranking, history excluded]" in summary and "rows/s" in summary
+    assert "kept step" in summary and "skipped" not in summary and summary.endswith(f"saved to {run_dir}/")
 
 
 def test_artifact_round_trip_gives_identical_recommendations(cycle_run: tuple[SequentialReport, Path]) -> None:
@@ -200,21 +203,28 @@ def test_sampled_negatives_rank_among_target_and_negatives_only() -> None:
 
 
 def test_bad_config_keys_and_values_are_named() -> None:
-    good = {"task": "sequential", "data": {"events": "x", "format": "movielens"}, "model": {"dim": 32}, "trainer": {"epochs": 2}}
+    good = {"task": "sequential", "data": {"events": "x", "format": "movielens"}, "model": {"name": "bert4rec", "dim": 32},
+            "trainer": {"epochs": 2}}
     run, config = sequential_run_config(good, "run.yaml")
     assert config.epochs == 2 and config.model.dim == 32 and run.data.format == "movielens"
     cases = {
         "run.yaml.trainer: unknown key(s) ['lrr']": {**good, "trainer": {"lrr": 0.1}},
-        "run.yaml.model: unknown key(s) ['layers']": {**good, "model": {"layers": 3}},
+        "run.yaml.model: unknown key(s) ['layers']": {**good, "model": {"name": "sasrec", "layers": 3}},
+        "run.yaml.model.name: required, one of ['bert4rec', 'sasrec']": {**good, "model": {"dim": 32}},
+        "run.yaml.model.name='gru4rec' is not one of ['bert4rec', 'sasrec']": {**good, "model": {"name": "gru4rec"}},
         "run.yaml: unknown key(s) ['schema']": {**good, "schema": "x"},
         "run.yaml.task: expected 'sequential'": {**good, "task": "ctr"},
         "run.yaml.data.format: expected one of": {**good, "data": {"events": "x", "format": "csv"}},
         "run.yaml.trainer.epochs: expected int": {**good, "trainer": {"epochs": "two"}},
-        "run.yaml.trainer: mask_prob must lie in": {**good, "trainer": {"mask_prob": 1.5}},
-        "run.yaml.model: BERT4Rec dim 30 must be divisible": {**good, "model": {"dim": 30, "num_heads": 4}},
+        "mask_prob is BERT4Rec's: it goes under model": {**good, "trainer": {"mask_prob": 0.3}},
+        "run.yaml.model: BERT4Rec mask_prob must lie in": {**good, "model": {"name": "bert4rec", "mask_prob": 1.5}},
+        "run.yaml.model: BERT4Rec dim 30 must be divisible": {**good, "model": {"name": "bert4rec", "dim": 30, "num_heads": 4}},
+        "run.yaml.model: SASRec negatives must be >= 0": {**good, "model": {"name": "sasrec", "negatives": -1}},
+        "run.yaml.trainer: trainer.eval_every must be >= 0": {**good, "trainer": {"eval_every": -1}},
+        "run.yaml.trainer: trainer.max_seconds must be a finite number >= 0": {**good, "trainer": {"max_seconds": -5}},
         "run.yaml.trainer: unknown key(s) ['layout', 'model']; expected some of ['batch_size',": {**good, "trainer": {"model": {}, "layout": {}}},
         "run.yaml: missing required key(s) ['data']": {"task": "sequential"},
-        "run.yaml.model: unknown key(s) ['num_items']": {**good, "model": {"num_items": 5}},
+        "run.yaml.model: unknown key(s) ['num_items']": {**good, "model": {"name": "bert4rec", "num_items": 5}},
         "run.yaml.table_optimizer: table optimizer 'nope' is not one of": {**good, "table_optimizer": {"name": "nope"}},
         "run.yaml.trainer: negative_sampling must be one of": {**good, "trainer": {"negative_sampling": "zipf"}},
     }
@@ -225,7 +235,8 @@ def test_bad_config_keys_and_values_are_named() -> None:
         train_sequential_from_config({**good, "data": {"events": "missing"}}, "run.yaml")
     with pytest.raises(ValueError, match="min_length must be >= 3"):
         SequentialConfig(min_length=2)
-    assert SequentialConfig(model={"dim": 16, "num_heads": 4}).model == BERT4RecConfig(dim=16, num_heads=4)
+    assert SequentialConfig(model={"name": "bert4rec", "dim": 16, "num_heads": 4}).model == BERT4RecConfig(dim=16, num_heads=4)
+    assert SequentialConfig().model == SASRecConfig() and SequentialConfig(model={"name": "sasrec", "dim": 32}).model.dim == 32
     run, config = sequential_run_config({**good, "layout": {"name": "multiplexed", "rows": 100}, "table_optimizer": {"name": "sgd", "lr": 0.1}})
     assert config.layout["name"] == "multiplexed" and config.table_optimizer.name == "sgd" and config.model.dim == 32
 
@@ -244,13 +255,16 @@ def test_movielens_u_data_end_to_end_through_a_run_config(tmp_path: Path) -> Non
     mapping = {
         "task": "sequential",
         "data": {"events": "ml/u.data", "format": "movielens"},
-        "model": {"max_len": 8, "dim": 16, "num_layers": 1, "dropout": 0.0},
-        "trainer": {"epochs": 2, "batch_size": 16, "min_length": 5, "ks": [5, 10], "progress": False},
+        "model": {"name": "sasrec", "max_len": 8, "dim": 16, "num_layers": 1, "dropout": 0.0},
+        "trainer": {"epochs": 2, "batch_size": 16, "min_length": 5, "ks": [5, 10], "progress": False, "checkpoints": False},
         "run_dir": str(tmp_path / "run"),
     }
     report = train_sequential_from_config(mapping, "ml.yaml", base_dir=tmp_path)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["data"] == {"users": 39, "items": 25, "train_items": 39 * 5}
+    assert metrics["data"] == {"users": 39, "skipped_users": 1, "items": 25, "train_items": 39 * 5, "train_rows": 39,
+                               "train_items_in_rows": 39 * 5}
+    assert metrics["model"] == "sasrec" and not (tmp_path / "run" / "checkpoint").exists()
+    assert "1 users skipped (fewer than min_length events)" in report.summary()
     assert set(report.test) == {"hr@5", "hr@10", "ndcg@5", "ndcg@10", "mrr@5", "mrr@10"}
     assert 0.0 <= report.test["ndcg@10"] <= 1.0 and report.popularity_test["hr@10"] > 0
     recommender = load_sequential(tmp_path / "run" / "model")
@@ -264,11 +278,19 @@ def test_docstring_examples() -> None:
 
 
 def test_example_script_trains_and_prints_the_summary(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, str(EXAMPLE), "--users", "300", "--epochs", "2", "--run-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "test NDCG@10 " in run.stdout and "(popularity " in run.stdout and "saved to " in run.stdout
-    assert "recommended after " in run.stdout and (tmp_path / "run" / "model" / "manifest.json").is_file()
+    """Both ways the example runs, at the same time: SASRec on synthetic sequences, BERT4Rec on
+    a one-user-per-line file."""
+    lines = tmp_path / "seq.txt"
+    lines.write_text("\n".join(" ".join(map(str, [u, *((u + np.arange(9)) % 30 + 1)])) for u in range(1, 201)) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--minutes", "0.3", "--eval-every", "10"]
+    runs = [subprocess.Popen([sys.executable, str(EXAMPLE), *args, *common, "--run-dir", str(tmp_path / name)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for name, args in (("synthetic", ["--users", "300"]), ("lines", ["--data", str(lines), "--model", "bert4rec"]))]  # fmt: skip
+    for run, model in zip(runs, ("sasrec", "bert4rec")):
+        out, err = run.communicate(timeout=180)
+        assert run.returncode == 0, err[-2000:]
+        assert f"{model} test NDCG@10 " in out and "(popularity " in out and "saved to " in out and "recommended after " in out
 
 
 RESUME_SCRIPT = Path(__file__).with_name("sequential_resume_script.py")
@@ -317,8 +339,15 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path) -> No
     a, b = _tensors(tmp_path / "straight"), _tensors(killed)  # the saved best-validation model
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     metrics = {name: json.loads((run / "metrics.json").read_text()) for name, run in (("a", tmp_path / "straight"), ("b", killed))}
-    for key in ("epochs", "best", "test", "steps", "sequences"):
-        assert metrics["a"][key] == metrics["b"][key], key
+    timing = ("seconds", "rss_mb")  # of this process: the only fields that differ
+    for key in ("evaluations", "best", "test", "steps", "samples"):
+        assert _without(metrics["a"][key], timing) == _without(metrics["b"][key], timing), key
+
+
+def _without(tree: object, keys: tuple[str, ...]) -> object:
+    if isinstance(tree, dict):
+        return {k: _without(v, keys) for k, v in tree.items() if k not in keys}
+    return [_without(v, keys) for v in tree] if isinstance(tree, list) else tree
 
 
 def _flatten(tree: object, prefix: str = "") -> Iterator[tuple[str, object]]:

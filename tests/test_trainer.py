@@ -47,7 +47,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     _, straight_stderr = straight.communicate(timeout=300)
     assert straight.returncode == 0, straight_stderr[-2000:]
     metrics = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    assert len(metrics["epochs"]) == 3 and metrics["epochs"][-1]["auc"] > 0.6
+    assert len(metrics["evaluations"]) == 3 and metrics["evaluations"][-1]["auc"] > 0.6
     assert (tmp_path / "straight" / "training_curves.png").stat().st_size > 1000
     assert not (killed_dir / "final.safetensors").exists()
     state = load_state(killed_dir / "checkpoint")

@@ -11,6 +11,8 @@ they read (behaviour histories with negatives, leave-one-out splits) is built by
 - MovieLens 1M / 100K: :func:`read_movielens`, :func:`movielens_ctr`, :func:`movielens_schema`
 - Amazon reviews: :func:`amazon_events` (then ``derived.behaviour_histories``)
 - Taobao UserBehavior: :func:`read_taobao` (then ``derived.behaviour_histories``)
+- One user per line, ``user_id item_id item_id ...`` (SASRec/ICLRec's Amazon Beauty, Toys):
+  :func:`read_user_lines` (then ``derived.user_sequences``)
 """
 
 from recsys_embed.pipelines.readers.amazon import amazon_events, read_amazon_metadata, read_amazon_reviews
@@ -18,6 +20,7 @@ from recsys_embed.pipelines.readers.avazu import avazu_schema, read_avazu
 from recsys_embed.pipelines.readers.criteo import criteo_schema, read_criteo
 from recsys_embed.pipelines.readers.movielens import movielens_ctr, movielens_schema, read_movielens
 from recsys_embed.pipelines.readers.taobao import read_taobao
+from recsys_embed.pipelines.readers.user_lines import read_user_lines
 
 __all__ = [
     "amazon_events",
@@ -31,4 +34,5 @@ __all__ = [
     "read_criteo",
     "read_movielens",
     "read_taobao",
+    "read_user_lines",
 ]

@@ -3,7 +3,8 @@
 Layout classes are found by name in the layout registry (``recsys_embed.tables.registry``:
 ``layout_class``, where artifacts find them too, and where compression plugins register);
 this module reads a run config's layout options into them (``build_tables``; the layouts a
-run can train are ``TRAINABLE_LAYOUTS``) and builds models from the ``MODELS`` table.
+run can train are ``TRAINABLE_LAYOUTS``) and builds models from the ``MODELS`` table (CTR)
+and the ``SEQUENTIAL_MODELS`` table (next-item ranking).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "mlp": (models.MLP, models.MLPConfig),
     "din": (models.DIN, models.DINConfig),
     "autoint": (models.AutoInt, models.AutoIntConfig),
+}
+SEQUENTIAL_MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "bert4rec": (models.BERT4Rec, models.BERT4RecConfig),
+    "sasrec": (models.SASRec, models.SASRecConfig),
 }
 TRAINABLE_LAYOUTS = ("per_feature", "multiplexed", "pruned", "matryoshka")
 # models that read only the mean of each sequence: per_feature pools their sequences in the kernel
@@ -146,3 +151,27 @@ def build_model(spec: Mapping[str, Any], shapes: EmbeddingShapes, schema: Schema
     if name == "din" and "history" not in rest and schema is not None:
         rest["history"] = default_history(schema)
     return model_cls(shapes, from_mapping(config_cls, rest, where))
+
+
+def sequential_config(spec: Any, where: str = "model") -> Any:
+    """A sequential model's config from ``{"name": "sasrec" | "bert4rec", **fields}``, or a
+    config object as it is."""
+    if isinstance(spec, tuple(config for _, config in SEQUENTIAL_MODELS.values())):
+        return spec
+    if isinstance(spec, Mapping) and "name" not in spec:
+        raise ValueError(
+            f"{where}.name: required, one of {sorted(SEQUENTIAL_MODELS)} (sequential runs of versions "
+            "before SASRec trained BERT4Rec: add 'name: bert4rec' to keep that)"
+        )
+    name, rest = _split_name(spec, where, SEQUENTIAL_MODELS)
+    return from_mapping(SEQUENTIAL_MODELS[name][1], rest, where)
+
+
+def sequential_name(config: Any) -> str:
+    """The ``SEQUENTIAL_MODELS`` name of a sequential model config."""
+    return next(name for name, (_, kind) in SEQUENTIAL_MODELS.items() if isinstance(config, kind))
+
+
+def build_sequential_model(config: Any, rows: int) -> nn.Module:
+    """A fresh sequential model (:class:`~recsys_embed.models.SequentialModel`) over ``rows`` item-table rows."""
+    return SEQUENTIAL_MODELS[sequential_name(config)][0](config, rows)

@@ -89,7 +89,7 @@ def train(
             ranking, trainer, result = _search_and_retrain(ranking, trainer, config, train_stream, valid_stream, run.path)
         else:
             result = trainer.fit(train_stream, valid_stream, resume=resume)
-        report = TrainReport(run.path, valid=result.best or (result.epochs[-1] if result.epochs else {}),
+        report = TrainReport(run.path, valid=result.best or (result.evaluations[-1] if result.evaluations else {}),
                              samples_per_second=result.samples_per_second, steps=result.steps)
         if config.data.test:
             report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))

@@ -18,10 +18,9 @@ from torch import nn
 
 from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
 from recsys_embed.errors import ArtifactError
-from recsys_embed.jobs.builders import build_model
+from recsys_embed.jobs.builders import build_model, build_sequential_model, sequential_config
 from recsys_embed.jobs.next_item_model import NextItemModel
 from recsys_embed.jobs.ranking_model import RankingModel
-from recsys_embed.models import BERT4Rec, BERT4RecConfig
 from recsys_embed.pipelines import Pipeline
 from recsys_embed.tables.registry import layout_class
 
@@ -71,12 +70,10 @@ def _ranking_model(tables: nn.Module, pipeline: Pipeline, manifest: dict[str, An
 
 
 def _next_item_model(tables: nn.Module, pipeline: Pipeline, manifest: dict[str, Any]) -> NextItemModel:
-    spec = dict(manifest["model"])
-    if spec.pop("name", None) != "bert4rec":
-        raise ValueError(f"manifest model {manifest['model']!r} is not a 'bert4rec' config")
+    config = sequential_config(manifest["model"], "manifest model")
     feature = manifest["task_settings"]["feature"]
     rows = pipeline.num_embeddings[pipeline.schema[feature].table]  # type: ignore[index]
-    return NextItemModel(tables, BERT4Rec(BERT4RecConfig(**spec), rows), pipeline.schema, feature)
+    return NextItemModel(tables, build_sequential_model(config, rows), pipeline.schema, feature)
 
 
 TASK_MODELS: dict[str, Callable[[nn.Module, Pipeline, dict[str, Any]], Any]] = {

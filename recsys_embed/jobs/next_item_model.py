@@ -1,7 +1,8 @@
-"""A next-item model: the item sequence feature of a table layout, then BERT4Rec, whose output
-layer is tied to the item table group; trained by the :class:`~recsys_embed.jobs.trainer.Trainer`
-(``loss``: the Cloze task on a pipeline :class:`~recsys_embed.batch.Batch`) and evaluated by
-exact full ranking over the item table (``evaluate``: HR@k, NDCG@k, MRR@k of held-out items).
+"""A next-item model: the item sequence feature of a table layout, then a sequential model
+(BERT4Rec or SASRec: :class:`~recsys_embed.models.SequentialModel`) whose output layer is tied to
+the item table group; trained by the :class:`~recsys_embed.jobs.trainer.Trainer` (``loss``: the
+model's training loss on a pipeline :class:`~recsys_embed.batch.Batch`) and evaluated by exact
+full ranking over the item table (``evaluate``: HR@k, NDCG@k, MRR@k of held-out items).
 
 One read of the whole item table per step, ``E = tables.table_vectors(group)`` ``[V, D]``,
 serves both sides of the tied model: the input embeddings are its rows at the batch's ids and
@@ -24,7 +25,7 @@ from recsys_embed import metrics
 from recsys_embed.batch import Batch
 from recsys_embed.features import Schema
 from recsys_embed.jobs.ranking_model import dense_param_groups
-from recsys_embed.models import BERT4Rec, Popularity, cloze_mask, rank_of, sample_negatives
+from recsys_embed.models import Popularity, SequentialModel, rank_of, sample_negatives
 from recsys_embed.tables.jagged import sequence_grid
 
 NEGATIVE_SAMPLING = ("uniform", "popularity")
@@ -115,21 +116,20 @@ def evaluate_next_item(
 
 
 class NextItemModel(nn.Module):
-    """``tables`` (a layout with the sequence feature ``feature``) then BERT4Rec ``model``.
+    """``tables`` (a layout with the sequence feature ``feature``) then a sequential ``model``.
 
-    ``loss(batch)``: Cloze on the feature's most recent ``max_len`` ids, each real position
-    masked with probability ``mask_prob`` (drawn from torch's global generator, which the
-    Trainer's checkpoints restore). ``evaluate(split)``: full ranking by ``protocol``;
-    ``popularity`` (training counts) weighs popularity-sampled negatives.
+    ``loss(batch)``: the model's training loss on the feature's ids (a row keeps the most
+    recent ``model.config.sequence_len``). ``evaluate(split)``: full ranking by ``protocol`` of the next
+    item after each history's most recent ``model.config.max_len`` items; ``popularity``
+    (training counts) weighs popularity-sampled negatives.
     """
 
     def __init__(
         self,
         tables: nn.Module,
-        model: BERT4Rec,
+        model: SequentialModel,
         schema: Schema,
         feature: str,
-        mask_prob: float = 0.2,
         protocol: RankingProtocol | None = None,
         popularity: Popularity | None = None,
     ) -> None:
@@ -137,14 +137,15 @@ class NextItemModel(nn.Module):
         spec = schema[feature]
         if not spec.is_sequence:
             raise ValueError(f"next-item model: feature {feature!r} must be a sequence feature, got kind={spec.kind.value!r}")
-        if spec.max_len != model.config.max_len:
-            raise ValueError(f"next-item model: feature {feature!r} keeps max_len={spec.max_len} ids, BERT4Rec takes {model.config.max_len}")
+        if spec.max_len != model.config.sequence_len:
+            raise ValueError(
+                f"next-item model: feature {feature!r} keeps max_len={spec.max_len} ids, {type(model).__name__} "
+                f"trains on {model.config.sequence_len} a row"
+            )
         self.tables = tables
-        self.model = model
+        self.model = model  # type: ignore[assignment]
         self.feature = feature
         self.group: str = spec.table  # type: ignore[assignment]
-        self.max_len = spec.max_len
-        self.mask_prob = mask_prob
         self.protocol = protocol or RankingProtocol()
         self.popularity = popularity
 
@@ -156,24 +157,27 @@ class NextItemModel(nn.Module):
         """``[V, D]``: every row of the item table group, read through the layout."""
         return self.tables.table_vectors(self.group)
 
-    def embed(self, vectors: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Ids ``[B, L]``, their embeddings ``[B, L, D]`` (rows of ``vectors``) and mask ``[B, L]``."""
-        ids, mask = history_grid(values.to(vectors.device), lengths.to(vectors.device), self.max_len)
+    @staticmethod
+    def embed(
+        vectors: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor, max_len: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Ids ``[B, L]`` (each row's most recent ``max_len``), their embeddings ``[B, L, D]``
+        (rows of ``vectors``) and mask ``[B, L]``."""
+        ids, mask = history_grid(values.to(vectors.device), lengths.to(vectors.device), max_len)
         return ids, vectors[ids], mask
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Cloze loss of ``batch`` and the masked positions ``[B, L]``."""
+        """The model's training loss on ``batch`` and the real positions ``[B, L]``."""
         history = batch.sparse[self.feature]
         vectors = self.item_vectors()
-        ids, items, mask = self.embed(vectors, history.values(), history.lengths())
-        masked = cloze_mask(mask, self.mask_prob)
-        return self.model.cloze_loss(items, mask, masked, ids, vectors), masked
+        ids, items, mask = self.embed(vectors, history.values(), history.lengths(), self.model.config.sequence_len)
+        return self.model.training_loss(items, mask, ids, vectors), mask
 
     @torch.no_grad()
     def score_next(self, values: torch.Tensor, lengths: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[B, V]`` of the next item after each jagged history of ids."""
         vectors = self.item_vectors() if vectors is None else vectors
-        _, items, mask = self.embed(vectors, values, lengths)
+        _, items, mask = self.embed(vectors, values, lengths, self.model.config.max_len)
         return self.model.score_next(items, mask, vectors)
 
     @torch.no_grad()

@@ -7,21 +7,24 @@ groups its table layout's fused kernel does not update (``dense_param_groups(lr,
 :class:`~recsys_embed.jobs.ranking_model.RankingModel` for CTR (AUC, logloss, GAUC),
 :class:`~recsys_embed.jobs.next_item_model.NextItemModel` for next-item ranking (HR, NDCG,
 MRR @k). Tables are updated by the optimizer fused into their kernel (inside ``backward``);
-every other parameter by a torch Adam (or AdamW). Each epoch ends with an evaluation; early
-stopping and the best model on ``config.metric``; checkpoints every ``config.checkpoint_every``
-steps make ``resume=True`` after a kill reach the same final weights as an uninterrupted run
-(data order is a function of the seed and the epoch, so the interrupted epoch is replayed
-from its start and the batches already trained on are skipped). ``config.mba_l2 > 0`` adds
+every other parameter by a torch Adam (or AdamW). An evaluation ends each epoch, or comes
+every ``config.eval_every`` steps; early stopping after ``config.patience`` evaluations
+without improvement of ``config.metric`` (or when ``config.max_seconds`` of wall clock are
+spent), and the best model kept. Checkpoints at each evaluation and every
+``config.checkpoint_every`` steps make ``resume=True`` after a kill reach the same final
+weights as an uninterrupted run (data order is a function of the seed and the epoch, so the
+interrupted epoch is replayed from its start and the batches already trained on are skipped). ``config.mba_l2 > 0`` adds
 DIN's mini-batch aware L2 on the table rows (CTR), with the row frequencies counted in one
 pass over the training data first.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
+import os
 import random
+import resource
 import re
 import time
 from collections.abc import Iterable
@@ -48,15 +51,20 @@ _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 @dataclass
 class TrainerConfig:
     """Args:
-    epochs: passes over the training data.
+    epochs: passes over the training data (at most).
     lr / weight_decay: Adam for the dense parameters (tables carry their own fused optimizer).
     optimizer: ``adam`` (weight decay as L2 in the gradient) or ``adamw`` (decoupled weight decay).
     metric: validation metric for early stopping and best-model selection: auc, gauc, logloss
         (CTR) or hr@k, ndcg@k, mrr@k (next-item ranking).
-    patience: epochs without improvement before stopping.
+    eval_every: steps between evaluations (0: at the end of each epoch); with N > 0 the last
+        step is evaluated too when training stops between two evaluations.
+    patience: evaluations without improvement before stopping (with ``eval_every``, a patience
+        of ``patience * eval_every * batch_size`` training samples).
+    max_seconds: stop after this much wall clock (training and evaluation; 0: no limit).
     mba_l2: weight of DIN's mini-batch aware L2 on the table rows (0: off); when > 0, ``fit``
         first counts how often the training data reads each row (one pass over it).
-    checkpoint_every: steps between checkpoints (0: only at the end of each epoch).
+    checkpoint_every: steps between checkpoints besides those at each evaluation (0: none).
+    checkpoints: write them at all (False: no checkpoint, no ``resume``).
     max_steps: stop after this many steps in total (0: no limit).
     seed: seeds torch, numpy and random.
     progress: show a tqdm bar with running loss and samples/s.
@@ -68,8 +76,11 @@ class TrainerConfig:
     optimizer: str = "adam"
     mba_l2: float = 0.0
     metric: str = "auc"
+    eval_every: int = 0
     patience: int = 1
+    max_seconds: float = 0.0
     checkpoint_every: int = 0
+    checkpoints: bool = True
     max_steps: int = 0
     seed: int = 0
     progress: bool = True
@@ -88,18 +99,24 @@ class TrainerConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"trainer.weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if self.patience < 1:
-            raise ConfigError(f"trainer.patience must be >= 1 (epochs without improvement before stopping), got {self.patience}")
+            raise ConfigError(f"trainer.patience must be >= 1 (evaluations without improvement before stopping), got {self.patience}")
+        if self.eval_every < 0:
+            raise ConfigError(f"trainer.eval_every must be >= 0 (0: at the end of each epoch), got {self.eval_every}")
+        if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
+            raise ConfigError(f"trainer.max_seconds must be a finite number >= 0 (0: no limit), got {self.max_seconds}")
         if self.max_steps < 0:
             raise ConfigError(f"trainer.max_steps must be >= 0 (0: no limit), got {self.max_steps}")
         if self.checkpoint_every < 0:
-            raise ConfigError(f"trainer.checkpoint_every must be >= 0 (0: only at the end of each epoch), got {self.checkpoint_every}")
+            raise ConfigError(f"trainer.checkpoint_every must be >= 0 (0: only at evaluations), got {self.checkpoint_every}")
 
 
 @dataclass
 class FitResult:
-    """What ``fit`` returns: per-epoch validation metrics, step losses, throughput."""
+    """What ``fit`` returns: the validation metrics of each evaluation (with its ``epoch``,
+    ``steps``, ``samples``, wall-clock ``seconds`` since the start and the process's ``rss_mb``),
+    step losses, throughput, and the evaluation of the kept model (``best``)."""
 
-    epochs: list[dict[str, float]] = field(default_factory=list)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)
     steps: int = 0
     samples: int = 0
@@ -115,6 +132,41 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, in MiB (Linux ``/proc``; else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_resident_mb()
+
+
+def peak_resident_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class _Run:
+    """Early-stopping state of one ``fit``: the best score, evaluations since it, the best
+    weights (copied into buffers allocated once, so memory stays flat), and the start time."""
+
+    best_score: float | None = None
+    stale: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    start: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def keep(self, state: dict[str, torch.Tensor]) -> None:
+        if self.best_state is None or self.best_state.keys() != state.keys():
+            self.best_state = {name: value.detach().clone() for name, value in state.items()}
+            return
+        for name, value in state.items():
+            self.best_state[name].copy_(value)
 
 
 class Trainer:
@@ -144,23 +196,24 @@ class Trainer:
 
     # ---- training ---------------------------------------------------------------------
     def fit(self, train: Iterable[Batch], valid: Any = None, resume: bool = False) -> FitResult:
-        """Train for ``config.epochs`` on ``train``, evaluating ``valid`` (what the model's
-        ``evaluate`` takes) after each epoch; ends with the best validation weights."""
+        """Train for at most ``config.epochs`` on ``train``, evaluating ``valid`` (what the
+        model's ``evaluate`` takes) at the end of each epoch or every ``config.eval_every``
+        steps; ends with the best validation weights."""
         cfg = self.config
-        result = FitResult()
+        result, run = FitResult(), _Run()
         start_epoch, skip = 0, 0
-        best_score, stale, best_state = None, 0, None
         if cfg.mba_l2:  # before restoring: the counting pass may draw from the global RNG (loader workers)
             self.model.use_mini_batch_aware_l2(cfg.mba_l2, row_frequencies(self.model.tables, (b.sparse for b in train)))
         if resume:
-            start_epoch, skip, result, best_score, stale, best_state = self._restore()
+            start_epoch, skip, result, run = self._restore()
         self.model.train()
-        start = time.perf_counter()
+        run.start = time.perf_counter() - result.train_seconds
+        bar = tqdm(desc="training", unit="step", initial=result.steps, total=cfg.max_steps or None,
+                   disable=not cfg.progress, dynamic_ncols=True)  # fmt: skip
+        running, evaluated = None, True
         for epoch in range(start_epoch, cfg.epochs):
             if hasattr(train, "set_epoch"):
                 train.set_epoch(epoch)
-            bar = tqdm(desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not cfg.progress, dynamic_ncols=True)
-            running = None
             for index, batch in enumerate(train):
                 if index < skip:
                     continue
@@ -173,57 +226,78 @@ class Trainer:
                     raise TrainingDiverged(f"training loss became {value} at step {result.steps + 1}; lower the learning rates")
                 result.steps += 1
                 result.samples += batch.batch_size
+                evaluated = False
                 running = value if running is None else 0.98 * running + 0.02 * value
                 if result.steps % 20 == 0 or result.steps == 1:
                     result.losses.append((result.steps, value))
-                    elapsed = time.perf_counter() - start + result.train_seconds
-                    bar.set_postfix(loss=f"{running:.4f}", samples_s=f"{result.samples / max(elapsed, 1e-9):,.0f}")
+                    bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{running:.4f}", samples_s=f"{result.samples / max(run.elapsed(), 1e-9):,.0f}")
                 bar.update(1)
-                if cfg.checkpoint_every and result.steps % cfg.checkpoint_every == 0:
-                    self._checkpoint(epoch, index + 1, result, start, best_score, stale, best_state)
-                if cfg.max_steps and result.steps >= cfg.max_steps:
+                if cfg.eval_every and result.steps % cfg.eval_every == 0:
+                    self._evaluate(valid, epoch, result, run)
+                    evaluated = True
+                    self._checkpoint(epoch, index + 1, result, run)
+                elif cfg.checkpoint_every and result.steps % cfg.checkpoint_every == 0:
+                    self._checkpoint(epoch, index + 1, result, run)
+                if self._done(result, run):
                     break
-            bar.close()
             skip = 0
-            epoch_metrics: dict[str, float] = {"epoch": float(epoch + 1), "steps": float(result.steps)}
-            if valid is not None:
-                epoch_metrics.update(self.evaluate(valid))
-                if cfg.metric not in epoch_metrics:
-                    raise ValueError(f"trainer.metric={cfg.metric!r} is not among the validation metrics {sorted(epoch_metrics)}")
-                score = epoch_metrics[cfg.metric]
-                lower = cfg.metric in _LOWER_IS_BETTER
-                better = best_score is None or (score < best_score if lower else score > best_score)
-                if better:
-                    best_score, stale, result.best = score, 0, dict(epoch_metrics)
-                    best_state = copy.deepcopy(self.model.state_dict())
-                else:
-                    stale += 1
-            result.epochs.append(epoch_metrics)
-            self._checkpoint(epoch + 1, 0, result, start, best_score, stale, best_state)
-            if stale >= cfg.patience or (cfg.max_steps and result.steps >= cfg.max_steps):
+            if not cfg.eval_every:
+                self._evaluate(valid, epoch, result, run)
+                evaluated = True
+                self._checkpoint(epoch + 1, 0, result, run)
+            if self._done(result, run):
                 break
-        result.train_seconds += time.perf_counter() - start
-        if best_state is not None and stale:
-            self.model.load_state_dict(best_state)
+        if not evaluated:  # stopped between two evaluations: the last weights are a candidate too
+            self._evaluate(valid, epoch, result, run)
+        bar.close()
+        result.train_seconds = run.elapsed()
+        if run.best_state is not None and run.stale:
+            self.model.load_state_dict(run.best_state)
         if self.reports_dir:
             self.write_reports(result)
         return result
 
+    def _done(self, result: FitResult, run: _Run) -> bool:
+        cfg = self.config
+        return (
+            run.stale >= cfg.patience
+            or bool(cfg.max_steps and result.steps >= cfg.max_steps)
+            or bool(cfg.max_seconds and run.elapsed() >= cfg.max_seconds)
+        )
+
+    def _evaluate(self, valid: Any, epoch: int, result: FitResult, run: _Run) -> None:
+        """One evaluation on ``valid``: record it, keep the weights when ``config.metric`` improved."""
+        cfg = self.config
+        record: dict[str, float] = {"epoch": float(epoch + 1), "steps": float(result.steps), "samples": float(result.samples)}
+        if valid is not None:
+            record.update(self.evaluate(valid))
+            if cfg.metric not in record:
+                raise ValueError(f"trainer.metric={cfg.metric!r} is not among the validation metrics {sorted(record)}")
+            score = record[cfg.metric]
+            lower = cfg.metric in _LOWER_IS_BETTER
+            if run.best_score is None or (score < run.best_score if lower else score > run.best_score):
+                run.best_score, run.stale, result.best = score, 0, record
+                run.keep(self.model.state_dict())
+            else:
+                run.stale += 1
+        record.update(seconds=run.elapsed(), rss_mb=resident_mb())
+        result.evaluations.append(record)
+
     # ---- checkpoints ------------------------------------------------------------------
-    def _checkpoint(
-        self, epoch: int, batch_index: int, result: FitResult, start: float, best: float | None, stale: int, best_state: dict | None
-    ) -> None:
-        if not self.run_dir:
+    def _checkpoint(self, epoch: int, batch_index: int, result: FitResult, run: _Run) -> None:
+        if not self.run_dir or not self.config.checkpoints:
             return
-        timed = replace(result, train_seconds=result.train_seconds + time.perf_counter() - start)
-        position = {"epoch": epoch, "batch_index": batch_index, "best_score": best, "stale": stale, "best_model": best_state}
+        timed = replace(result, train_seconds=run.elapsed())
+        position = {"epoch": epoch, "batch_index": batch_index, "best_score": run.best_score, "stale": run.stale, "best_model": run.best_state}
         save_checkpoint(self.run_dir / "checkpoint", self.model, self.optimizer, timed, position)
 
-    def _restore(self) -> tuple[int, int, FitResult, float | None, int, dict | None]:
+    def _restore(self) -> tuple[int, int, FitResult, _Run]:
         if not self.run_dir:
             raise FileNotFoundError("resume=True but the Trainer has no run_dir to find a checkpoint in")
+        if not self.config.checkpoints:
+            raise ConfigError("resume=True but trainer.checkpoints is false: this run writes no checkpoint to resume from")
         result, p = restore_checkpoint(self.run_dir / "checkpoint", self.model, self.optimizer)
-        return p["epoch"], p["batch_index"], result, p["best_score"], p["stale"], p["best_model"]
+        return p["epoch"], p["batch_index"], result, _Run(best_score=p["best_score"], stale=p["stale"], best_state=p["best_model"])
 
     # ---- reports ----------------------------------------------------------------------
     def write_reports(self, result: FitResult) -> None:
@@ -231,7 +305,7 @@ class Trainer:
         assert self.reports_dir is not None
         self.reports_dir.mkdir(parents=True, exist_ok=True)
         report = {
-            "epochs": result.epochs, "best": result.best, "steps": result.steps, "samples": result.samples,
+            "evaluations": result.evaluations, "best": result.best, "steps": result.steps, "samples": result.samples,
             "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
             "config": asdict(self.config),
         }
@@ -284,14 +358,14 @@ def restore_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Opti
     np.random.set_state(("MT19937", rng["keys"].numpy().astype(np.uint32), rng["pos"], rng["has_gauss"], rng["cached"]))
     r = state.pop("result")
     result = FitResult(
-        epochs=r["epochs"], losses=[tuple(x) for x in r["losses"]], steps=r["steps"],
+        evaluations=r["evaluations"], losses=[tuple(x) for x in r["losses"]], steps=r["steps"],
         samples=r["samples"], train_seconds=r["train_seconds"], best=r["best"],
     )
     return result, state
 
 
 def plot_curves(result: FitResult, path: Path, metric: str) -> None:
-    """Training loss by step and the validation metric by epoch, side by side."""
+    """Training loss by step and the validation metric by step, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,9 +376,9 @@ def plot_curves(result: FitResult, path: Path, metric: str) -> None:
         steps, losses = zip(*result.losses)
         left.plot(steps, losses)
     left.set(xlabel="step", ylabel="training loss", title="loss")
-    epochs = [e for e in result.epochs if metric in e]
-    right.plot([e["epoch"] for e in epochs], [e[metric] for e in epochs], marker="o")
-    right.set(xlabel="epoch", ylabel=f"validation {metric}", title=metric)
+    evaluations = [e for e in result.evaluations if metric in e]
+    right.plot([e["steps"] for e in evaluations], [e[metric] for e in evaluations], marker="o")
+    right.set(xlabel="step", ylabel=f"validation {metric}", title=metric)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     with writing(path, tmp):
