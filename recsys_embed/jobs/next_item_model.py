@@ -82,8 +82,10 @@ class NextItemSplit:
 
 def history_grid(values: torch.Tensor, lengths: torch.Tensor, max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Jagged histories as left-aligned ids ``[B, L]`` (0 padded) and their mask ``[B, L]``,
-    each keeping its most recent ``max_len`` ids (all of them with None: L the longest)."""
-    width = max(int(lengths.max()) if lengths.numel() else 0, 1) if max_len is None else max_len
+    each keeping its most recent ``max_len`` ids (all of them with None); L is the longest
+    kept history (at least 1), so a batch of short histories computes no padding columns."""
+    longest = max(int(lengths.max()) if lengths.numel() else 0, 1)
+    width = longest if max_len is None else min(longest, max_len)
     grid, present = sequence_grid(values, lengths, width)
     return grid.T, present.T
 

@@ -1,10 +1,10 @@
-"""The ``recommend`` job: top-k next items per user from a saved BERT4Rec, one output per
+"""The ``recommend`` job: top-k next items per user from a saved SASRec or BERT4Rec, one output per
 events file, on the engines of :mod:`recsys_embed.jobs.score_files` (local) and
 :mod:`recsys_embed.jobs.score_ray` (Ray Data).
 
 Input: Parquet events with a user, an item and a timestamp column; each user's events lie in
 one file (partition the events by user). A file's histories are built as in training
-(:func:`~recsys_embed.pipelines.derived.user_sequences`: ordered by timestamp, then item id;
+(:func:`~recsys_embed.pipelines.derived.user_sequences`: ordered by timestamp, ties in file order;
 duplicate events and nulls dropped). The model reads each history's most recent ``max_len``
 items; with ``exclude_history`` no item of the history is recommended. Item ids outside the
 model's vocabulary are skipped (a history of only unknown items gets the non-personal ranking).
@@ -50,7 +50,7 @@ class TopK(Protocol):
         """Raw item ids (list per history, best first) and their scores (list<float32>)."""
 
 
-class Bert4RecTopK:
+class SequentialTopK:
     """Top-k with scores of a :class:`~recsys_embed.jobs.sequential.SequentialRecommender`,
     as Arrow lists of raw item ids, ``SCORE_CELLS`` users x items per forward pass."""
 
@@ -75,7 +75,7 @@ def load_topk(path: str | Path) -> TopK:
     """The recommender saved by the sequential job (``RUN_DIR/model``)."""
     from recsys_embed.jobs.sequential import load_sequential
 
-    return Bert4RecTopK(load_sequential(path))
+    return SequentialTopK(load_sequential(path))
 
 
 class RecommendJob:
