@@ -1,5 +1,6 @@
-"""Builds the one compiled part: the fused field-attention CPU kernel of AutoInt (x86-64 with AVX2;
-elsewhere the package installs without it and AutoInt runs the eager ops). Metadata: setup.cfg."""
+"""Builds the compiled parts, two CPU kernels for x86-64 with AVX2: AutoInt's fused field attention
+and DIN's Dice (elsewhere the package installs without them and the models run their Python
+paths). Metadata: setup.cfg."""
 
 import platform
 
@@ -11,10 +12,12 @@ if platform.machine() in ("x86_64", "AMD64"):
 
     ext_modules = [
         CppExtension(
-            "recsys_embed.models.layers._field_attention",
-            ["models/layers/field_attention.cpp"],
+            f"recsys_embed.models.layers._{name}",
+            [f"models/layers/{name}.cpp"],
+            depends=["models/layers/avx2_math.h"],
             extra_compile_args=["-O3", "-mavx2", "-mfma"],
         )
+        for name in ("field_attention", "dice")
     ]
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}
 

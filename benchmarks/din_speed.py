@@ -2,10 +2,12 @@
 (eval, ``no_grad``, what batch scoring runs) and the training step (tables + DIN + Adam).
 
 ``before`` is a copy of the same model (same weights) whose Dice, local activation unit and
-``DIN.interest`` run the code of commit d581598 (kept below, verbatim, as the baseline): the
-eager Dice over the whole ``[N, H]`` tensor and the history concatenated with its padding.
-``now`` is the library: Dice fused over cache-sized row blocks, the real positions packed
-once, the first attention Linear folded, the attention MLP in cache-sized blocks in eval.
+``DIN.interest`` run the code of commit d581598 (kept below, verbatim, as the baseline), trained
+by the Adam of that commit's Trainer (``torch.optim.Adam``, the loop over parameters): the eager
+Dice over the whole ``[N, H]`` tensor and the history concatenated with its padding. ``now`` is
+the library: Dice in its compiled kernel (``dice.cpp``), the real positions packed once, the
+first attention Linear folded (the candidate's part once per sample), the attention MLP in
+cache-sized blocks in eval, and the Trainer's optimizer (:func:`dense_optimizer`: fused Adam).
 
 Synthetic CTR data (``write_ctr``, the default schema: 2 histories of up to 50 items), one torch
 thread, the per-feature layout with fused rowwise Adagrad. Each round times ``before`` and
@@ -40,6 +42,7 @@ from recsys_embed.artifacts import versions
 from recsys_embed.batch import Batch
 from recsys_embed.jobs.builders import build_model, build_tables, layout_for_model
 from recsys_embed.jobs.ranking_model import RankingModel
+from recsys_embed.jobs.trainer import dense_optimizer
 from recsys_embed.models import DIN
 from recsys_embed.models.layers import Dice, LocalActivationUnit, masked_sum
 from recsys_embed.pipelines import Pipeline
@@ -190,7 +193,8 @@ def training_section(pipeline: Pipeline, nets: dict[str, RankingModel], data: Pa
     optimizers = {}
     for v in VARIANTS:
         nets[v].train()
-        optimizers[v] = torch.optim.Adam(nets[v].dense_param_groups(1e-3, 0.0))
+        groups = nets[v].dense_param_groups(1e-3, 0.0)
+        optimizers[v] = torch.optim.Adam(groups) if v == "before" else dense_optimizer("adam", groups)
     losses: dict[str, list[float]] = {v: [] for v in VARIANTS}
 
     def run(v: str) -> Callable[[], object]:

@@ -1,8 +1,10 @@
 """DIN's fast paths against the same math written out plainly, in float64, forward and backward:
-Dice fused over row blocks, the local activation unit on packed positions with its first Linear
+Dice fused (the compiled kernel in float32, row blocks otherwise), the local activation unit on packed positions with its first Linear
 folded (and in cache-sized blocks in eval mode), DIN's interest over the packed history."""
 
 from __future__ import annotations
+
+import platform
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from torch.nn import functional as F
 
 from recsys_embed.models import DIN, DINConfig
 from recsys_embed.models.layers import Dice, LocalActivationUnit
+from recsys_embed.models.layers.activation import DICE_KERNEL, dice, kernel_applies
 from recsys_embed.models.layers.attention import EVAL_BLOCK_ELEMENTS
 from recsys_embed.models.layers.blocks import BLOCK_ELEMENTS
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
@@ -94,6 +97,75 @@ def test_dice_keeps_leading_dims_and_float32_agrees_with_float64() -> None:
     wide.load_state_dict(dice.state_dict())
     torch.testing.assert_close(dice(x), wide(x.double()).float(), rtol=1e-5, atol=1e-5)
     assert dice(x).shape == (6, 9, 4)
+
+
+def test_the_dice_kernel_is_built_and_used_on_this_machine() -> None:
+    if platform.machine() != "x86_64" or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("the kernel is built for x86-64 with AVX2 only")
+    assert DICE_KERNEL and kernel_applies(torch.zeros(3, 80))
+    assert not kernel_applies(torch.zeros(3, 80, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("width", [1, 5, 8, 13, 80])  # whole lanes of 8 and a masked tail
+@pytest.mark.parametrize("rows", [1, 70, 2500])  # 2500: several flushes (64 rows) and chunks (1024)
+def test_dice_float32_matches_the_formula_in_float64(training: bool, width: int, rows: int) -> None:
+    torch.manual_seed(width * 10_000 + rows)
+    dice32 = Dice(width, momentum=0.2).train(training)
+    randomize(dice32, rows)
+    plain = Dice(width, momentum=0.2).double()
+    plain.load_state_dict(dice32.state_dict())
+    x = (torch.randn(rows, width) * 2 + torch.linspace(-3, 30, width)).requires_grad_()  # means far from 0
+    x_plain = x.detach().double().requires_grad_()
+    batch_stats = training and rows > 1
+    y, y_plain = dice32(x), reference_dice(plain, x_plain, batch_stats)
+    torch.testing.assert_close(y, y_plain.float(), rtol=1e-4, atol=1e-5)  # x - mean loses digits of x ~ 30
+    if batch_stats:  # the statistics summed in double: as exact as float32 keeps them
+        expected_mean = 0.8 * plain.running_mean + 0.2 * x_plain.detach().mean(0)
+        expected_var = 0.8 * plain.running_var + 0.2 * x_plain.detach().var(0)
+        torch.testing.assert_close(dice32.running_mean, expected_mean.float(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(dice32.running_var, expected_var.float(), rtol=1e-5, atol=1e-6)
+    upstream = torch.randn(rows, width)
+    (y * upstream).sum().backward()
+    (y_plain * upstream.double()).sum().backward()
+    torch.testing.assert_close(x.grad, x_plain.grad.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dice32.alpha.grad, plain.alpha.grad.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_dice_gradcheck_in_float64(batch_stats: bool) -> None:
+    torch.manual_seed(3)
+    x = torch.randn(9, 6, dtype=torch.float64, requires_grad=True)
+    alpha = torch.rand(6, dtype=torch.float64, requires_grad=True)
+    running = torch.randn(6, dtype=torch.float64), torch.rand(6, dtype=torch.float64) + 0.5
+
+    def run(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        # with batch statistics, dice() takes those of this x (no gradient) and differentiates through them
+        mean, var = (x.detach().mean(0), x.detach().var(0, unbiased=False)) if batch_stats else running
+        return dice(x, alpha, mean, torch.rsqrt(var + 1e-8), batch_stats)
+
+    assert torch.autograd.gradcheck(run, (x, alpha))
+
+
+def test_dice_kernel_matches_the_row_block_path_at_any_thread_count() -> None:
+    torch.manual_seed(4)
+    dice32 = Dice(40).train()
+    randomize(dice32, 4)
+    x = torch.randn(5000, 40) * 3 + 1
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            leaf = x.clone().requires_grad_()
+            y = dice32(leaf)
+            y.backward(torch.ones_like(y))
+            outputs.append((y.detach(), leaf.grad, dice32.alpha.grad.clone()))
+            dice32.alpha.grad = None
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*outputs):
+        torch.testing.assert_close(one, two, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("softmax", [False, True])

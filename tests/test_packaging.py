@@ -16,11 +16,11 @@ SOURCES = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "recsys_embed
 
 
 def source_tree(target: Path) -> list[str]:
-    """A copy of the sources in ``target``; the AutoInt kernel that `make setup` compiled from the
-    same field_attention.cpp goes where the wheel's build looks for it (build/lib.<platform>-<tag>/),
-    its time kept, so setuptools' build_ext takes it as up to date instead of compiling it again
-    (a kernel older than its source is compiled again, as in any in-tree build). Returns the
-    kernels' paths in the wheel."""
+    """A copy of the sources in ``target``; the kernels that `make setup` compiled from the same
+    sources (AutoInt's field attention, DIN's Dice) go where the wheel's build looks for them
+    (build/lib.<platform>-<tag>/), their times kept, so setuptools' build_ext takes them as up to
+    date instead of compiling them again (a kernel older than its source is compiled again, as in
+    any in-tree build). Returns the kernels' paths in the wheel."""
     target.mkdir()
     for name in SOURCES:
         if (REPO / name).is_dir():
@@ -29,7 +29,7 @@ def source_tree(target: Path) -> list[str]:
             shutil.copy2(REPO / name, target / name)
     build_lib = target / "build" / f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
     kernels = []
-    for kernel in (REPO / "models" / "layers").glob("_field_attention*.so"):
+    for kernel in (REPO / "models" / "layers").glob("_*.so"):
         (build_lib / "recsys_embed" / "models" / "layers").mkdir(parents=True, exist_ok=True)
         shutil.copy2(kernel, build_lib / "recsys_embed" / "models" / "layers" / kernel.name)
         kernels.append(f"recsys_embed/models/layers/{kernel.name}")
@@ -46,7 +46,7 @@ def test_wheel_installs_subpackages_only_under_recsys_embed(tmp_path: Path) -> N
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"recsys_embed"}, top_level
-    assert set(kernels) <= set(names), "the AutoInt kernel is missing from the wheel"
+    assert set(kernels) <= set(names), "a compiled kernel is missing from the wheel"
     # every package folder of the repo made it into the wheel
     for folder, package in (("models", "recsys_embed/models"), ("pipelines", "recsys_embed/pipelines"), ("recsys_embed", "recsys_embed")):
         for init in (REPO / folder).rglob("__init__.py"):

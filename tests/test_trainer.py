@@ -21,7 +21,7 @@ from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.models import MLP, MLPConfig
 from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, PrunedTables, TableOptimizer
-from recsys_embed.jobs.trainer import Trainer, TrainerConfig
+from recsys_embed.jobs.trainer import Trainer, TrainerConfig, dense_optimizer
 
 SCRIPT = Path(__file__).with_name("resume_script.py")
 
@@ -173,3 +173,22 @@ def test_mini_batch_aware_l2_refuses_a_pruned_layout_and_a_negative_weight() -> 
         Trainer(model, TrainerConfig(mba_l2=0.1, progress=False)).fit(_mba_batches())
     with pytest.raises(ValueError, match="trainer.mba_l2 must be >= 0"):
         TrainerConfig(mba_l2=-1.0)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_dense_optimizer_is_fused_on_plain_tensors_and_steps_as_the_loop(name: str) -> None:
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 1)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    groups = lambda net: [{"params": list(net.parameters()), "lr": 1e-2, "weight_decay": 0.1}]  # noqa: E731
+    fused = dense_optimizer(name, groups(nets[0]))
+    loop = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](groups(nets[1]), foreach=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    x = torch.randn(32, 5)
+    for _ in range(5):
+        for net, optimizer in zip(nets, (fused, loop)):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

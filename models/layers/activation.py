@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from recsys_embed.models.layers.blocks import row_blocks
+from recsys_embed.models.layers.kernels import load_kernel
 
 ACTIVATIONS = ("dice", "prelu", "relu", "gelu")
+DICE_KERNEL = load_kernel("_dice")
 
 
 class Dice(nn.Module):
@@ -22,8 +24,10 @@ class Dice(nn.Module):
     affine parameters. ``alpha`` is learned per unit and starts at 0, so Dice starts as a
     smoothed ReLU. Input and output ``[..., H]``.
 
-    Forward and backward run fused over cache-sized row blocks (:func:`dice`), one output
-    tensor each, where the eager ops make about ten tensors of the input's size.
+    Statistics, forward and backward run fused (:func:`dice`), one output tensor each, where
+    the eager ops make about ten tensors of the input's size: on float32 CPU tensors in the
+    compiled kernel (``dice.cpp``, one pass over the input for each, with AVX2), elsewhere in
+    torch ops over cache-sized row blocks.
 
     Example::
 
@@ -67,9 +71,18 @@ def dice(x: torch.Tensor, alpha: torch.Tensor, mean: torch.Tensor, invstd: torch
     return _Dice.apply(x, alpha, mean, invstd, batch_stats)
 
 
+def kernel_applies(x: torch.Tensor) -> bool:
+    """Whether :func:`dice` and :func:`column_stats` of ``x`` run the compiled kernel: float32 on
+    a CPU with AVX2, the kernel built."""
+    return DICE_KERNEL and x.device.type == "cpu" and x.dtype == torch.float32
+
+
 def column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance of each column of ``x [N, H]`` -> two ``[H]`` (two passes, the
-    second over :func:`row_blocks`: several times faster on CPU than ``torch.var_mean(x, 0)``)."""
+    """Mean and biased variance of each column of ``x [N, H]`` -> two ``[H]``: in the kernel, one
+    pass summing ``x - x[0]`` in double; otherwise two passes, the second over :func:`row_blocks`
+    (several times faster on CPU than ``torch.var_mean(x, 0)``)."""
+    if kernel_applies(x):
+        return torch.ops.recsys_embed.dice_stats(x)
     mean = x.sum(0) / x.shape[0]
     sum_sq = torch.zeros_like(mean)
     for rows in row_blocks(*x.shape, x.device):
@@ -79,24 +92,30 @@ def column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Dice(torch.autograd.Function):
-    """:func:`dice` over :func:`row_blocks` of ``x``: one ``[N, H]`` output forward, one backward."""
+    """:func:`dice` in the kernel (:func:`kernel_applies`) or over :func:`row_blocks` of ``x``: one
+    ``[N, H]`` output forward, one backward."""
 
     @staticmethod
     def forward(ctx, x, alpha, mean, invstd, batch_stats):  # type: ignore[no-untyped-def]
         x = x.contiguous()
+        ctx.save_for_backward(x, alpha, mean, invstd)
+        ctx.batch_stats = batch_stats
+        if kernel_applies(x):
+            return torch.ops.recsys_embed.dice_forward(x, alpha, mean, invstd)
         y = torch.empty_like(x)
         keep, shift = 1 - alpha, -mean * invstd  # n = x * invstd + shift
         for rows in row_blocks(*x.shape, x.device):
             p = torch.addcmul(shift, x[rows], invstd).sigmoid_()
             torch.mul(torch.addcmul(alpha, p, keep), x[rows], out=y[rows])
-        ctx.save_for_backward(x, alpha, mean, invstd)
-        ctx.batch_stats = batch_stats
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # type: ignore[no-untyped-def]
         x, alpha, mean, invstd = ctx.saved_tensors
+        if kernel_applies(x):
+            grad_x, grad_alpha = torch.ops.recsys_embed.dice_backward(grad, x, alpha, mean, invstd, ctx.batch_stats)
+            return grad_x, grad_alpha, None, None, None
         grad = grad.contiguous()
         grad_x, grad_alpha = torch.empty_like(x), torch.zeros_like(alpha)
         sum_gn, sum_gn_n = torch.zeros_like(alpha), torch.zeros_like(alpha)

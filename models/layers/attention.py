@@ -30,8 +30,9 @@ class LocalActivationUnit(nn.Module):
     the unmasked positions instead (a row without history gets all zeros).
 
     The first Linear ``W = [W_h, W_c, W_d, W_p]`` (parameters as stored) runs folded:
-    ``W [h, c, h - c, h * c] = [W_h + W_d, W_p, W_c - W_d] [h, h * c, c]``, a ``3D``-wide input
-    instead of ``4D``. In eval mode every layer acts row by row, so the MLP runs over blocks of
+    ``W [h, c, h - c, h * c] + b = [W_h + W_d, W_p] [h, h * c] + ((W_c - W_d) c + b)``, the
+    candidate's part once per sample and gathered to its positions: a ``2D``-wide input per
+    position instead of ``4D``. In eval mode every layer acts row by row, so the MLP runs over blocks of
     positions that stay in cache (:data:`EVAL_BLOCK_ELEMENTS`).
 
     Example::
@@ -66,22 +67,31 @@ class LocalActivationUnit(nn.Module):
     def packed_weights(self, history: torch.Tensor, candidate: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Weights of the real positions: ``history [N, D]`` (position ``j`` of sample ``rows[j]``),
         ``candidate [B, D]``, ``rows [N]`` ascending -> ``[N]``."""
-        per_position = candidate.index_select(0, rows)
+        first = [*self.mlp.layers, self.score][0]
+        w_h, w_c, w_diff, w_prod = first.weight.split(self.dim, dim=1)
+        per_sample = F.linear(candidate, w_c - w_diff, first.bias)  # [B, H_1]: the candidate's part, once per sample
+        folded = torch.cat([w_h + w_diff, w_prod], dim=1)
         if self.training:
-            scores = self.scores(history, per_position)
+            scores = self.scores(history, candidate, per_sample, folded, rows)
         else:
             width = max([self.dim, *(layer.out_features for layer in self.mlp.layers if isinstance(layer, nn.Linear))])
             blocks = row_blocks(history.shape[0], width, history.device, EVAL_BLOCK_ELEMENTS)
-            scores = torch.cat([self.scores(history[b], per_position[b]) for b in blocks]) if blocks else history.new_zeros(0)
+            scores = (
+                torch.cat([self.scores(history[b], candidate, per_sample, folded, rows[b]) for b in blocks])
+                if blocks
+                else history.new_zeros(0)
+            )
         return segment_softmax(scores, rows, candidate.shape[0]) if self.softmax else scores
 
-    def scores(self, history: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-        """Unnormalised scores of positions ``history [N, D]`` against their candidates ``[N, D]`` -> ``[N]``."""
-        layers = [*self.mlp.layers, self.score]
-        w_h, w_c, w_diff, w_prod = layers[0].weight.split(self.dim, dim=1)
-        folded = torch.cat([w_h + w_diff, w_prod, w_c - w_diff], dim=1)
-        x = F.linear(torch.cat([history, history * candidate, candidate], dim=1), folded, layers[0].bias)
-        for layer in layers[1:]:
+    def scores(
+        self, history: torch.Tensor, candidate: torch.Tensor, per_sample: torch.Tensor, folded: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Unnormalised scores of positions ``history [n, D]`` of samples ``rows [n]`` against their
+        candidates ``[B, D]``, given the first layer folded: ``folded [H_1, 2D]`` and the candidates'
+        part ``per_sample [B, H_1]`` -> ``[n]``."""
+        c = candidate.index_select(0, rows)
+        x = torch.addmm(per_sample.index_select(0, rows), torch.cat([history, history * c], dim=1), folded.t())
+        for layer in [*self.mlp.layers, self.score][1:]:
             x = layer(x)
         return x.squeeze(-1)
 

@@ -13,23 +13,13 @@ Shape notation: B batch, F fields, H heads, d head dim.
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
+
+from recsys_embed.models.layers.kernels import load_kernel
 
 MAX_FIELDS = 64
 HEAD_DIMS = (8, 16)
-
-
-def _load_kernel() -> bool:
-    """Import the compiled ops (registering ``torch.ops.recsys_embed.field_attention_*``)."""
-    if importlib.util.find_spec("recsys_embed.models.layers._field_attention") is None:
-        return False
-    importlib.import_module("recsys_embed.models.layers._field_attention")
-    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-
-
-KERNEL_AVAILABLE = _load_kernel()
+KERNEL_AVAILABLE = load_kernel("_field_attention")
 
 
 def fused_applies(qkv: torch.Tensor, num_heads: int) -> bool:

