@@ -43,7 +43,8 @@ ANCHORS = {
 }
 MODELS = {
     "sasrec": {"name": "sasrec", "max_len": 50, "dim": 64, "num_layers": 2, "num_heads": 1, "dropout": 0.5},
-    "bert4rec": {"name": "bert4rec", "max_len": 50, "dim": 64, "num_layers": 2, "num_heads": 2, "dropout": 0.1, "mask_prob": 0.2},
+    "bert4rec": {"name": "bert4rec", "max_len": 50, "dim": 64, "num_layers": 2, "num_heads": 2, "dropout": 0.1, "mask_prob": 0.2,
+                 "last_item_prob": 0.2},
 }
 
 

@@ -32,7 +32,9 @@ class BERT4RecConfig:
     """BERT4Rec hyper-parameters: sequences of at most ``max_len`` items, a ``dim``-wide
     encoder (the item table's dim) of ``num_layers`` layers with ``num_heads`` heads and a
     ``4 * dim`` feed-forward, ``dropout`` everywhere (as BERT); Cloze masks each item of a
-    training sequence with probability ``mask_prob``."""
+    training sequence with probability ``mask_prob``, except in a fraction ``last_item_prob`` of
+    the sequences, which mask their last item only (the task of recommending, as the BERT4Rec
+    paper's training data adds)."""
 
     max_len: int = 50
     dim: int = 64
@@ -40,12 +42,15 @@ class BERT4RecConfig:
     num_heads: int = 2
     dropout: float = 0.1
     mask_prob: float = 0.2
+    last_item_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_len < 2:
             raise ValueError(f"BERT4Rec needs max_len >= 2, got {self.max_len}")
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"BERT4Rec mask_prob must lie in (0, 1), got {self.mask_prob}")
+        if not 0.0 <= self.last_item_prob <= 1.0:
+            raise ValueError(f"BERT4Rec last_item_prob must lie in [0, 1], got {self.last_item_prob}")
         if self.dim % self.num_heads:
             raise ValueError(f"BERT4Rec dim {self.dim} must be divisible by num_heads {self.num_heads}")
 
@@ -140,9 +145,17 @@ class BERT4Rec(nn.Module):
     def training_loss(
         self, items: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor, item_vectors: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`cloze_loss` with each real position masked with probability ``mask_prob``
-        (drawn from torch's global generator, which the Trainer's checkpoints restore)."""
-        return self.cloze_loss(items, mask, cloze_mask(mask, self.config.mask_prob), ids, item_vectors)
+        """:meth:`cloze_loss` with each real position masked with probability ``mask_prob``, or,
+        in a fraction ``last_item_prob`` of the rows, the last real position alone (drawn from
+        torch's global generator, which the Trainer's checkpoints restore)."""
+        masked = cloze_mask(mask, self.config.mask_prob)
+        if self.config.last_item_prob:
+            rows = torch.arange(mask.shape[0], device=mask.device)
+            last = torch.zeros_like(mask)
+            last[rows, (mask.sum(1) - 1).clamp(min=0)] = True
+            chosen = torch.rand(mask.shape[0], device=mask.device) < self.config.last_item_prob
+            masked = torch.where(chosen[:, None], last & mask, masked)
+        return self.cloze_loss(items, mask, masked, ids, item_vectors)
 
     def score_next(self, items: torch.Tensor, mask: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """Scores of the next item after each history ``[B, L, D]`` (mask ``[B, L]``),

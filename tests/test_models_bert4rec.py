@@ -209,3 +209,24 @@ def test_table_vectors_update_equals_the_kernel_update(optimizer: str) -> None:
             torch.testing.assert_close(dense.kernel.state_views()[name], value, atol=1e-6, rtol=1e-5)
     with torch.no_grad():
         assert not dense.table_vectors("items").requires_grad
+
+
+def test_last_item_rows_mask_their_last_item_only() -> None:
+    """``last_item_prob=1``: every row trains the recommending task (its last real item masked);
+    0: plain Cloze, the same loss as ``cloze_loss`` with the same draws."""
+    items = left_aligned(torch.tensor([6, 3, 1, 4]), 6, ROWS)
+    mask = items != 0
+    torch.manual_seed(0)
+    table = torch.randn(ROWS, CONFIG.dim)
+    last_only = BERT4Rec(BERT4RecConfig(**{**CONFIG.__dict__, "last_item_prob": 1.0}), ROWS).eval()
+    expected_mask = torch.zeros_like(mask)
+    expected_mask[torch.arange(4), torch.tensor([5, 2, 0, 3])] = True
+    expected = last_only.cloze_loss(table[items], mask, expected_mask, items, table)
+    assert torch.allclose(last_only.training_loss(table[items], mask, items, table), expected)
+    plain = BERT4Rec(CONFIG, ROWS).eval()
+    torch.manual_seed(3)
+    loss = plain.training_loss(table[items], mask, items, table)
+    torch.manual_seed(3)
+    assert torch.equal(loss, plain.cloze_loss(table[items], mask, cloze_mask(mask, CONFIG.mask_prob), items, table))
+    with pytest.raises(ValueError, match="last_item_prob must lie in"):
+        BERT4RecConfig(last_item_prob=1.5)
