@@ -122,7 +122,7 @@ def build(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path], 
     from recsys_embed.jobs.ranking_model import RankingModel
     from recsys_embed.jobs.next_item_model import NextItemModel
     from recsys_embed.jobs.sequential import FEATURE, TASK, SequentialConfig, sequence_data
-    from recsys_embed.models import BERT4Rec
+    from recsys_embed.models import BERT4Rec, BERT4RecConfig
     from recsys_embed.models.next_item_ranking import FIRST_ITEM_ID
     from recsys_embed.pipelines import Pipeline
     from recsys_embed.pipelines.synthetic.ctr import ctr_schema, write_ctr
@@ -146,7 +146,7 @@ def build(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path], 
         model = build_model(spec, tables.shapes(len(schema.dense_features)), schema)
         artifacts[name] = save_model(work / name, pipeline, RankingModel(tables, model), layout, spec)
     write_sequences(work / "seq", users=args.users, seed=0, progress=False)
-    config = SequentialConfig()  # the sequential job's defaults, untrained
+    config = SequentialConfig(model=BERT4RecConfig())  # the sequential job's defaults for BERT4Rec, untrained
     seq = sequence_data(pl.read_parquet(work / "seq"), config.model, config.min_length)
     rows = seq.pipeline.num_embeddings[seq.pipeline.schema[FEATURE].table]
     tables = build_tables(config.layout, seq.pipeline.schema, seq.pipeline.num_embeddings, config.table_optimizer)

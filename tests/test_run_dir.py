@@ -110,7 +110,8 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holders_lock_is_ta
 
 
 def test_two_real_runs_into_one_directory_one_is_refused(tmp_path: Path, data: Path) -> None:
-    config = write_config(tmp_path / "run.yaml", data, tmp_path / "run", trainer={"epochs": 100, "patience": 1000})
+    # a run far longer than the test: the second must meet its lock, not its finished outputs
+    config = write_config(tmp_path / "run.yaml", data, tmp_path / "run", trainer={"epochs": 100_000, "patience": 100_000})
     first = subprocess.Popen([*CLI, "train", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(lambda: (tmp_path / "run" / ".lock").exists(), first)

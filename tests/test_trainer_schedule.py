@@ -25,11 +25,12 @@ class Scripted(nn.Module):
     """A one-parameter model whose validation NDCG@10 follows ``scores`` (one per evaluation)
     and whose loss pulls its weight up by one SGD-like step a batch."""
 
-    def __init__(self, scores: list[float], sleep: float = 0.0) -> None:
+    def __init__(self, scores: list[float], sleep: float = 0.0, evaluation_sleep: float = 0.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(()))
         self.scores = list(scores)
         self.sleep = sleep
+        self.evaluation_sleep = evaluation_sleep
         self.seen: list[float] = []
 
     def loss(self, batch: Step) -> tuple[torch.Tensor, None]:
@@ -38,6 +39,7 @@ class Scripted(nn.Module):
 
     def evaluate(self, data: object) -> dict[str, float]:
         self.seen.append(float(self.weight.detach()))
+        time.sleep(self.evaluation_sleep)
         return {"ndcg@10": self.scores.pop(0) if self.scores else 0.0}
 
     def dense_param_groups(self, lr: float, weight_decay: float) -> list[dict]:
@@ -71,6 +73,14 @@ def test_the_wall_clock_budget_stops_training_and_validates_the_last_weights() -
     _, result = fit(model, epochs=100, eval_every=1000, max_seconds=0.3)
     assert 3 <= result.steps < 20 and len(result.evaluations) == 1
     assert result.evaluations[0]["steps"] == result.steps and result.train_seconds >= 0.3
+
+
+def test_the_budget_reserves_the_closing_evaluation() -> None:
+    # steps of 10 ms, evaluations of 250 ms every 5 steps: the budget of 1 s ends after the third
+    # evaluation (0.9 s), since a fourth (steps 16-20 and its evaluation, 1.2 s) would not fit
+    model = Scripted([0.1, 0.2, 0.3, 0.4, 0.5], sleep=0.01, evaluation_sleep=0.25)
+    _, result = fit(model, epochs=100, eval_every=5, max_seconds=1.0, patience=100)
+    assert result.steps < 20 and result.train_seconds < 1.0 + 0.15
 
 
 def test_per_epoch_evaluation_stays_the_default() -> None:

@@ -96,7 +96,7 @@ class SequentialConfig:
     """Args:
     model: the sequential model: a :class:`~recsys_embed.models.SASRecConfig` or
         :class:`~recsys_embed.models.BERT4RecConfig`, or a mapping ``{name: sasrec | bert4rec,
-        **fields}`` (no ``name``: bert4rec); ``dim`` is also the item table's.
+        **fields}`` (``name`` required); ``dim`` is also the item table's.
     layout: the item table's layout, ``{"name": "per_feature"}`` or another of
         :func:`~recsys_embed.jobs.builders.build_tables` (its vectors must be ``dim`` wide).
     table_optimizer: the optimizer fused into the item table's kernel.

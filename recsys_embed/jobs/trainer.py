@@ -60,7 +60,8 @@ class TrainerConfig:
         step is evaluated too when training stops between two evaluations.
     patience: evaluations without improvement before stopping (with ``eval_every``, a patience
         of ``patience * eval_every * batch_size`` training samples).
-    max_seconds: stop after this much wall clock (training and evaluation; 0: no limit).
+    max_seconds: wall-clock budget of training and evaluation (0: no limit): training stops
+        when the closing evaluation would no longer fit, reserving the last evaluation's time.
     mba_l2: weight of DIN's mini-batch aware L2 on the table rows (0: off); when > 0, ``fit``
         first counts how often the training data reads each row (one pass over it).
     checkpoint_every: steps between checkpoints besides those at each evaluation (0: none).
@@ -157,6 +158,7 @@ class _Run:
     stale: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     start: float = 0.0
+    evaluation_seconds: float = 0.0  # the latest evaluation's, reserved for the closing one
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -275,13 +277,14 @@ class Trainer:
         return (
             run.stale >= cfg.patience
             or bool(cfg.max_steps and result.steps >= cfg.max_steps)
-            or bool(cfg.max_seconds and run.elapsed() >= cfg.max_seconds)
+            or bool(cfg.max_seconds and run.elapsed() + run.evaluation_seconds >= cfg.max_seconds)
         )
 
     def _evaluate(self, valid: Any, epoch: int, result: FitResult, run: _Run) -> None:
         """One evaluation on ``valid``: record it, keep the weights when ``config.metric`` improved."""
         cfg = self.config
         record: dict[str, float] = {"epoch": float(epoch + 1), "steps": float(result.steps), "samples": float(result.samples)}
+        started = time.perf_counter()
         if valid is not None:
             record.update(self.evaluate(valid))
             if cfg.metric not in record:
@@ -293,6 +296,7 @@ class Trainer:
                 run.keep(self.model.state_dict())
             else:
                 run.stale += 1
+        run.evaluation_seconds = time.perf_counter() - started
         record.update(seconds=run.elapsed(), rss_mb=resident_mb())
         result.evaluations.append(record)
 
