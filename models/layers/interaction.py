@@ -10,13 +10,17 @@ from torch import nn
 
 from recsys_embed.models.layers.field_attention import interacting_attention
 
+RESIDUALS = ("projection", "identity")
+
 
 class InteractingLayer(nn.Module):
     """One AutoInt interacting layer (Song et al. 2019, eqs. 5-8).
 
     ``[B, F, in_dim] -> [B, F, H * d]``: for each head h, field m attends over all fields with
     ``softmax_k(<W_q^h e_m, W_k^h e_k>)`` and sums ``W_v^h e_k``; the heads are concatenated, a
-    residual is added (``W_res e_m``, the identity when ``in_dim == H * d``) and ReLU applied.
+    residual is added and ReLU applied. The residual is ``W_res e_m``, a learned projection, as in
+    the paper (``residual="projection"``), or ``e_m`` itself (``residual="identity"``, possible
+    only when ``in_dim == H * d``: a layer that changes the width projects in either mode).
     No positional input: permuting the fields permutes the output the same way. The
     query, key and value projections of all heads are one matrix (``[3 * H * d, in_dim]``: queries,
     keys, values; head h in rows ``h * d : (h + 1) * d`` of each third, each third initialised
@@ -31,19 +35,23 @@ class InteractingLayer(nn.Module):
         torch.Size([3, 5, 8])
     """
 
-    def __init__(self, in_dim: int, head_dim: int, num_heads: int) -> None:
+    def __init__(self, in_dim: int, head_dim: int, num_heads: int, residual: str = "projection") -> None:
         super().__init__()
         if min(in_dim, head_dim, num_heads) <= 0:
             raise ValueError(f"in_dim, head_dim and num_heads must be > 0, got {in_dim}, {head_dim}, {num_heads}")
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {residual!r}")
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.out_dim = num_heads * head_dim
         self.query_key_value = nn.Linear(in_dim, 3 * self.out_dim, bias=False)
-        self.residual = nn.Identity() if in_dim == self.out_dim else nn.Linear(in_dim, self.out_dim, bias=False)
         for block in self.query_key_value.weight.data.chunk(3):
             nn.init.xavier_uniform_(block)
-        if isinstance(self.residual, nn.Linear):
+        self.residual: nn.Module = nn.Identity()
+        if residual == "projection" or in_dim != self.out_dim:
+            self.residual = nn.Linear(in_dim, self.out_dim, bias=False)
             nn.init.xavier_uniform_(self.residual.weight)
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         return interacting_attention(self.query_key_value(fields), self.residual(fields), self.num_heads)
+
