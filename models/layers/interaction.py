@@ -1,6 +1,7 @@
-"""AutoInt's interacting layer: multi-head self-attention across feature fields.
+"""Interactions across feature fields: AutoInt's interacting layer (multi-head self-attention)
+and the factorization machine's pairwise term.
 
-Shape notation: B batch, F fields, H heads, d head dim.
+Shape notation: B batch, F fields, H heads, d head dim, D field dim.
 """
 
 from __future__ import annotations
@@ -55,3 +56,15 @@ class InteractingLayer(nn.Module):
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
         return interacting_attention(self.query_key_value(fields), self.residual(fields), self.num_heads)
 
+
+def fm_pairwise(fields: torch.Tensor) -> torch.Tensor:
+    """The factorization machine's second-order term (Rendle 2010, eq. 1 and lemma 3.1):
+    ``sum_{i < j} <v_i, v_j> = 0.5 * sum_d ((sum_f v_fd)^2 - sum_f v_fd^2)``, ``[B, F, D] -> [B]``
+    in ``O(F * D)`` per sample instead of ``O(F^2 * D)``.
+
+    Example::
+
+        >>> fm_pairwise(torch.tensor([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]])).tolist()  # 11 + 17 + 39
+        [67.0]
+    """
+    return 0.5 * (fields.sum(1).square() - fields.square().sum(1)).sum(-1)
