@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=1_000_000)
     demo.add_argument("--data-dir", default="data")
     demo.add_argument("--run-dir", default="runs/demo")
-    demo.add_argument("--model", default="din", choices=["mlp", "din", "autoint"])
+    demo.add_argument("--model", default="din", choices=["mlp", "din", "autoint", "fm", "deepfm", "dcn_v2"])
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--batch-size", type=int, default=2048)
 

@@ -10,7 +10,7 @@ Example ``run.yaml``::
     data: {train: data/train, valid: data/valid, test: data/test}
     schema: synthetic_ctr            # or a path to a schema YAML/JSON, or an inline mapping
     layout: {name: per_feature}      # per_feature | multiplexed (+ its options)
-    model: {name: din}               # mlp | din | autoint (+ its config keys)
+    model: {name: din}               # mlp | din | autoint | fm | deepfm | dcn_v2 (+ its config keys)
     table_optimizer: {name: rowwise_adagrad, lr: 0.05}
     trainer: {epochs: 1, lr: 0.001}
     batching: {batch_size: 4096, shuffle: true}
