@@ -13,8 +13,8 @@ value; :func:`save_model` always writes such keys, so later artifacts never depe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
