@@ -6,10 +6,13 @@ and each format has a default :class:`recsys_embed.features.Schema`. Data derive
 they read (behaviour histories with negatives, leave-one-out splits) is built by
 :mod:`recsys_embed.pipelines.derived`.
 
-- Criteo TSV: :func:`read_criteo`, :func:`criteo_schema`
-- Avazu CSV: :func:`read_avazu`, :func:`avazu_schema`
-- MovieLens 1M / 100K: :func:`read_movielens`, :func:`movielens_ctr`, :func:`movielens_schema`
-- Amazon reviews: :func:`amazon_events` (then ``derived.behaviour_histories``)
+Formats with several layouts (separator, header) sniff line 1 and take ``separator=`` /
+``header=`` options; an error says which layout the file was read as and how to pass another.
+
+- Criteo TSV, or CSV with a header: :func:`read_criteo`, :func:`criteo_schema`
+- Avazu CSV, raw or pre-encoded (``label, feat_1, ...``): :func:`read_avazu`, :func:`avazu_schema`
+- MovieLens 1M / 100K / CSV with named columns: :func:`read_movielens`, :func:`movielens_ctr`, :func:`movielens_schema`
+- Amazon reviews, JSON lines or DIN's CSV: :func:`amazon_events` (then ``derived.behaviour_histories``)
 - Taobao UserBehavior: :func:`read_taobao` (then ``derived.behaviour_histories``)
 - One user per line, ``user_id item_id item_id ...`` (SASRec/ICLRec's Amazon Beauty, Toys):
   :func:`read_user_lines` (then ``derived.user_sequences``)
