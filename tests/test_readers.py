@@ -29,7 +29,7 @@ from recsys_embed.pipelines.readers import (
     read_taobao,
 )
 
-READER_MODULES = ["readers.amazon", "readers.avazu", "readers.criteo", "derived.histories", "readers.movielens",
+READER_MODULES = ["readers.amazon", "readers.avazu", "readers.criteo", "readers.libfm", "derived.histories", "readers.movielens",
                   "derived.output", "derived.sequences", "readers.taobao"]
 
 
