@@ -117,3 +117,17 @@ def test_amazon_din_csv(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.csv", ["user_id,item_id,time", "0,1,yesterday"])
     with pytest.raises(ValueError, match=r"bad.csv: line 2, column 'timestamp': expected an integer \(Int64\), got 'yesterday'"):
         read_amazon_reviews(bad)
+
+
+def test_readme_readers_example_runs(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text[text.index("## Public datasets"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    code = code[: code.index("```")]
+    full = ",".join(["1", *(str(i) for i in range(13)), *(f"{i:08x}" for i in range(26))])
+    criteo_csv = write(tmp_path / "sample.csv", [",".join(CRITEO_NAMES)] + [full] * 3)
+    libfm_file = write(tmp_path / "frappe.libfm", ["1 0:1 5:1", "-1 1:1 6:1", "-1 0:1 6:1", "1 1:1 5:1"])
+    namespace = {"criteo_csv": criteo_csv, "libfm_file": libfm_file, "out_dir": tmp_path / "splits"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["pipeline"].state.tables["field_1"].size == 2
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == ["train", "valid"]
