@@ -50,6 +50,8 @@ def read_avazu(path: str | Path, validate: bool = True) -> pl.LazyFrame:
     ``weekday`` (Int8, 1 = Monday .. 7 = Sunday), then the categorical columns: the
     ``site_*``/``app_*``/``device_id``/``device_ip``/``device_model`` hex strings as Utf8,
     ``C1, banner_pos, device_type, device_conn_type, C14..C21`` as Int64 (null when empty).
+    A pre-encoded file (header ``label, feat_1, ...``) gives ``label`` (Int8, 0/1) and its
+    other columns as Utf8, in file order (their schema: ``avazu_schema(columns=[...])``).
 
     Raises ``ValueError`` naming the file when the header lacks a column, and (with
     ``validate``) naming the line of a row with a wrong column count or a bad value.
