@@ -15,26 +15,25 @@ from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig, from
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
+from recsys_embed.pipelines.named_schemas import SCHEMAS, named_schema
+from recsys_embed.pipelines.synthetic.ctr import oracle_auc, write_ctr
 from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.jobs.run_dir import RunDir
 from recsys_embed.tables import EvolutionConfig, TableOptimizer
 from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 
-NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
-
-
 def resolve_schema(spec: Any) -> Schema:
-    """A schema from a known name, a path to a JSON/YAML/TOML file, or an inline mapping."""
+    """A schema from a name of :data:`SCHEMAS` (``criteo``, or ``{name: criteo, min_count: 1}``),
+    a path to a JSON/YAML/TOML file, or an inline mapping with ``features``."""
     if isinstance(spec, Schema):
         return spec
     if isinstance(spec, dict):
-        return Schema.from_dict(spec)
-    if isinstance(spec, str) and spec in NAMED_SCHEMAS:
-        return NAMED_SCHEMAS[spec]()
+        return named_schema(spec) if "name" in spec else Schema.from_dict(spec)
+    if isinstance(spec, str) and spec in SCHEMAS:
+        return named_schema(spec)
     if isinstance(spec, str) and Path(spec).is_file():
         return Schema.load(spec)
-    raise ValueError(f"schema {spec!r} is neither one of {sorted(NAMED_SCHEMAS)} nor an existing schema file")
+    raise ValueError(f"schema {spec!r} is neither one of {sorted(SCHEMAS)} nor an existing schema file")
 
 
 @dataclass
@@ -48,7 +47,8 @@ class TrainReport:
     def summary(self) -> str:
         metrics = self.test or self.valid
         which = "test" if self.test else "valid"
-        parts = [f"{which} AUC {metrics.get('auc', float('nan')):.4f}"]
+        auc = metrics.get("auc", float("nan"))
+        parts = [f"{which} AUC {auc:.4f}" if auc == auc else f"{which} AUC undefined (one class)"]
         if "oracle_auc" in metrics:
             parts[0] += f" (oracle {metrics['oracle_auc']:.4f})"
         if "gauc" in metrics:
