@@ -38,11 +38,17 @@ def resolve_schema(spec: Any) -> Schema:
 
 @dataclass
 class TrainReport:
+    """What ``train`` did: the kept model's ``valid`` evaluation (chosen by ``selection``,
+    the trainer's metric and logloss guard), its ``test`` metrics, each validation metric's
+    ``peaks`` (:attr:`~recsys_embed.jobs.trainer.FitResult.peaks`), throughput and steps."""
+
     run_dir: Path
     valid: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     samples_per_second: float = 0.0
     steps: int = 0
+    peaks: dict[str, dict[str, float]] = field(default_factory=dict)
+    selection: str = "auc"
 
     def summary(self) -> str:
         metrics = self.test or self.valid
@@ -54,9 +60,20 @@ class TrainReport:
         if "gauc" in metrics:
             parts.append(f"GAUC {metrics['gauc']:.4f}")
         parts.append(f"logloss {metrics.get('logloss', float('nan')):.4f}")
+        for name, label in (("auc", "AUC"), ("logloss", "logloss")):
+            if name in self.peaks:
+                peak = self.peaks[name]
+                parts.append(f"best valid {label} {peak['value']:.4f} (epoch {peak['epoch']:.0f}, step {peak['steps']:.0f})")
+        if self.peaks:  # validated: the kept evaluation was chosen among them
+            parts.append(f"kept epoch {self.valid['epoch']:.0f}, step {self.valid['steps']:.0f} (by {self.selection})")
         parts.append(f"{self.samples_per_second / 1000:.1f}k samples/s")
         parts.append(f"saved to {self.run_dir}/")
         return "  ".join(parts)
+
+
+def selection(trainer: TrainerConfig) -> str:
+    """How the kept model was chosen, in words: ``auc`` or ``auc, logloss guard 0.01``."""
+    return f"{trainer.metric}, logloss guard {trainer.logloss_guard:g}" if trainer.logloss_guard else trainer.metric
 
 
 def train(
@@ -90,7 +107,8 @@ def train(
         else:
             result = trainer.fit(train_stream, valid_stream, resume=resume)
         report = TrainReport(run.path, valid=result.best or (result.evaluations[-1] if result.evaluations else {}),
-                             samples_per_second=result.samples_per_second, steps=result.steps)
+                             samples_per_second=result.samples_per_second, steps=result.steps, peaks=result.peaks,
+                             selection=selection(config.trainer))
         if config.data.test:
             report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))
             if with_oracle:
