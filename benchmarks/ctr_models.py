@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys_embed.artifacts import versions
+from recsys_embed.errors import ConfigError
 from recsys_embed.features import Schema
 from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig
 from recsys_embed.jobs.ctr import train
@@ -262,6 +263,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows=args.rows, seeds=args.seeds, epochs=args.epochs, patience=args.patience, metric=args.metric,
         logloss_guard=args.logloss_guard, batch_size=args.batch_size, lr=args.lr, table_lr=args.table_lr,
     )  # fmt: skip
+    try:
+        TrainerConfig(epochs=settings.epochs, patience=settings.patience, metric=settings.metric, logloss_guard=settings.logloss_guard)
+    except ConfigError as err:  # before any data is written
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.data is None:

@@ -81,6 +81,9 @@ def test_a_pre_encoded_avazu_file_names_its_columns(tmp_path: Path) -> None:
     assert set(read.splits) == {"train", "valid", "test"} and all(Path(p).is_dir() for p in read.splits.values())
 
 
-def test_data_needs_its_schema(tmp_path: Path) -> None:
+def test_bad_arguments_are_refused_before_any_work(tmp_path: Path) -> None:
     run = bench(tmp_path, "--data", str(tmp_path / "x.txt"))
     assert run.returncode == 2 and "--data and --schema go together" in run.stderr
+    run = bench(tmp_path, "--metric", "logloss", "--logloss-guard", "0.01")
+    assert run.returncode == 2 and "logloss_guard guards a metric where higher is better" in run.stderr
+    assert not (tmp_path / "data").exists()
