@@ -15,7 +15,8 @@ ranking over all items, top 10, history excluded) vs a plain loop over
 the weights). One torch thread everywhere. Writes ``benchmarks/results/scoring.json`` and ``.png``.
 
     python benchmarks/scoring.py [--rows 200000] [--files 4] [--users 2000] [--no-ray]
-    python benchmarks/scoring.py --rows 20000000 --files 20 --no-ray   # the 20M-row peak RSS run
+    python benchmarks/scoring.py --rows 20000000 --files 20 --no-ray --models din \
+        --out benchmarks/results/scoring_20m.json   # the 20M-row peak RSS run
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def build(work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Path], 
     schema = ctr_schema()
     pipeline = Pipeline(schema).fit(data / "part-0000.parquet")
     artifacts = {}
-    for name, spec in MODELS.items():
+    for name in args.models.split(","):
+        spec = MODELS[name]
         layout = layout_for_model({"name": "per_feature"}, spec)
         tables = build_tables(layout, schema, pipeline.num_embeddings, TableOptimizer("rowwise_adagrad", lr=0.05))
         model = build_model(spec, tables.shapes(len(schema.dense_features)), schema)
@@ -192,9 +194,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--forward-rows", type=int, default=200_000, help="rows encoded beforehand for (a)")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {sorted(MODELS)}")
     parser.add_argument("--out", type=Path, default=RESULTS / "scoring.json")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if unknown := set(args.models.split(",")) - set(MODELS):
+        parser.error(f"--models: unknown {sorted(unknown)}; expected some of {sorted(MODELS)}")
     if args.child:
         kind, model, data, out = args.child
         print(json.dumps(measure(kind, model, data, out, args.batch_size, args.forward_rows)))
@@ -212,7 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         if "ray" in measured:
             measured["ray_vs_local"] = measured["ray"]["rows_per_s"] / measured["local"]["rows_per_s"]
     result = {
-        "config": {"rows": args.rows, "files": args.files, "batch_size": args.batch_size, "threads": 1, "users": args.users},
+        "config": {"rows": args.rows, "files": args.files, "batch_size": args.batch_size, "threads": 1, "users": args.users,
+                   "models": args.models.split(",")},
         "target_local_vs_forward": TARGET,
         "ctr": ctr,
         "recommend": {"items": items, "job": job, "loop": loop, "speedup": job["users_per_s"] / loop["users_per_s"]},
