@@ -5,7 +5,8 @@ Every input becomes a field vector of one common dim: pooled embeddings (project
 linear map when their dim differs), sequence embeddings mean-pooled over their mask (and
 projected likewise), and each dense feature as its value times a learned vector. Stacked
 interacting layers (multi-head self-attention across fields, residual, ReLU) model the
-feature interactions; a linear output layer over the flattened fields gives the logit.
+feature interactions (the residual a learned projection ``W_res``, as in the paper, or the
+identity: ``residual``); a linear output layer over the flattened fields gives the logit.
 AutoInt+ (``dnn`` non-empty) adds a parallel MLP over the raw inputs whose logit is summed in;
 each sequence is pooled once per forward and feeds both parts.
 
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recsys_embed.models.layers.interaction import InteractingLayer
-from recsys_embed.models.layers.pooling import masked_mean, require_features
+from recsys_embed.models.layers.interaction import RESIDUALS, InteractingLayer
+from recsys_embed.models.layers.pooling import FlatInputs, stack_fields
 from recsys_embed.models.mlp import MLP, MLPConfig
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes
 
@@ -34,6 +35,9 @@ class AutoIntConfig:
         num_layers, num_heads, head_dim: the interacting layers (each outputs ``num_heads * head_dim``).
         dnn: hidden sizes of AutoInt+'s parallel MLP; empty for plain AutoInt.
         dnn_activation, dnn_dropout: that MLP's activation and dropout.
+        residual: ``"projection"`` (the paper's learned ``W_res`` in every interacting layer) or
+            ``"identity"`` (``W_res`` only where a layer changes the width: models saved before
+            this option existed, whose manifests lack the key, load with it).
     """
 
     field_dim: int = 16
@@ -43,8 +47,11 @@ class AutoIntConfig:
     dnn: tuple[int, ...] = ()
     dnn_activation: str = "relu"
     dnn_dropout: float = 0.0
+    residual: str = "projection"
 
     def __post_init__(self) -> None:
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {self.residual!r}")
         if min(self.field_dim, self.num_heads, self.head_dim) <= 0 or self.num_layers < 0:
             raise ValueError(
                 f"AutoIntConfig needs field_dim, num_heads, head_dim > 0 and num_layers >= 0, got {self.field_dim}, "
@@ -70,9 +77,8 @@ class AutoInt(nn.Module):
         super().__init__()
         self.config = config = config or AutoIntConfig()
         d = config.field_dim
-        self.pooled = list(shapes.pooled)
-        self.sequences = list(shapes.sequences)
-        dims = [shapes.pooled[f] for f in self.pooled] + [shapes.sequences[s][1] for s in self.sequences]
+        self.inputs = FlatInputs(shapes)
+        dims = self.inputs.dims.values()
         num_fields = len(dims) + shapes.num_dense
         if num_fields == 0:
             raise ValueError("AutoInt needs at least one feature; the shapes hold none")
@@ -80,7 +86,7 @@ class AutoInt(nn.Module):
         self.numeric = nn.Parameter(torch.randn(shapes.num_dense, d) * 0.05)
         layers, width = [], d
         for _ in range(config.num_layers):
-            layers.append(InteractingLayer(width, config.head_dim, config.num_heads))
+            layers.append(InteractingLayer(width, config.head_dim, config.num_heads, config.residual))
             width = layers[-1].out_dim
         self.interacting = nn.Sequential(*layers)
         self.output = nn.Linear(num_fields * width, 1)
@@ -90,25 +96,14 @@ class AutoInt(nn.Module):
 
     def fields(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
         """The field vectors ``[B, F, d]``: pooled features, sequences, then dense features."""
-        return self._fields(self._vectors(embeddings, dense), dense)
-
-    def _vectors(self, embeddings: Embeddings, dense: torch.Tensor) -> list[torch.Tensor]:
-        """The embedding of each pooled and sequence feature (sequences mean-pooled), unprojected."""
-        require_features(embeddings, self.pooled, self.sequences)
-        if dense.dim() != 2 or dense.shape[1] != self.numeric.shape[0]:
-            raise ValueError(
-                f"dense must be [B, {self.numeric.shape[0]}] (num_dense of the shapes), got {tuple(dense.shape)}"
-            )
-        vectors = [embeddings.pooled[f] for f in self.pooled]
-        return vectors + [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
+        return self._fields(self.inputs.features(embeddings, dense), dense)
 
     def _fields(self, vectors: list[torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
-        numeric = dense.unsqueeze(-1) * self.numeric  # [B, n_dense, d]
-        return torch.cat([project(x).unsqueeze(1) for project, x in zip(self.project, vectors)] + [numeric], dim=1)
+        return stack_fields([project(x) for project, x in zip(self.project, vectors)], dense, self.numeric)
 
     def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
-        vectors = self._vectors(embeddings, dense)  # each sequence is pooled once, for both parts
+        vectors = self.inputs.features(embeddings, dense)  # each sequence is pooled once, for both parts
         logit = self.output(self.interacting(self._fields(vectors, dense)).flatten(1)).squeeze(-1)
-        if self.dnn is not None:  # the DNN reads what FlatInputs would give: the vectors, then dense
-            logit = logit + self.dnn.score(torch.cat([*vectors, dense.to(self.numeric.dtype)], dim=1))
+        if self.dnn is not None:
+            logit = logit + self.dnn.score(self.inputs.flat(vectors, dense))
         return logit

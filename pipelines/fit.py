@@ -24,6 +24,7 @@ a fixed-size sample per bucketized feature), never by the number of rows:
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from recsys_embed.features import FeatureKind, FeatureSpec, IdStrategy, NumericTransform, Schema
+from recsys_embed.errors import VocabularyCoverageWarning
+from recsys_embed.features import DTYPES, FeatureKind, FeatureSpec, IdStrategy, NumericTransform, Schema
 from recsys_embed.hashing import hash_int_np, seed_of
 from recsys_embed.pipelines.columns import (
     Where,
@@ -53,6 +55,7 @@ from recsys_embed.pipelines.state import FittedState, NumericState, TableState
 
 SAMPLE_SIZE = 100_000
 MERGE_ROWS = 1 << 18
+MIN_COVERAGE = 0.5
 
 
 class VocabularyCounter:
@@ -70,6 +73,7 @@ class VocabularyCounter:
 
     def __init__(self, merge_rows: int = MERGE_ROWS) -> None:
         self._counts: KeyCounts | StringCounts = KeyCounts(merge_rows)
+        self.covered = 0  # after vocabulary(): how many counted values it keeps (with repeats)
 
     def add(self, keys: pa.Array) -> None:
         """Count the non-null values of ``keys`` (int64 or string, maybe dictionary-encoded)."""
@@ -86,8 +90,11 @@ class VocabularyCounter:
 
     def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
         """The values counted at least ``min_count`` times, the ``max_size`` most frequent, by
-        descending count, ties by ascending value (byte order for strings), as ``value_type``."""
-        return self._counts.vocabulary(min_count, max_size, value_type)
+        descending count, ties by ascending value (byte order for strings), as ``value_type``;
+        sets :attr:`covered`."""
+        vocabulary = self._counts.vocabulary(min_count, max_size, value_type)
+        self.covered = self._counts.covered
+        return vocabulary
 
 
 def _batch_counts(keys: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -150,6 +157,7 @@ class _Counts(ABC):
         self._pending: list[tuple[Any, np.ndarray]] = []
         self._pending_rows = 0
         self._merged_rows = 0
+        self.covered = 0
 
     def add(self, values: Any, counts: np.ndarray) -> None:
         self._pending.append((values, counts))
@@ -199,7 +207,9 @@ class KeyCounts(_Counts):
         self._merge(self._take_pending())
         kept = self.counts >= min_count
         keys, counts = self.keys[kept], self.counts[kept]
-        return key_values(keys[descending_count(counts)[:max_size]], value_type)
+        chosen = descending_count(counts)[:max_size]
+        self.covered = int(counts[chosen].sum())
+        return key_values(keys[chosen], value_type)
 
 
 def _by_key(keys: list[np.ndarray], counts: list[np.ndarray], kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -235,18 +245,20 @@ class StringCounts(_Counts):
 
     def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
         frame = self._grouped(self._take_pending()).filter(pl.col("c") >= min_count).collect()
-        values = frame["v"].to_arrow().cast(value_type)
-        return values.take(count_order(values, frame["c"].to_numpy())[:max_size])
+        values, counts = frame["v"].to_arrow().cast(value_type), frame["c"].to_numpy()
+        chosen = count_order(values, counts)[:max_size]
+        self.covered = int(counts[chosen].sum())
+        return values.take(chosen)
 
 
 def vocabularies(
     counters: dict[str, VocabularyCounter], specs: dict[str, FeatureSpec], value_types: dict[str, pa.DataType]
 ) -> dict[str, pa.Array]:
     """The vocabulary of each counted table group (``specs`` gives its ``min_count`` and
-    ``max_size``), built in threads (numpy, Arrow and polars release the GIL); the counters
-    are emptied."""
+    ``max_size``), built in threads (numpy, Arrow and polars release the GIL); each counter
+    then holds its :attr:`VocabularyCounter.covered`."""
     tables = list(counters)
-    jobs = [(counters.pop(t), specs[t], value_types[t]) for t in tables]
+    jobs = [(counters[t], specs[t], value_types[t]) for t in tables]
 
     def vocabulary(job: tuple[VocabularyCounter, FeatureSpec, pa.DataType]) -> pa.Array:
         counter, spec, value_type = job
@@ -371,8 +383,15 @@ def read_shards(shards: list[Shard], spec: ReadSpec, batch_rows: int) -> Iterato
             yield shard, first_row, batch
 
 
-def fit_state(schema: Schema, shards: list[Shard], batch_rows: int = 262_144, progress: bool = False) -> FittedState:
-    """Learn the :class:`FittedState` of ``schema`` in one pass over ``shards``."""
+def fit_state(
+    schema: Schema, shards: list[Shard], batch_rows: int = 262_144, progress: bool = False, min_coverage: float = MIN_COVERAGE
+) -> FittedState:
+    """Learn the :class:`FittedState` of ``schema`` in one pass over ``shards``.
+
+    Warns (:class:`VocabularyCoverageWarning`) for each table group whose vocabulary keeps less
+    than ``min_coverage`` of the values seen (counted with repeats; the rest would be OOV), as
+    ``min_count=10`` on a sample of a hundred rows does. The default, :data:`MIN_COVERAGE` (half),
+    is far below what a vocabulary fitted on enough data covers (Criteo, ``min_count=10``: 0.9+)."""
     spec = read_spec(schema, with_targets=False)
     key_types: dict[str, str] = {}
     counters = {
@@ -402,7 +421,9 @@ def fit_state(schema: Schema, shards: list[Shard], batch_rows: int = 262_144, pr
                     present[feature.name] += len(values) - int(missing.sum())
                     continue
                 table = feature.table
-                if table not in key_types and key_type_of(column.type) is not None:
+                if feature.dtype is not None:
+                    key_types[table] = DTYPES[feature.dtype]  # type: ignore[index]
+                elif table not in key_types and key_type_of(column.type) is not None:
                     group_types = {key_type_of(batch.column(f.source).type) for f in schema.tables[table]}  # type: ignore[index]
                     key_types[table] = "int" if "int" in group_types else "str"  # type: ignore[index]
                 if table not in key_types:
@@ -423,9 +444,20 @@ def fit_state(schema: Schema, shards: list[Shard], batch_rows: int = 262_144, pr
     empty = [f"{f.source!r} (feature {f.name!r})" for f in schema.features if present[f.name] == 0]
     if empty:
         raise ValueError(f"column(s) {', '.join(empty)} hold no value in any of the {rows} rows of {names}; nothing to fit")
+    tables = _table_states(schema, key_types, counters)
+    for table, counter in counters.items():
+        seen = sum(present[f.name] for f in schema.tables[table])
+        if counter.covered < min_coverage * seen:
+            owner = schema.tables[table][0]
+            warnings.warn(VocabularyCoverageWarning(
+                f"table group {table!r}: its vocabulary ({tables[table].size} values seen >= min_count={owner.min_count} times"
+                f"{'' if owner.max_size is None else f', at most max_size={owner.max_size}'}) keeps {counter.covered / seen:.1%} "
+                f"of the {seen} values fitted on (below {min_coverage:.0%}); the others map to the OOV id: "
+                "lower min_count or fit on more rows"
+            ), stacklevel=3)  # fmt: skip
     return FittedState(
         schema_fingerprint=schema.fingerprint(),
-        tables=_table_states(schema, key_types, counters),
+        tables=tables,
         numeric={name: acc.state(schema[name].num_buckets) for name, acc in numeric.items()},
         rows=rows,
     )

@@ -38,7 +38,7 @@ from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
 from recsys_embed.features import Schema
 from recsys_embed.pipelines.batching import BatchStream, encode_shards
 from recsys_embed.pipelines.encode import GROUP_COLUMN, LABEL_COLUMN, Encoder
-from recsys_embed.pipelines.fit import fit_state
+from recsys_embed.pipelines.fit import MIN_COVERAGE, fit_state
 from recsys_embed.pipelines.sources import Source, shards_of
 from recsys_embed.pipelines.state import FittedState
 
@@ -91,9 +91,13 @@ class Pipeline:
         """Table group -> rows: vocabulary size + 2, hash_buckets + 2 or num_buckets + 2."""
         return self.state.num_embeddings
 
-    def fit(self, source: Source, progress: bool = False, batch_rows: int = 262_144) -> Pipeline:
-        """Learn vocabularies and numeric stats in one streaming pass; returns ``self``."""
-        self._state = fit_state(self.schema, shards_of(source), batch_rows=batch_rows, progress=progress)
+    def fit(
+        self, source: Source, progress: bool = False, batch_rows: int = 262_144, min_coverage: float = MIN_COVERAGE
+    ) -> Pipeline:
+        """Learn vocabularies and numeric stats in one streaming pass; returns ``self``. Warns
+        when a table group's vocabulary keeps less than ``min_coverage`` of the values seen
+        (see :func:`~recsys_embed.pipelines.fit.fit_state`)."""
+        self._state = fit_state(self.schema, shards_of(source), batch_rows, progress, min_coverage)
         self._encoders.clear()
         return self
 

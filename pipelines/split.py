@@ -51,15 +51,21 @@ def split_dataset(
     user_column: str = "user_id",
     rows_per_file: int = 1_000_000,
     progress: bool = False,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, Path]:
     """Split ``source`` into ``out_dir/train``, ``out_dir/valid`` and ``out_dir/test`` (two
-    fractions: train and test), each a folder of ``part-NNNNN.parquet`` files with all source
-    columns. Returns split name -> folder."""
+    fractions: train and test, unless ``names`` says otherwise, e.g. ``("train", "valid")``),
+    each a folder of ``part-NNNNN.parquet`` files with all source columns. Returns split
+    name -> folder."""
     if by not in BY:
         raise ValueError(f"split_dataset: by={by!r} is not one of {BY}")
     if len(fractions) not in SPLIT_NAMES or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"split_dataset: fractions must be 2 or 3 non-negative numbers summing to 1, got {fractions}")
-    names = SPLIT_NAMES[len(fractions)]
+    names = tuple(names or SPLIT_NAMES[len(fractions)])
+    if len(names) != len(fractions) or len(set(names)) != len(names) or not all(_folder_name(n) for n in names):
+        raise ValueError(
+            f"split_dataset: names must be {len(fractions)} distinct folder names (one per fraction, no '/' or leading '.'), got {names}"
+        )
     cuts = np.round(np.cumsum(fractions), 12)[:-1]
     shards = shards_of(source)
     out = Path(out_dir)
@@ -87,6 +93,10 @@ def split_dataset(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {name: out / name for name in names}
+
+
+def _folder_name(name: object) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def _uniform(hashes: np.ndarray) -> np.ndarray:

@@ -15,6 +15,10 @@ as one line ``recsys-embed: error: ...`` and exits with :data:`EXIT_BAD_INPUT`.
   command was not told what to do with.
 * :class:`TrainingDiverged`: the training loss stopped being finite (also a
   ``FloatingPointError``); the learning rates are the usual cause.
+* :class:`InputWarning` (a ``UserWarning``, printed by the CLI as ``recsys-embed: warning: ...``):
+  the input is usable but likely not what was meant: :class:`VocabularyCoverageWarning` (a
+  fitted vocabulary sends most values to OOV), :class:`UndefinedMetricWarning` (AUC of data
+  with one class).
 * :class:`WriteError`: a file could not be written (disk full, no permission); an ``OSError``
   naming the file, raised after the partial file was removed.
 """
@@ -66,3 +70,15 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return f"cannot write {self.filename}: {self.strerror}"
+
+
+class InputWarning(UserWarning):
+    """The input is usable but likely not what was meant; the message says what to change."""
+
+
+class VocabularyCoverageWarning(InputWarning):
+    """A fitted vocabulary keeps a small share of the values it was fitted on (the rest are OOV)."""
+
+
+class UndefinedMetricWarning(InputWarning):
+    """A metric is undefined on the data (AUC with one class) and is left out."""

@@ -49,6 +49,7 @@ from recsys_embed.yaml_strict import describe, load_yaml
 MISSING_ID = 0
 OOV_ID = 1
 FIRST_VALUE_ID = 2
+DTYPES = {"string": "str", "int": "int"}  # a feature's dtype -> the key type of its table group
 
 
 class FeatureKind(str, Enum):
@@ -90,6 +91,11 @@ class FeatureSpec:
         transform: numeric transform; ``bucketize`` turns the value into ``num_buckets``
             quantile bucket ids and the feature is embedded like a categorical one.
         fill_value: numeric value used for nulls (before the transform).
+        dtype: the id type of a categorical or sequence feature's values, ``string`` or
+            ``int``; unset, the fitted data's column type decides (integers if any column of
+            the group holds integers). Set ``string`` so a pipeline fitted on Parquet integers
+            and applied to CSV strings (or the reverse) gives the same ids and ``"02139-4307"``
+            is OOV in both; ``int`` reads ``"007"`` and ``7`` as one value.
     """
 
     name: str
@@ -107,6 +113,7 @@ class FeatureSpec:
     transform: NumericTransform = NumericTransform.NONE
     num_buckets: int = 0
     fill_value: float = 0.0
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         _check_field_types(self)
@@ -138,6 +145,10 @@ class FeatureSpec:
             raise ValueError(f"feature {self.name!r}: hash_buckets is set but ids='vocabulary'; set ids='hashing'")
         if self.kind is not FeatureKind.NUMERIC and self.transform is not NumericTransform.NONE:
             raise ValueError(f"feature {self.name!r}: transform={self.transform.value!r} needs kind='numeric'")
+        if self.dtype is not None and (self.dtype not in DTYPES or not self.is_sparse or self.kind is FeatureKind.NUMERIC):
+            raise ValueError(
+                f"feature {self.name!r}: dtype={self.dtype!r}; expected one of {sorted(DTYPES)} on a categorical or sequence feature"
+            )
         if self.num_buckets and self.transform is not NumericTransform.BUCKETIZE:
             raise ValueError(f"feature {self.name!r}: num_buckets is set but transform is not 'bucketize'")
 
@@ -154,6 +165,8 @@ class FeatureSpec:
         out = asdict(self)
         for key in ("kind", "ids", "transform"):
             out[key] = out[key].value
+        if out["dtype"] is None:
+            del out["dtype"]  # unset: schemas (and their fingerprints) saved before it existed still match
         return out
 
     @classmethod
@@ -184,6 +197,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "source": (str, type(None)), "min_count": (int,), "max_size": (int, type(None)),
     "hash_buckets": (int,), "salt": (str,), "embedding_dim": (int,), "table": (str, type(None)),
     "max_len": (int,), "delimiter": (str, type(None)), "num_buckets": (int,), "fill_value": (int, float),
+    "dtype": (str, type(None)),
 }  # fmt: skip
 
 
@@ -195,7 +209,7 @@ def _check_field_types(spec: FeatureSpec) -> None:
             raise ConfigTypeError(f"feature {spec.name!r}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
 
 
-_SHARED_BY_TABLE = ("embedding_dim", "ids", "hash_buckets", "salt", "min_count", "max_size")
+_SHARED_BY_TABLE = ("embedding_dim", "ids", "hash_buckets", "salt", "min_count", "max_size", "dtype")
 
 
 @dataclass

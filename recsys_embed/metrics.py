@@ -8,7 +8,11 @@ against the labels: the best AUC any model could reach on that data.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from recsys_embed.errors import UndefinedMetricWarning
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "auc": ("scores", "labels"),
@@ -42,12 +46,17 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U; ties count one half). NaN if one class."""
+    """Area under the ROC curve (Mann-Whitney U; ties count one half). NaN, with an
+    :class:`~recsys_embed.errors.UndefinedMetricWarning`, if the labels have one class."""
     scores, labels = _check(scores, labels)
     pos = labels > 0.5
     n_pos = int(pos.sum())
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
+        warnings.warn(UndefinedMetricWarning(
+            f"AUC is undefined: the {len(labels)} labels evaluated are all {'positive' if n_pos else 'negative'} "
+            "(AUC needs both classes); evaluate on data with clicks and non-clicks"
+        ), stacklevel=2)  # fmt: skip
         return float("nan")
     ranks = _average_ranks(scores)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -24,6 +24,8 @@ def test_every_model_module_has_examples() -> None:
     expected = {
         "recsys_embed.models.din",
         "recsys_embed.models.autoint",
+        "recsys_embed.models.fm",
+        "recsys_embed.models.dcn",
         "recsys_embed.models.mlp",
         "recsys_embed.models.bert4rec",
         "recsys_embed.models.popularity",
@@ -31,6 +33,7 @@ def test_every_model_module_has_examples() -> None:
         "recsys_embed.models.regularization",
         "recsys_embed.models.layers.activation",
         "recsys_embed.models.layers.attention",
+        "recsys_embed.models.layers.cross",
         "recsys_embed.models.layers.interaction",
         "recsys_embed.models.layers.field_attention",
         "recsys_embed.models.layers.feedforward",

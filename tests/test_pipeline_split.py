@@ -92,3 +92,13 @@ def test_bad_arguments(tmp_path: Path) -> None:
         split_dataset(data, tmp_path / "out", fractions=(0.8, 0.3))
     with pytest.raises(ValueError, match="by='day' is not one of"):
         split_dataset(data, tmp_path / "out", by="day")
+
+
+def test_parts_are_named_as_asked(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "data")
+    paths = split_dataset(data, tmp_path / "out", by="time", fractions=(0.9, 0.1), names=("train", "valid"))
+    assert list(paths) == ["train", "valid"] and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train", "valid"]
+    assert read(paths["train"]).num_rows + read(paths["valid"]).num_rows == ROWS
+    for names in [("train",), ("a", "a"), ("a", "../b"), ("a", ".hidden")]:
+        with pytest.raises(ValueError, match=r"names must be 2 distinct folder names \(one per fraction"):
+            split_dataset(data, tmp_path / "out", fractions=(0.5, 0.5), names=names)

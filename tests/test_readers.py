@@ -29,7 +29,7 @@ from recsys_embed.pipelines.readers import (
     read_taobao,
 )
 
-READER_MODULES = ["readers.amazon", "readers.avazu", "readers.criteo", "derived.histories", "readers.movielens",
+READER_MODULES = ["readers.amazon", "readers.avazu", "readers.criteo", "readers.libfm", "derived.histories", "readers.movielens",
                   "derived.output", "derived.sequences", "readers.taobao"]
 
 
@@ -224,7 +224,8 @@ def test_movielens_ctr_label_rule(tmp_path: Path) -> None:
     [
         (ML1M + "\n5::10::x::978300760", r"line 5, column 'rating': expected an integer \(Int8\), got 'x'"),
         (ML1M + "\n5::10::4", r"line 5 has 3 column\(s\) separated by '::', expected 4"),
-        ("1,2,3,4\n", r"not a MovieLens ratings file"),
+        ("1;2;3;4\n", r"fits none of the read_movielens variants tried \(separator='::', header=False;.*pass separator="),
+        ("1,2,3,4\n", r"the header \(line 1\) lacks column\(s\) \['user_id', 'item_id', 'rating', 'timestamp'\].*columns="),
     ],
 )
 def test_movielens_bad_input(tmp_path: Path, text: str, message: str) -> None:

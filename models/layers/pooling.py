@@ -56,7 +56,9 @@ class FlatInputs(nn.Module):
     """The flat input of an MLP: every pooled feature, every sequence feature not in ``skip``
     mean-pooled over its mask, then the dense features, concatenated in ``shapes`` order.
 
-    ``forward(embeddings, dense [B, num_dense]) -> [B, width]``.
+    ``forward(embeddings, dense [B, num_dense]) -> [B, width]``, which is
+    ``flat(features(embeddings, dense), dense)``: models that also need the feature vectors one
+    by one (AutoInt, FM) call the two steps and pool each sequence once.
 
     Example::
 
@@ -65,8 +67,8 @@ class FlatInputs(nn.Module):
         >>> emb = Embeddings(pooled={"item": torch.ones(5, 4)},
         ...                  sequences={"hist": torch.ones(5, 3, 4)},
         ...                  masks={"hist": torch.ones(5, 3, dtype=torch.bool)})
-        >>> flat.width, flat(emb, torch.zeros(5, 2)).shape
-        (10, torch.Size([5, 10]))
+        >>> flat.width, flat(emb, torch.zeros(5, 2)).shape, flat.common_dim("FM")
+        (10, torch.Size([5, 10]), 4)
     """
 
     def __init__(self, shapes: EmbeddingShapes, skip: Iterable[str] = ()) -> None:
@@ -75,18 +77,48 @@ class FlatInputs(nn.Module):
         self.pooled = list(shapes.pooled)
         self.sequences = [s for s in shapes.sequences if s not in skip]
         self.num_dense = shapes.num_dense
-        self.width = (
-            sum(shapes.pooled.values()) + sum(shapes.sequences[s][1] for s in self.sequences) + shapes.num_dense
-        )
+        self.dims = {**shapes.pooled, **{s: shapes.sequences[s][1] for s in self.sequences}}
+        self.width = sum(self.dims.values()) + shapes.num_dense
 
-    def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
+    def features(self, embeddings: Embeddings, dense: torch.Tensor) -> list[torch.Tensor]:
+        """The vector ``[B, D_f]`` of each feature (pooled, then sequences mean-pooled), after
+        checking that ``embeddings`` and ``dense`` fit the shapes."""
         require_features(embeddings, self.pooled, self.sequences)
         if dense.dim() != 2 or dense.shape[1] != self.num_dense:
             raise ValueError(f"dense must be [B, {self.num_dense}] (num_dense of the shapes), got {tuple(dense.shape)}")
-        parts = [embeddings.pooled[f] for f in self.pooled]
-        parts += [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
-        parts.append(dense.to(parts[0].dtype) if parts else dense)
-        return torch.cat(parts, dim=1)
+        vectors = [embeddings.pooled[f] for f in self.pooled]
+        return vectors + [masked_mean(embeddings.sequences[s], embeddings.masks[s]) for s in self.sequences]
+
+    def flat(self, features: list[torch.Tensor], dense: torch.Tensor) -> torch.Tensor:
+        """``features`` (as :meth:`features` gives them) and ``dense`` concatenated: ``[B, width]``."""
+        return torch.cat([*features, dense.to(features[0].dtype) if features else dense], dim=1)
+
+    def forward(self, embeddings: Embeddings, dense: torch.Tensor) -> torch.Tensor:
+        return self.flat(self.features(embeddings, dense), dense)
+
+    def common_dim(self, model: str) -> int:
+        """The one embedding dim D all features share, for a model whose fields must have one
+        dim (``model`` names it in the ``ValueError`` raised otherwise)."""
+        if len(set(self.dims.values())) != 1:
+            got = ", ".join(f"{name}: {dim}" for name, dim in self.dims.items()) or "no features"
+            raise ValueError(
+                f"{model} needs every pooled and sequence feature to have one embedding dim (its fields interact "
+                f"by dot products), got {got}; give them one embedding_dim in the schema"
+            )
+        return next(iter(self.dims.values()))
+
+
+def stack_fields(vectors: Sequence[torch.Tensor], dense: torch.Tensor, numeric: torch.Tensor) -> torch.Tensor:
+    """The field matrix ``[B, F + n, d]`` of field models (AutoInt, FM): ``vectors`` (each
+    ``[B, d]``), then each dense feature ``j`` as its value times the learned vector ``numeric[j]``
+    (``dense [B, n]``, ``numeric [n, d]``).
+
+    Example::
+
+        >>> stack_fields([torch.ones(2, 3)], torch.tensor([[2.0], [0.5]]), torch.ones(1, 3))[:, 1].tolist()
+        [[2.0, 2.0, 2.0], [0.5, 0.5, 0.5]]
+    """
+    return torch.cat([x.unsqueeze(1) for x in vectors] + [dense.unsqueeze(-1) * numeric], dim=1)
 
 
 def pack_positions(

@@ -3,17 +3,22 @@
 Comma-separated with a header, no quoting: ``id, click, hour, C1, banner_pos, site_*,
 app_*, device_*, C14..C21`` (the test set has no ``click``). ``hour`` is ``YYMMDDHH``;
 ``id`` is an unsigned 64-bit number kept as a string (it overflows Int64).
+
+Pre-encoded copies (as CTR benchmark repositories ship them) have a header ``label, feat_1,
+feat_2, ...`` (any names after ``label``): the header tells the two apart (``label`` and no
+``click``: pre-encoded).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.pipelines.readers.schemas import CategoricalIds, categorical_feature
-from recsys_embed.pipelines.readers.text import TextColumn, scan_delimited
+from recsys_embed.pipelines.readers.text import TextColumn, first_line, header_columns, scan_delimited
 
 _HOUR = TextColumn(
     "hour", pl.String, required=True,
@@ -45,6 +50,8 @@ def read_avazu(path: str | Path, validate: bool = True) -> pl.LazyFrame:
     ``weekday`` (Int8, 1 = Monday .. 7 = Sunday), then the categorical columns: the
     ``site_*``/``app_*``/``device_id``/``device_ip``/``device_model`` hex strings as Utf8,
     ``C1, banner_pos, device_type, device_conn_type, C14..C21`` as Int64 (null when empty).
+    A pre-encoded file (header ``label, feat_1, ...``) gives ``label`` (Int8, 0/1) and its
+    other columns as Utf8, in file order (their schema: ``avazu_schema(columns=[...])``).
 
     Raises ``ValueError`` naming the file when the header lacks a column, and (with
     ``validate``) naming the line of a row with a wrong column count or a bad value.
@@ -62,16 +69,16 @@ def read_avazu(path: str | Path, validate: bool = True) -> pl.LazyFrame:
         >>> read_avazu(path).select("label", "timestamp", "hour_of_day", "weekday", "site_id", "C14").collect().row(0)
         (0, datetime.datetime(2014, 10, 21, 0, 0), 0, 2, '1fbe01fe', 15706)
     """
-    names = _header(path)
-    missing = [name for name in _KNOWN if name != "click" and name not in names]
-    unknown = [name for name in names if name not in _KNOWN]
-    if missing or unknown or len(set(names)) != len(names):
-        raise ValueError(
-            f"{path}: the header (line 1) does not name the Avazu columns: missing {missing}, "
-            f"unknown {unknown}, duplicated {sorted({n for n in names if names.count(n) > 1})}; "
-            f"expected {list(_KNOWN)} (without 'click' in the test set)"
-        )
-    frame = scan_delimited(path, [_KNOWN[name] for name in names], ",", header=True, validate=validate)
+    names = [name.strip() for name in first_line(path).split(",")]
+    if names == [""]:
+        raise ValueError(f"{path}: empty file; expected an Avazu CSV with a header line")
+    if "label" in names and "click" not in names:
+        return _read_encoded(path, names, validate)
+    try:
+        columns = header_columns(path, names, _KNOWN, ("click",), "Avazu")
+    except ValueError as err:
+        raise ValueError(f"{err}; or, pre-encoded, a header 'label,feat_1,feat_2,...'") from None
+    frame = scan_delimited(path, columns, ",", header=True, validate=validate)
     timestamp = (pl.col("hour") + "00").str.strptime(pl.Datetime("us"), "%y%m%d%H%M")
     label = [pl.col("click").alias("label")] if "click" in names else []
     return frame.with_columns(timestamp.alias("timestamp")).select(
@@ -84,11 +91,12 @@ def read_avazu(path: str | Path, validate: bool = True) -> pl.LazyFrame:
     )
 
 
-def _header(path: str | Path) -> list[str]:
-    first = pl.scan_lines(path).head(1).collect()
-    if first.height == 0:
-        raise ValueError(f"{path}: empty file; expected an Avazu CSV with a header line")
-    return [name.strip() for name in first.item().lstrip("\ufeff").split(",")]
+def _read_encoded(path: str | Path, names: list[str], validate: bool) -> pl.LazyFrame:
+    """A pre-encoded file: ``label`` (Int8, 0/1) and the other columns as strings, in file order."""
+    label = TextColumn("label", pl.Int8, required=True, pattern="[01]", meaning="0 or 1")
+    known = {"label": label, **{name: TextColumn(name, pl.String) for name in names if name != "label"}}
+    columns = header_columns(path, names, known, (), "pre-encoded Avazu")
+    return scan_delimited(path, columns, ",", header=True, validate=validate).select(list(known))
 
 
 def avazu_schema(
@@ -96,12 +104,16 @@ def avazu_schema(
     min_count: int = 2,
     hash_buckets: int = 1 << 20,
     embedding_dim: int = 16,
+    columns: Sequence[str] | None = None,
 ) -> Schema:
     """The default schema for :func:`read_avazu` frames: ``hour_of_day`` and ``weekday``
     (small fitted vocabularies) and every categorical column (a fitted vocabulary with
-    ``min_count``, or ``hash_buckets`` stable hash buckets salted by the column name)."""
-    features = [FeatureSpec(name, embedding_dim=embedding_dim) for name in TIME_FEATURES]
-    features += [
-        categorical_feature(name, categorical_ids, min_count, hash_buckets, embedding_dim) for name in CATEGORICAL_COLUMNS
-    ]
+    ``min_count``, or ``hash_buckets`` stable hash buckets salted by the column name).
+    For a pre-encoded file, ``columns`` names its categorical columns (``feat_1, ...``)."""
+    if columns is None:
+        features = [FeatureSpec(name, embedding_dim=embedding_dim) for name in TIME_FEATURES]
+        columns = CATEGORICAL_COLUMNS
+    else:
+        features = []
+    features += [categorical_feature(name, categorical_ids, min_count, hash_buckets, embedding_dim) for name in columns]
     return Schema(features=features, label="label")

@@ -15,7 +15,7 @@ large files first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,102 @@ def scan_delimited(
         quote_char=None,
         schema={c.name: c.dtype for c in columns},
     )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One layout of a delimited format: its field separator and whether line 1 is a header."""
+
+    separator: str
+    header: bool
+
+    def __str__(self) -> str:
+        return f"separator={self.separator!r}, header={self.header}"
+
+
+def first_line(path: str | Path) -> str:
+    """Line 1 of ``path`` without a byte-order mark or line ending ('' for an empty file)."""
+    first = pl.scan_lines(path).head(1).collect()
+    return first.item().lstrip("\ufeff").rstrip("\r") if first.height else ""
+
+
+def pick_variant(
+    path: str | Path, variants: Sequence[Variant], names: Sequence[str], reader: str,
+    separator: str | None = None, header: bool | None = None,
+) -> Variant:
+    """The variant of ``path``: ``separator`` and ``header`` as given, the rest sniffed from
+    line 1: the separators of ``variants`` on it (or ``separator``), and a header when its
+    first field is one of the column ``names``; the first of ``variants`` that fits both wins,
+    else the first that fits the separator. Raises ``ValueError`` naming the variants tried
+    and the options when no separator fits."""
+    if separator is not None and header is not None:
+        return Variant(separator, header)
+    line = first_line(path)
+    if not line:
+        return Variant(separator or variants[0].separator, bool(header))  # an empty file: the scan says so
+    fits = [v for v in variants if (separator or v.separator) in line and header in (None, v.header)]
+    if separator is not None and not fits:
+        fits = [Variant(separator, bool(header))]
+    if not fits:
+        tried = "; ".join(str(v) for v in variants)
+        raise ValueError(
+            f"{path}: line 1 {line[:80]!r} fits none of the {reader} variants tried ({tried}); "
+            f"pass separator=... and header=True/False to {reader}() for another layout"
+        )
+    named = line.split(separator or fits[0].separator)[0].strip() in names
+    variant = next((v for v in fits if header is not None or v.header == named), fits[0])
+    return Variant(separator or variant.separator, variant.header if header is None else header)
+
+
+def tell_variant(err: ValueError, variant: Variant, variants: Sequence[Variant], reader: str) -> ValueError:
+    """``err`` with the variant it was read as and how to pass another."""
+    others = "; ".join(str(v) for v in variants if v != variant) or "none"
+    return ValueError(
+        f"{err} (read as {variant}; other variants: {others}; pass separator=... and header=... to {reader}() to choose)"
+    )
+
+
+def header_columns(
+    path: str | Path, names: Sequence[str], known: Mapping[str, TextColumn], optional: Sequence[str], reader: str
+) -> list[TextColumn]:
+    """The columns of a header line ``names`` (in file order): every name of ``known`` but
+    ``optional`` must be there, once, and no other."""
+    missing = [name for name in known if name not in optional and name not in names]
+    unknown = [name for name in names if name not in known]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if missing or unknown or duplicated:
+        raise ValueError(
+            f"{path}: the header (line 1) does not name the {reader} columns: missing {missing}, "
+            f"unknown {unknown}, duplicated {duplicated}; expected {list(known)} (optional: {list(optional)})"
+        )
+    return [known[name] for name in names]
+
+
+def scan_named(
+    path: str | Path, columns: Sequence[TextColumn], separator: str, rename: Mapping[str, str], *, validate: bool
+) -> pl.LazyFrame:
+    """Lazily scan a delimited file with a header line and maybe quoted fields: its columns
+    renamed by ``rename`` (file name -> ours), ``columns`` (by our name) checked and cast, the
+    other columns kept as strings. Line numbers in errors count the header as line 1 (a quoted
+    field spanning lines shifts them)."""
+    frame = pl.scan_csv(path, separator=separator, infer_schema=False, quote_char='"').rename(rename, strict=False)
+    names = frame.collect_schema().names()
+    missing = [c.name for c in columns if c.required and c.name not in names]
+    if missing:
+        aliases = [theirs for theirs, ours in rename.items() if ours in missing]
+        raise ValueError(
+            f"{path}: the header (line 1) lacks column(s) {missing} (or a name read as them: {aliases}); "
+            f"it has {names}; pass columns={{our name: the file's name}} to map others"
+        )
+    present = [c for c in columns if c.name in names]
+    if validate:
+        lines = frame.with_row_index(_LINE_NO, offset=2)
+        bad = _first_bad(path, lines, {c.name: c.is_bad(pl.col(c.name)) for c in present})
+        if bad is not None:
+            line_no, row, failed = bad
+            column = next(c for c in present if c.name == failed)
+            raise ValueError(f"{path}: line {line_no}, column {failed!r}: expected {column.expected()}, got {row[failed]!r}")
+    return frame.with_columns(pl.col(c.name).cast(c.dtype) for c in present)
 
 
 def check_delimited(path: str | Path, columns: Sequence[TextColumn], separator: str, *, skip_lines: int = 0) -> None:

@@ -35,6 +35,9 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "mlp": (models.MLP, models.MLPConfig),
     "din": (models.DIN, models.DINConfig),
     "autoint": (models.AutoInt, models.AutoIntConfig),
+    "fm": (models.FM, models.FMConfig),
+    "deepfm": (models.DeepFM, models.DeepFMConfig),
+    "dcn_v2": (models.DCNv2, models.DCNv2Config),
 }
 SEQUENTIAL_MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "bert4rec": (models.BERT4Rec, models.BERT4RecConfig),
@@ -42,7 +45,7 @@ SEQUENTIAL_MODELS: dict[str, tuple[type[nn.Module], type]] = {
 }
 TRAINABLE_LAYOUTS = ("per_feature", "multiplexed", "pruned", "matryoshka")
 # models that read only the mean of each sequence: per_feature pools their sequences in the kernel
-SEQUENCE_MEAN_MODELS = ("mlp", "autoint")
+SEQUENCE_MEAN_MODELS = ("mlp", "autoint", "fm", "deepfm", "dcn_v2")
 
 
 def _split_name(spec: Mapping[str, Any], where: str, allowed: Any) -> tuple[str, dict[str, Any]]:

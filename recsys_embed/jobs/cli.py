@@ -5,7 +5,8 @@ be read or written (an ``OSError``: missing, no permission, disk full) end with 
 ``recsys-embed: error: ...`` on stderr and exit code 2. A batch job (score, recommend) whose
 files partly failed writes the others, prints the summary, one error line per failed file,
 and exits with code 1. Ctrl-C ends with one line saying what can be resumed and how, and exit
-code 130.
+code 130. Warnings about the input (:class:`~recsys_embed.errors.InputWarning`: a vocabulary
+that sends most values to OOV, AUC undefined on one class) print as ``recsys-embed: warning: ...``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+import warnings
 from pathlib import Path
 
-from recsys_embed.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from recsys_embed.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, InputWarning
 
 EXIT_FILES_FAILED = 1
 
@@ -46,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=1_000_000)
     demo.add_argument("--data-dir", default="data")
     demo.add_argument("--run-dir", default="runs/demo")
-    demo.add_argument("--model", default="din", choices=["mlp", "din", "autoint"])
+    demo.add_argument("--model", default="din", choices=["mlp", "din", "autoint", "fm", "deepfm", "dcn_v2"])
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--batch-size", type=int, default=2048)
 
@@ -165,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
             print(jobs.train(load_run_config(args.config), resume=args.resume, overwrite=args.overwrite).summary())
     elif args.command == "evaluate":
         metrics = jobs.evaluate(args.model, args.data, batch_size=args.batch_size)
-        print(json.dumps(metrics))
+        print(json.dumps({k: v if math.isfinite(v) else None for k, v in metrics.items()}))  # NaN is no JSON
     return 0
 
 
@@ -192,7 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     # torch warns once per process that torchrec calls is_fx_tracing(); nothing for our users to act on
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", InputWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, *rest):  # type: ignore[no-untyped-def]
+                if issubclass(category, InputWarning):
+                    print(f"recsys-embed: warning: {message}", file=sys.stderr)
+                else:
+                    shown(message, category, *rest)
+
+            warnings.showwarning = show
+            return _run(args)
     except KeyboardInterrupt:
         print(f"recsys-embed: {_interrupted(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -15,48 +15,65 @@ from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig, from
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.synthetic.ctr import ctr_schema, oracle_auc, write_ctr
+from recsys_embed.pipelines.named_schemas import SCHEMAS, named_schema
+from recsys_embed.pipelines.synthetic.ctr import oracle_auc, write_ctr
 from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.jobs.run_dir import RunDir
 from recsys_embed.tables import EvolutionConfig, TableOptimizer
 from recsys_embed.jobs.trainer import Trainer, TrainerConfig, seed_everything
 
-NAMED_SCHEMAS = {"synthetic_ctr": ctr_schema}
-
-
 def resolve_schema(spec: Any) -> Schema:
-    """A schema from a known name, a path to a JSON/YAML/TOML file, or an inline mapping."""
+    """A schema from a name of :data:`SCHEMAS` (``criteo``, or ``{name: criteo, min_count: 1}``),
+    a path to a JSON/YAML/TOML file, or an inline mapping with ``features``."""
     if isinstance(spec, Schema):
         return spec
     if isinstance(spec, dict):
-        return Schema.from_dict(spec)
-    if isinstance(spec, str) and spec in NAMED_SCHEMAS:
-        return NAMED_SCHEMAS[spec]()
+        return named_schema(spec) if "name" in spec else Schema.from_dict(spec)
+    if isinstance(spec, str) and spec in SCHEMAS:
+        return named_schema(spec)
     if isinstance(spec, str) and Path(spec).is_file():
         return Schema.load(spec)
-    raise ValueError(f"schema {spec!r} is neither one of {sorted(NAMED_SCHEMAS)} nor an existing schema file")
+    raise ValueError(f"schema {spec!r} is neither one of {sorted(SCHEMAS)} nor an existing schema file")
 
 
 @dataclass
 class TrainReport:
+    """What ``train`` did: the kept model's ``valid`` evaluation (chosen by ``selection``,
+    the trainer's metric and logloss guard), its ``test`` metrics, each validation metric's
+    ``peaks`` (:attr:`~recsys_embed.jobs.trainer.FitResult.peaks`), throughput and steps."""
+
     run_dir: Path
     valid: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     samples_per_second: float = 0.0
     steps: int = 0
+    peaks: dict[str, dict[str, float]] = field(default_factory=dict)
+    selection: str = "auc"
 
     def summary(self) -> str:
         metrics = self.test or self.valid
         which = "test" if self.test else "valid"
-        parts = [f"{which} AUC {metrics.get('auc', float('nan')):.4f}"]
+        auc = metrics.get("auc", float("nan"))
+        parts = [f"{which} AUC {auc:.4f}" if auc == auc else f"{which} AUC undefined (one class)"]
         if "oracle_auc" in metrics:
             parts[0] += f" (oracle {metrics['oracle_auc']:.4f})"
         if "gauc" in metrics:
             parts.append(f"GAUC {metrics['gauc']:.4f}")
         parts.append(f"logloss {metrics.get('logloss', float('nan')):.4f}")
+        for name, label in (("auc", "AUC"), ("logloss", "logloss")):
+            if name in self.peaks:
+                peak = self.peaks[name]
+                parts.append(f"best valid {label} {peak['value']:.4f} (epoch {peak['epoch']:.0f}, step {peak['steps']:.0f})")
+        if self.peaks:  # validated: the kept evaluation was chosen among them
+            parts.append(f"kept epoch {self.valid['epoch']:.0f}, step {self.valid['steps']:.0f} (by {self.selection})")
         parts.append(f"{self.samples_per_second / 1000:.1f}k samples/s")
         parts.append(f"saved to {self.run_dir}/")
         return "  ".join(parts)
+
+
+def selection(trainer: TrainerConfig) -> str:
+    """How the kept model was chosen, in words: ``auc`` or ``auc, logloss guard 0.01``."""
+    return f"{trainer.metric}, logloss guard {trainer.logloss_guard:g}" if trainer.logloss_guard else trainer.metric
 
 
 def train(
@@ -90,7 +107,8 @@ def train(
         else:
             result = trainer.fit(train_stream, valid_stream, resume=resume)
         report = TrainReport(run.path, valid=result.best or (result.evaluations[-1] if result.evaluations else {}),
-                             samples_per_second=result.samples_per_second, steps=result.steps)
+                             samples_per_second=result.samples_per_second, steps=result.steps, peaks=result.peaks,
+                             selection=selection(config.trainer))
         if config.data.test:
             report.test = trainer.evaluate(pipeline.batches(config.data.test, batch_size=b.batch_size))
             if with_oracle:

@@ -5,10 +5,15 @@ vocabularies as arrays (integers in safetensors, strings in Arrow IPC) and every
 a JSON manifest: the task (``ctr``: a :class:`RankingModel`; ``sequential``: a
 :class:`NextItemModel`), the schema and fitted pipeline state (so scoring uses exactly the
 training vocabularies), the layout and model names and configs. Loading never unpickles.
+
+A model config key whose default changes is listed in ``MANIFEST_DEFAULTS`` with its old
+default: a manifest without the key was written before the change and loads with the old
+value; :func:`save_model` always writes such keys, so later artifacts never depend on a default.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +23,16 @@ from torch import nn
 
 from recsys_embed.artifacts import load_arrays, load_artifact, save_artifact
 from recsys_embed.errors import ArtifactError
-from recsys_embed.jobs.builders import build_model, build_sequential_model, sequential_config
+from recsys_embed.jobs.builders import MODELS, build_model, build_sequential_model, sequential_config
 from recsys_embed.jobs.next_item_model import NextItemModel
 from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.pipelines import Pipeline
 from recsys_embed.tables.registry import layout_class
+
+# model name -> {config key: its default before the key existed or its default changed}
+MANIFEST_DEFAULTS: dict[str, dict[str, Any]] = {
+    "autoint": {"residual": "identity"},  # AutoInt's learned residual projection became the default
+}
 
 
 @dataclass
@@ -56,12 +66,26 @@ def save_model(
         "pipeline": pipeline_config,
         "layout": dict(layout),
         "layout_state": table_config,
-        "model": dict(model_spec),
+        "model": _with_current_defaults(model_spec),
     }
     if task_settings:
         manifest["task_settings"] = dict(task_settings)
     save_artifact(path, tensors, manifest, arrays)
     return Path(path)
+
+
+def _with_current_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with each ``MANIFEST_DEFAULTS`` key it lacks set to the config's current default."""
+    keys = MANIFEST_DEFAULTS.get(str(spec.get("name")), {})
+    if not keys:
+        return dict(spec)
+    defaults = {f.name: f.default for f in dataclasses.fields(MODELS[spec["name"]][1])}
+    return {**spec, **{key: defaults[key] for key in keys if key not in spec}}
+
+
+def _with_manifest_defaults(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved model spec with each ``MANIFEST_DEFAULTS`` key it lacks set to its old default."""
+    return {**spec, **{k: v for k, v in MANIFEST_DEFAULTS.get(str(spec.get("name")), {}).items() if k not in spec}}
 
 
 def _ranking_model(tables: nn.Module, pipeline: Pipeline, manifest: dict[str, Any]) -> RankingModel:
@@ -101,6 +125,8 @@ def load_model(path: str | Path, task: str | None = None) -> LoadedModel:
         if key not in manifest:
             raise ArtifactError(f"artifact {path}: manifest has no {key!r}; it was not written by save_model")
     manifest.setdefault("task_settings", {})
+    if task == "ctr" and isinstance(manifest["model"], Mapping):
+        manifest["model"] = _with_manifest_defaults(manifest["model"])  # a re-save keeps the old value
     pipeline = Pipeline.from_state(load_arrays(path, manifest), manifest["pipeline"], where=f"artifact {path}")
     try:
         tables_class = layout_class(str(manifest["layout_state"].get("layout")))

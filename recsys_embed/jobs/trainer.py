@@ -9,8 +9,10 @@ groups its table layout's fused kernel does not update (``dense_param_groups(lr,
 MRR @k). Tables are updated by the optimizer fused into their kernel (inside ``backward``);
 every other parameter by a torch Adam (or AdamW). An evaluation ends each epoch, or comes
 every ``config.eval_every`` steps; early stopping after ``config.patience`` evaluations
-without improvement of ``config.metric`` (or when ``config.max_seconds`` of wall clock are
-spent), and the best model kept. Checkpoints at each evaluation and every
+without improvement of ``config.metric`` (optionally guarded by validation logloss,
+``config.logloss_guard``; or when ``config.max_seconds`` of wall clock are spent), and the
+best model kept. The reports give each validation metric's peak with its epoch and step
+(:attr:`FitResult.peaks`), besides the evaluation kept. Checkpoints at each evaluation and every
 ``config.checkpoint_every`` steps make ``resume=True`` after a kill reach the same final
 weights as an uninterrupted run (data order is a function of the seed and the epoch, so the
 interrupted epoch is replayed from its start and the batches already trained on are skipped). ``config.mba_l2 > 0`` adds
@@ -55,7 +57,12 @@ class TrainerConfig:
     lr / weight_decay: Adam for the dense parameters (tables carry their own fused optimizer).
     optimizer: ``adam`` (weight decay as L2 in the gradient) or ``adamw`` (decoupled weight decay).
     metric: validation metric for early stopping and best-model selection: auc, gauc, logloss
-        (CTR) or hr@k, ndcg@k, mrr@k (next-item ranking).
+        (CTR; logloss: lower is better) or hr@k, ndcg@k, mrr@k (next-item ranking).
+    logloss_guard: r > 0 guards a higher-is-better ``metric`` (auc, gauc) with validation
+        logloss: an evaluation counts as an improvement (its weights kept, patience reset) only
+        if its metric is above the best kept one AND its logloss is at most ``(1 + r)`` times
+        the lowest validation logloss of all evaluations so far (this one included); the first
+        evaluation always counts. 0 or None: off (the metric alone decides).
     eval_every: steps between evaluations (0: at the end of each epoch); with N > 0 the last
         step is evaluated too when training stops between two evaluations.
     patience: evaluations without improvement before stopping (with ``eval_every``, a patience
@@ -77,6 +84,7 @@ class TrainerConfig:
     optimizer: str = "adam"
     mba_l2: float = 0.0
     metric: str = "auc"
+    logloss_guard: float | None = None
     eval_every: int = 0
     patience: int = 1
     max_seconds: float = 0.0
@@ -89,6 +97,13 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if not _METRIC.fullmatch(self.metric):
             raise ConfigError(f"trainer.metric={self.metric!r} is not one of auc, gauc, logloss, hr@k, ndcg@k, mrr@k")
+        if self.logloss_guard is not None and not (math.isfinite(self.logloss_guard) and self.logloss_guard >= 0):
+            raise ConfigError(f"trainer.logloss_guard must be a finite number >= 0 (0 or null: off), got {self.logloss_guard}")
+        if self.logloss_guard and self.metric in _LOWER_IS_BETTER:
+            raise ConfigError(
+                f"trainer.logloss_guard guards a metric where higher is better (auc, gauc); with metric: {self.metric} "
+                "the logloss itself decides: remove logloss_guard"
+            )
         if self.optimizer not in _OPTIMIZERS:
             raise ConfigError(f"trainer.optimizer={self.optimizer!r} is not one of {sorted(_OPTIMIZERS)}")
         if self.epochs < 1:
@@ -127,6 +142,21 @@ class FitResult:
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def peaks(self) -> dict[str, dict[str, float]]:
+        """Each validation metric's best ``value`` over the evaluations (lowest logloss, highest
+        of the others; NaN left out) with the ``epoch`` and ``steps`` of the first evaluation
+        that reached it, e.g. ``{"auc": {"value": 0.76, "epoch": 2.0, "steps": 400.0}, ...}``."""
+        peaks: dict[str, dict[str, float]] = {}
+        for record in self.evaluations:
+            for name, value in record.items():
+                if not _METRIC.fullmatch(name) or not math.isfinite(value):
+                    continue
+                best = peaks.get(name)
+                if best is None or (value < best["value"] if name in _LOWER_IS_BETTER else value > best["value"]):
+                    peaks[name] = {"value": value, "epoch": record["epoch"], "steps": record["steps"]}
+        return peaks
 
 
 def seed_everything(seed: int) -> None:
@@ -289,16 +319,30 @@ class Trainer:
             record.update(self.evaluate(valid))
             if cfg.metric not in record:
                 raise ValueError(f"trainer.metric={cfg.metric!r} is not among the validation metrics {sorted(record)}")
-            score = record[cfg.metric]
-            lower = cfg.metric in _LOWER_IS_BETTER
-            if run.best_score is None or (score < run.best_score if lower else score > run.best_score):
-                run.best_score, run.stale, result.best = score, 0, record
+            if cfg.logloss_guard and "logloss" not in record:
+                raise ValueError(f"trainer.logloss_guard needs a validation logloss, not among the validation metrics {sorted(record)}")
+            if self._improves(record, result.evaluations, run.best_score):
+                run.best_score, run.stale, result.best = record[cfg.metric], 0, record
                 run.keep(self.model.state_dict())
             else:
                 run.stale += 1
         run.evaluation_seconds = time.perf_counter() - started
         record.update(seconds=run.elapsed(), rss_mb=resident_mb())
         result.evaluations.append(record)
+
+    def _improves(self, record: dict[str, float], earlier: list[dict[str, float]], best: float | None) -> bool:
+        """Whether ``record`` beats the kept evaluation (score ``best``) under ``config.metric``
+        and, when set, ``config.logloss_guard`` against the ``earlier`` evaluations' logloss."""
+        cfg = self.config
+        score = record[cfg.metric]
+        if best is None:
+            return True
+        if not (score < best if cfg.metric in _LOWER_IS_BETTER else score > best):
+            return False
+        if not cfg.logloss_guard:
+            return True
+        lowest = min((e["logloss"] for e in earlier if "logloss" in e), default=math.inf)
+        return record["logloss"] <= (1 + cfg.logloss_guard) * lowest
 
     # ---- checkpoints ------------------------------------------------------------------
     def _checkpoint(self, epoch: int, batch_index: int, result: FitResult, run: _Run) -> None:
@@ -318,11 +362,14 @@ class Trainer:
 
     # ---- reports ----------------------------------------------------------------------
     def write_reports(self, result: FitResult) -> None:
-        """``metrics.json`` and ``training_curves.png`` in the reports directory."""
+        """``metrics.json`` (every evaluation, the kept one as ``best`` (selected by
+        ``config.metric``), each metric's ``peaks``, throughput, the config) and
+        ``training_curves.png`` in the reports directory."""
         assert self.reports_dir is not None
         self.reports_dir.mkdir(parents=True, exist_ok=True)
         report = {
-            "evaluations": result.evaluations, "best": result.best, "steps": result.steps, "samples": result.samples,
+            "evaluations": result.evaluations, "best": result.best, "peaks": result.peaks, "steps": result.steps,
+            "samples": result.samples,
             "train_seconds": result.train_seconds, "samples_per_second": result.samples_per_second,
             "config": asdict(self.config),
         }
