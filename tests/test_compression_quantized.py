@@ -6,14 +6,22 @@ through ``evaluate`` and ``score``, and bad input."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
+import yaml
 
 from recsys_embed.compression import CompressedTables, QuantizedTables, quantize
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, kjt_from_ids, layout_class
 
+CliMain = Callable[..., subprocess.CompletedProcess]  # the cli_main fixture (conftest.py)
 ROWS = 50
 EPS16 = 2.0**-11  # fp16's relative rounding
 
@@ -135,3 +143,72 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(IndexError):
         quantized(kjt_from_ids({"item_id": torch.tensor([ROWS]), "hist": torch.zeros(1, 3, dtype=torch.long),
                                 "user_id": torch.tensor([0])}, padding_id=0))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny DIN (sequences through the tables) trained on a real synthetic Parquet dataset."""
+    from recsys_embed.jobs.cli import main
+
+    root = tmp_path_factory.mktemp("ptq")
+    assert main(["synth", "ctr", "--rows", "4000", "--out", str(root / "data"), "--row-group-size", "1000"]) == 0
+    config = {
+        "data": {"train": str(root / "data"), "test": str(root / "data")},
+        "model": {"name": "din", "hidden": [16], "attention_hidden": [8]},
+        "trainer": {"epochs": 1, "lr": 0.003, "progress": False},
+        "batching": {"batch_size": 1024},
+        "run_dir": str(root / "run"),
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(root / "run.yaml")]) == 0
+    return root / "run" / "model", root / "data"
+
+
+def test_cli_quantize_then_evaluate_and_score(trained_artifact: tuple[Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
+    model, data = trained_artifact
+    out = cli_main("quantize", "--model", str(model), "--bits", "8", "--output", str(tmp_path / "int8"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"quantized tables to 8 bits: [\d,]+ -> [\d,]+ bytes \(\d+\.\dx smaller\); saved to", out.stdout)
+    assert not list(tmp_path.glob(".int8*"))  # the temp name was renamed
+    metrics = {}
+    for name in ("fp32", "int8"):
+        path = model if name == "fp32" else tmp_path / "int8"
+        result = cli_main("evaluate", "--model", str(path), "--data", str(data))
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["int8"]["auc"] == pytest.approx(metrics["fp32"]["auc"], abs=0.002)
+    scored = cli_main("score", "--model", str(tmp_path / "int8"), "--input", str(data), "--output", str(tmp_path / "scores"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    scores = pl.read_parquet(sorted((tmp_path / "scores").glob("*.parquet")))["score"]
+    assert scores.len() == 4000 and bool(scores.is_between(0, 1).all())
+    again = cli_main("quantize", "--model", str(tmp_path / "int8"), "--bits", "4", "--output", str(tmp_path / "twice"))
+    assert again.returncode == 2 and "already quantized" in again.stderr
+    bad = cli_main("quantize", "--model", str(model), "--bits", "3", "--output", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "must be one of [2, 4, 8, 16]" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_python_quantize_model_artifact_round_trip_is_exact_and_inference_only(trained_artifact: tuple[Path, Path], tmp_path: Path) -> None:
+    from recsys_embed.jobs.model_io import load_model
+    from recsys_embed.jobs.quantize import quantize_model
+
+    model, data = trained_artifact
+    report = quantize_model(model, tmp_path / "int4", bits=4)
+    assert report.bytes_after < report.bytes_before / 4
+    loaded = load_model(tmp_path / "int4")
+    manifest = json.loads((tmp_path / "int4" / "manifest.json").read_text())
+    assert manifest["layout_state"]["layout"] == "quantized" and manifest["layout_state"]["bits"] == 4
+    assert loaded.model.tables.memory_bytes() == report.bytes_after
+    batch = next(iter(loaded.pipeline.batches(str(data), batch_size=256)))
+    again = load_model(tmp_path / "int4")
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch), again.model(batch))
+    with pytest.raises(ValueError, match="inference-only"):
+        loaded.model.train()
+
+
+def test_quantize_subprocess_entry_point(trained_artifact: tuple[Path, Path], tmp_path: Path) -> None:
+    model, _ = trained_artifact
+    result = subprocess.run([sys.executable, "-m", "recsys_embed.jobs.cli", "quantize", "--model", str(model), "--bits", "2",
+                             "--output", str(tmp_path / "int2")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "quantized tables to 2 bits" in result.stdout and (tmp_path / "int2" / "manifest.json").exists()
