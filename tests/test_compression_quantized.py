@@ -212,3 +212,11 @@ def test_quantize_subprocess_entry_point(trained_artifact: tuple[Path, Path], tm
                              "--output", str(tmp_path / "int2")], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "quantized tables to 2 bits" in result.stdout and (tmp_path / "int2" / "manifest.json").exists()
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "quantize(tables, bits=8)" in b)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"20096 bytes, was \d+", lines[0]) and lines[1] == "tensor(True)"
