@@ -44,6 +44,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import Schema
+from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, check_layout
 from recsys_embed.tables.contract import TableLayout
 from recsys_embed.tables.registry import layout_class, register_layout
@@ -211,6 +212,10 @@ class QuantizedTables(TableLayout):
     def table_vectors(self, group: str) -> torch.Tensor:
         """The dequantized vectors of ``group`` ``[num_ids, D]``, as the source reads them."""
         return self.source.table_vectors(group)
+
+    def compact(self) -> CompactTables:
+        """The plain fp32 lookup copy of the dequantized vectors (:meth:`CompactTables.copy_of`)."""
+        return CompactTables.copy_of(self)
 
     def num_parameters(self) -> int:
         return self.kernel.num_parameters()
