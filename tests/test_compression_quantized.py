@@ -5,6 +5,7 @@ through ``evaluate`` and ``score``, and bad input."""
 
 from __future__ import annotations
 
+import doctest
 import json
 import re
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from recsys_embed.compression import CompressedTables, QuantizedTables, quantize
+from recsys_embed.compression import CompressedTables, QuantizedTables, quantize, quantized as quantized_module
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, kjt_from_ids, layout_class
 
@@ -143,6 +144,13 @@ def test_bad_input_is_a_clear_error() -> None:
     with pytest.raises(IndexError):
         quantized(kjt_from_ids({"item_id": torch.tensor([ROWS]), "hist": torch.zeros(1, 3, dtype=torch.long),
                                 "user_id": torch.tensor([0])}, padding_id=0))  # fmt: skip
+    with pytest.raises(RuntimeError, match="idx < num_rows"):  # the kernel's own check, per table
+        quantized.kernel(torch.tensor([ROWS, 0, 0, 0, 0]), torch.arange(6))  # 5 slots: item_id, hist x 3, user_id
+
+
+def test_docstring_example() -> None:
+    result = doctest.testmod(quantized_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
 
 
 @pytest.fixture(scope="module")

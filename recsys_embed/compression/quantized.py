@@ -140,7 +140,8 @@ class QuantizedKernel(nn.Module):
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False) -> torch.Tensor:
         """fp32 bag sums ``[B, sum of slot dims]`` of table-relative ``indices`` ``[N]`` in bags ``offsets``
         ``[S * B + 1]``. fbgemm checks every id against its own table, ``validated`` or not (the
-        argument keeps :class:`FusedTables`' call)."""
+        argument keeps :class:`FusedTables`' call): an id outside is its ``RuntimeError``; the layouts
+        raise ``IndexError`` naming the feature before the kernel sees the batch."""
         out = self.tbe(indices, offsets.to(indices.dtype))
         return out.index_select(1, self.keep) if self.padded else out
 
