@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -121,8 +122,9 @@ class QuantizedKernel(nn.Module):
             (fused[n][:, : fused[n].shape[1] - split], fused[n][:, fused[n].shape[1] - split :] if split else None)
             for n in self.table_names
         ])  # fmt: skip
-        columns = [torch.arange(d) + sum(self.stored_dims[t] for t in self.slot_tables[:s])
-                   for s, d in enumerate(self.dims[t] for t in self.slot_tables)]  # fmt: skip
+        # the output columns of each slot's real dims, dropping its pad columns
+        starts = accumulate((self.stored_dims[t] for t in self.slot_tables), initial=0)
+        columns = [torch.arange(self.dims[t]) + start for t, start in zip(self.slot_tables, starts)]
         self.padded = self.stored_dims != self.dims
         self.register_buffer("keep", torch.cat(columns), persistent=False)
 
