@@ -228,3 +228,22 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(block, "README.md", "exec"), {})  # noqa: S102
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"20096 bytes, was \d+", lines[0]) and lines[1] == "tensor(True)"
+
+
+def test_a_quantized_sequential_model_recommends_through_the_recommend_job(tmp_path: Path) -> None:
+    """BERT4Rec's item table (its tied output layer reads ``table_vectors``) served in int8."""
+    from scoring_data import seq_artifact
+
+    from recsys_embed.jobs.quantize import quantize_model
+    from recsys_embed.jobs.recommend import RecommendJob
+    from recsys_embed.jobs.score_files import run_local
+
+    events, model = seq_artifact(tmp_path)
+    quantize_model(model, tmp_path / "int8", bits=8)
+    tops = {}
+    for path in (model, tmp_path / "int8"):
+        report = run_local(RecommendJob.from_artifact(path, k=5), events, tmp_path / f"out-{path.name}", batch_rows=50, progress=False)
+        assert report.count("written") == 2 and not report.failed
+        tops[path.name] = pl.read_parquet(sorted((tmp_path / f"out-{path.name}").glob("*.parquet")))["items"].to_list()
+    same = sum(a == b for a, b in zip(tops["model"], tops["int8"])) / len(tops["model"])
+    assert same >= 0.9, same
