@@ -147,20 +147,22 @@ class QuantizedKernel(nn.Module):
         out = self.tbe(indices, offsets.to(indices.dtype))
         return out.index_select(1, self.keep) if self.padded else out
 
+    def _fused(self, table: int) -> torch.Tensor:
+        """Table ``table``'s fused rows ``[rows, row bytes]`` uint8 (codes, then scale and bias), as the kernel holds them."""
+        weight, scale_bias = self.tbe.split_embedding_weights()[table]
+        return weight if scale_bias is None else torch.cat([weight, scale_bias], dim=1)
+
     def fused_rows(self) -> dict[str, torch.Tensor]:
-        """Table name -> copies of its fused rows ``[rows, row bytes]`` uint8 (codes, then scale and bias)."""
-        return {
-            name: (weight if scale_bias is None else torch.cat([weight, scale_bias], dim=1)).clone()
-            for name, (weight, scale_bias) in zip(self.table_names, self.tbe.split_embedding_weights())
-        }
+        """Table name -> a copy of its fused rows (:func:`quantize_rows`' format)."""
+        return {name: self._fused(t).clone() for t, name in enumerate(self.table_names)}
 
     def weights(self) -> list[torch.Tensor]:
         """Per table, the fp32 rows ``[rows, dim]`` the kernel reads (dequantized copies)."""
-        return [dequantize_rows(f, self.bits, d) for f, d in zip(self.fused_rows().values(), self.dims)]
+        return [self.table_weight(t) for t in range(len(self.rows))]
 
     def table_weight(self, table: int) -> torch.Tensor:
         """Table ``table``'s fp32 rows ``[rows, dim]``, detached: nothing here trains."""
-        return self.weights()[table]
+        return dequantize_rows(self._fused(table), self.bits, self.dims[table])
 
     def num_parameters(self) -> int:
         """Values stored, pad columns included: ``sum rows x D'``."""
