@@ -186,7 +186,8 @@ class QuantizedTables(TableLayout):
     def __init__(self, schema: Schema, source_config: Mapping[str, Any], bits: int, fused: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
         self.source_config = dict(source_config)
-        self.source = layout_class(self.source_config["layout"]).from_config(schema, self.source_config, "cpu", storage=False)  # type: ignore[attr-defined]
+        source_class: Any = layout_class(self.source_config["layout"])
+        self.source = source_class.from_config(schema, self.source_config, "cpu", storage=False)
         self.source.kernel = QuantizedKernel(self.source.kernel, bits, fused)
         self.features = self.source.features
         self.bits = self.kernel.bits
