@@ -121,6 +121,8 @@ def test_state_round_trip_gives_identical_outputs_from_uint8_tensors_and_json(bi
     a, b = quantized(batch()), copy(batch())
     assert all(torch.equal(a.pooled[k], b.pooled[k]) for k in a.pooled)
     assert torch.equal(a.sequences["hist"], b.sequences["hist"])
+    with pytest.raises(ValueError, match="CPU only"):
+        QuantizedTables.from_state(item_schema(12), tensors, config, device="cuda")
     tensors["item_id"] = tensors["item_id"][:, :-1]
     with pytest.raises(ValueError, match="quantized rows: expected uint8 tables of shapes"):
         QuantizedTables.from_state(item_schema(12), tensors, config)
@@ -193,6 +195,8 @@ def test_cli_quantize_then_evaluate_and_score(trained_artifact: tuple[Path, Path
     assert again.returncode == 2 and "already quantized" in again.stderr
     bad = cli_main("quantize", "--model", str(model), "--bits", "3", "--output", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "must be one of [2, 4, 8, 16]" in bad.stderr and not (tmp_path / "bad").exists()
+    same = cli_main("quantize", "--model", str(model), "--bits", "8", "--output", str(model))
+    assert same.returncode == 2 and "is the input; keep the fp32 artifact" in same.stderr
 
 
 def test_python_quantize_model_artifact_round_trip_is_exact_and_inference_only(trained_artifact: tuple[Path, Path], tmp_path: Path) -> None:
