@@ -45,8 +45,8 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.features import Schema
-from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.base import Embeddings, EmbeddingShapes, FusedTables, check_layout
+from recsys_embed.tables.compact import CompactTables
 from recsys_embed.tables.contract import TableLayout
 from recsys_embed.tables.registry import layout_class, register_layout
 
