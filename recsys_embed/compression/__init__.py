@@ -6,6 +6,8 @@ Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hash
 ``qr`` (quotient-remainder), ``adaptive`` (frequent ids exact, the tail hashed), ``mixed_dims``
 (mixed dimension embeddings), ``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z
 shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding).
+Post-training: :func:`~recsys_embed.compression.quantized.quantize` serves a trained layout's rows
+in fp16 / int8 / int4 / int2 (the ``quantized`` layout).
 """
 
 from recsys_embed.compression.adaptive import AdaptiveHashing
@@ -18,6 +20,7 @@ from recsys_embed.compression.method import CompressionMethod, MethodConfigError
 from recsys_embed.compression.mixed_dims import MixedDimensions
 from recsys_embed.compression.multiplexed import Multiplexed
 from recsys_embed.compression.qr import QuotientRemainder
+from recsys_embed.compression.quantized import QuantizedTables, quantize
 from recsys_embed.compression.registry import (
     ENTRY_POINT_GROUP,
     PluginError,
@@ -32,8 +35,8 @@ from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
     "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "DoubleHashing",
-    "ExactTable", "HashingTrick", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "QuotientRemainder",
+    "ExactTable", "HashingTrick", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "QuantizedTables", "QuotientRemainder",
     "RandomOffsetBlock", "TensorTrain",
     "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
-    "register_compression",
+    "quantize", "register_compression",
 ]

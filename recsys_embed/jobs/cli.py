@@ -1,4 +1,4 @@
-"""``recsys-embed``: synth, demo, train, evaluate, score, recommend, compression.
+"""``recsys-embed``: synth, demo, train, evaluate, score, recommend, compression, quantize.
 
 Bad input (a ``ValueError``, our :mod:`recsys_embed.errors` among them) and a file that cannot
 be read or written (an ``OSError``: missing, no permission, disk full) end with one line
@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     recommend.add_argument("--time-column", default="timestamp")
     recommend.add_argument("--batch-size", type=int, default=4096, help="users per output batch")
     sub.add_parser("compression", help="list the installed compression methods (built-in and plugins), one line each")
+    quantize = sub.add_parser("quantize", help="quantize a saved model's table rows after training (inference only)")
+    quantize.add_argument("--model", required=True, help="artifact directory written by train/demo")
+    quantize.add_argument("--bits", type=int, required=True, help="bits per stored value: 16 (fp16), 8, 4 or 2 (int, row-wise)")
+    quantize.add_argument("--output", required=True, help="artifact directory to write")
     for batch in (score, recommend):
         batch.add_argument("--input", required=True, help="Parquet file, directory or glob")
         batch.add_argument("--output", required=True, help="output directory (one file per input file and _manifest.json)")
@@ -148,6 +152,11 @@ def _run(args: argparse.Namespace) -> int:
         rows = describe_methods()
         width = max(len(name) for name, _ in rows)
         print("\n".join(f"{name:<{width}}  {text}" for name, text in rows))
+        return 0
+    if args.command == "quantize":
+        from recsys_embed.jobs.quantize import quantize_model
+
+        print(quantize_model(args.model, args.output, args.bits).summary())
         return 0
 
     if args.command == "demo":

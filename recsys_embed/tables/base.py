@@ -382,6 +382,10 @@ class FusedLayoutState:
         """``(tensors, config)``: copies of the weights and optimizer state by name, and ``state_config()``."""
         return self.kernel.state_tensors(), self.state_config()  # type: ignore[attr-defined]
 
+    def quantization_source(self) -> tuple[FusedTables, dict[str, Any]]:
+        """The kernel (all the layout's rows) and ``state_config()``, for post-training quantization."""
+        return self.kernel, self.state_config()  # type: ignore[attr-defined]
+
     @classmethod
     def from_state(
         cls,

@@ -18,7 +18,7 @@ Abstract (every layout implements): ``forward``, ``shapes``, ``num_parameters``,
 ``features`` attribute. Hooks with defaults (a layout overrides what differs):
 ``regularization_loss``, ``dense_parameters``, ``fused_parameters``, ``training_views``,
 ``num_rows`` / ``rows_read`` (mini-batch aware L2), ``table_vectors``, ``compact``,
-``check_prefix`` (Matryoshka), ``serving_layout``, ``has_search_stage`` / ``search_stage`` and ``kernel_slots`` (sharding).
+``check_prefix`` (Matryoshka), ``serving_layout``, ``quantization_source``, ``has_search_stage`` / ``search_stage`` and ``kernel_slots`` (sharding).
 A layout registers its name with :func:`recsys_embed.tables.registry.register_layout`; its
 ``export_state()`` config names it under ``"layout"``, which is how an artifact finds the
 class again.
@@ -191,6 +191,16 @@ class TableLayout(nn.Module, abc.ABC):
     def serving_layout(self) -> TableLayout:
         """The layout a trained model is saved and served with (pruned: its compact export). Default: itself."""
         return self
+
+    def quantization_source(self) -> tuple[FusedTables, dict[str, Any]]:
+        """For post-training quantization (:func:`recsys_embed.compression.quantized.quantize`): the
+        fused kernel holding every row the layout reads, and the state config whose
+        ``from_config(schema, config, storage=False)`` rebuilds its input side. Default: refused,
+        the layout's storage is not one kernel of rows."""
+        raise ValueError(
+            f"layout {self._name()!r} has no kernel rows to quantize (computed, compressed or derived storage); "
+            "post-training quantization takes a per_feature or multiplexed layout"
+        )
 
     def has_search_stage(self) -> bool:
         """Whether training ends with :meth:`search_stage` (which needs validation data). Default: no."""

@@ -1,0 +1,253 @@
+"""Post-training row-wise quantization (``recsys_embed.compression.quantized``): error bounds
+against the fp32 rows per bits, the kernel's traps (fp32 output, CPU device, padded dims, the
+fp16 scale and bias of each int row), exact memory, artifact round trips, the ``quantize`` CLI
+through ``evaluate`` and ``score``, and bad input."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+import yaml
+
+from recsys_embed.compression import CompressedTables, QuantizedTables, quantize, quantized as quantized_module
+from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, kjt_from_ids, layout_class
+
+CliMain = Callable[..., subprocess.CompletedProcess]  # the cli_main fixture (conftest.py)
+ROWS = 50
+EPS16 = 2.0**-11  # fp16's relative rounding
+
+
+def item_schema(dim: int = 16) -> Schema:
+    return Schema([
+        FeatureSpec("item_id", embedding_dim=dim),
+        FeatureSpec("hist", kind="sequence", table="item_id", max_len=3, embedding_dim=dim),
+        FeatureSpec("user_id", embedding_dim=8),
+    ])  # fmt: skip
+
+
+def trained(dim: int = 16, **kwargs: object) -> PerFeatureTables:
+    torch.manual_seed(0)
+    tables = PerFeatureTables(item_schema(dim), {"item_id": ROWS, "user_id": 7}, **kwargs)  # type: ignore[arg-type]
+    with torch.no_grad():
+        for weight in tables.kernel.weights():
+            weight.copy_(torch.randn_like(weight) * torch.rand(weight.shape[0], 1) * 3)  # rows of different ranges
+    return tables
+
+
+def batch() -> object:
+    hist = torch.tensor([[1, 2, 3], [49, 0, 0], [0, 0, 0]])
+    return kjt_from_ids({"item_id": torch.tensor([0, 17, 49]), "hist": hist, "user_id": torch.tensor([6, 0, 3])}, padding_id=0)
+
+
+def bound(rows: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per row, the largest error row-wise quantization may make: half a step plus fp16's rounding of scale and bias."""
+    if bits == 16:
+        return rows.abs().amax(1) * EPS16 + 1e-7
+    low, high = rows.amin(1), rows.amax(1)
+    return (high - low) / (2**bits - 1) / 2 + (low.abs() + (high - low)) * EPS16 + 1e-6
+
+
+@pytest.mark.parametrize("bits", [16, 8, 4, 2])
+def test_every_row_lies_within_the_error_bound_of_its_bits(bits: int) -> None:
+    tables = trained()
+    quantized = quantize(tables, bits)
+    fp32 = tables.table_vectors("item_id")
+    served = quantized(kjt_from_ids({"item_id": torch.arange(ROWS), "hist": torch.zeros(ROWS, 3, dtype=torch.long),
+                                     "user_id": torch.zeros(ROWS, dtype=torch.long)}, padding_id=0)).pooled["item_id"]  # fmt: skip
+    error = (served - fp32).abs().amax(1)
+    assert bool((error <= bound(fp32, bits)).all()), (error - bound(fp32, bits)).max()
+    assert error.max() > 0  # it did quantize
+    assert torch.equal(quantized.table_vectors("item_id"), served)
+
+
+def test_outputs_are_the_source_embeddings_pooled_and_sequences_in_fp32_on_the_cpu() -> None:
+    tables = trained()
+    quantized = quantize(tables, 8)
+    source, out = tables(batch()), quantized(batch())
+    assert quantized.kernel.tbe.current_device == torch.device("cpu")
+    assert set(out.pooled) == set(source.pooled) and set(out.sequences) == {"hist"}
+    for name, value in [*out.pooled.items(), *out.sequences.items()]:
+        assert value.dtype == torch.float32 and value.shape == (source.pooled | source.sequences)[name].shape
+    assert torch.equal(out.masks["hist"], source.masks["hist"])
+    assert torch.allclose(out.sequences["hist"], source.sequences["hist"], atol=0.05)
+    assert quantized.shapes(2) == tables.shapes(2)
+
+
+def test_pooled_sequences_and_multiplexed_tables_are_served_too() -> None:
+    pooled = trained(pool_sequences=True)
+    assert torch.allclose(quantize(pooled, 16)(batch()).pooled["hist"], pooled(batch()).pooled["hist"], atol=1e-2)
+    torch.manual_seed(0)
+    mux = MultiplexedTables(item_schema(), MultiplexedConfig(rows=64, chunk_dim=8, table_probes={"item_id": 2}))
+    out, source = quantize(mux, 8)(batch()), mux(batch())
+    assert torch.allclose(out.pooled["item_id"], source.pooled["item_id"], atol=1e-3)
+    assert quantize(mux, 8).memory_bytes() == 64 * (8 + 4)  # one shared table: 64 rows of 8 codes + scale/bias
+
+
+@pytest.mark.parametrize(("bits", "row_bytes"), [(16, 2 * 12), (8, 12 + 4), (4, 6 + 4), (2, 16 // 4 + 4)])
+def test_memory_counts_codes_scale_and_bias_and_padding_exactly(bits: int, row_bytes: int) -> None:
+    """dim 12: int2 pads to 16 (whole 2-byte code words), the others keep 12; each table of the
+    kernel's buffer is rounded up to 128 bytes."""
+    quantized = quantize(trained(dim=12), bits)
+    kernel = quantized.kernel
+    assert kernel.stored_dims == [12 if bits > 2 else 16, 8]
+    user_bytes = 2 * 8 if bits == 16 else 8 * bits // 8 + 4
+
+    def aligned(n: int) -> int:
+        return -(-n // 128) * 128
+
+    assert quantized.memory_bytes() == aligned(ROWS * row_bytes) + aligned(7 * user_bytes)
+    assert quantized.num_parameters() == ROWS * kernel.stored_dims[0] + 7 * 8
+    assert quantized(batch()).pooled["item_id"].shape == (3, 12)  # the pad columns are dropped
+    assert f"{kernel.row_bytes(0):>9}" in quantized.summary()
+
+
+@pytest.mark.parametrize("bits", [8, 2])
+def test_state_round_trip_gives_identical_outputs_from_uint8_tensors_and_json(bits: int) -> None:
+    quantized = quantize(trained(dim=12), bits)
+    tensors, config = quantized.export_state()
+    assert all(t.dtype == torch.uint8 for t in tensors.values())
+    config = json.loads(json.dumps(config))
+    copy = layout_class(config["layout"]).from_state(item_schema(12), tensors, config)
+    a, b = quantized(batch()), copy(batch())
+    assert all(torch.equal(a.pooled[k], b.pooled[k]) for k in a.pooled)
+    assert torch.equal(a.sequences["hist"], b.sequences["hist"])
+    with pytest.raises(ValueError, match="CPU only"):
+        QuantizedTables.from_state(item_schema(12), tensors, config, device="cuda")
+    tensors["item_id"] = tensors["item_id"][:, :-1]
+    with pytest.raises(ValueError, match="quantized rows: expected uint8 tables of shapes"):
+        QuantizedTables.from_state(item_schema(12), tensors, config)
+
+
+def test_bad_input_is_a_clear_error() -> None:
+    tables = trained()
+    with pytest.raises(ValueError, match=r"bits must be one of \[2, 4, 8, 16\], got 3"):
+        quantize(tables, 3)
+    quantized = quantize(tables, 4)
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize(quantized, 8)
+    with pytest.raises(ValueError, match="inference-only"):
+        quantized.train()
+    assert not quantized.training and quantized.eval() is quantized
+    dhe = CompressedTables.from_options(
+        Schema([FeatureSpec("item_id", embedding_dim=8)]), {"item_id": ROWS}, {"item_id": {"method": "dhe", "hashes": 16, "budget": 0.5}}
+    )
+    with pytest.raises(ValueError, match="'compressed' has no kernel rows to quantize"):
+        quantize(dhe, 8)
+    with pytest.raises(IndexError):
+        quantized(kjt_from_ids({"item_id": torch.tensor([ROWS]), "hist": torch.zeros(1, 3, dtype=torch.long),
+                                "user_id": torch.tensor([0])}, padding_id=0))  # fmt: skip
+    with pytest.raises(RuntimeError, match="idx < num_rows"):  # the kernel's own check, per table
+        quantized.kernel(torch.tensor([ROWS, 0, 0, 0, 0]), torch.arange(6))  # 5 slots: item_id, hist x 3, user_id
+
+
+def test_docstring_example() -> None:
+    result = doctest.testmod(quantized_module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.fixture(scope="module")
+def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny DIN (sequences through the tables) trained on a real synthetic Parquet dataset."""
+    from recsys_embed.jobs.cli import main
+
+    root = tmp_path_factory.mktemp("ptq")
+    assert main(["synth", "ctr", "--rows", "4000", "--out", str(root / "data"), "--row-group-size", "1000"]) == 0
+    config = {
+        "data": {"train": str(root / "data"), "test": str(root / "data")},
+        "model": {"name": "din", "hidden": [16], "attention_hidden": [8]},
+        "trainer": {"epochs": 1, "lr": 0.003, "progress": False},
+        "batching": {"batch_size": 1024},
+        "run_dir": str(root / "run"),
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(root / "run.yaml")]) == 0
+    return root / "run" / "model", root / "data"
+
+
+def test_cli_quantize_then_evaluate_and_score(trained_artifact: tuple[Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
+    model, data = trained_artifact
+    out = cli_main("quantize", "--model", str(model), "--bits", "8", "--output", str(tmp_path / "int8"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"quantized tables to 8 bits: [\d,]+ -> [\d,]+ bytes \(\d+\.\dx smaller\); saved to", out.stdout)
+    assert not list(tmp_path.glob(".int8*"))  # the temp name was renamed
+    metrics = {}
+    for name in ("fp32", "int8"):
+        path = model if name == "fp32" else tmp_path / "int8"
+        result = cli_main("evaluate", "--model", str(path), "--data", str(data))
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics[name] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["int8"]["auc"] == pytest.approx(metrics["fp32"]["auc"], abs=0.002)
+    scored = cli_main("score", "--model", str(tmp_path / "int8"), "--input", str(data), "--output", str(tmp_path / "scores"))
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    scores = pl.read_parquet(sorted((tmp_path / "scores").glob("*.parquet")))["score"]
+    assert scores.len() == 4000 and bool(scores.is_between(0, 1).all())
+    again = cli_main("quantize", "--model", str(tmp_path / "int8"), "--bits", "4", "--output", str(tmp_path / "twice"))
+    assert again.returncode == 2 and "already quantized" in again.stderr
+    bad = cli_main("quantize", "--model", str(model), "--bits", "3", "--output", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "must be one of [2, 4, 8, 16]" in bad.stderr and not (tmp_path / "bad").exists()
+    same = cli_main("quantize", "--model", str(model), "--bits", "8", "--output", str(model))
+    assert same.returncode == 2 and "is the input; keep the fp32 artifact" in same.stderr
+
+
+def test_python_quantize_model_artifact_round_trip_is_exact_and_inference_only(trained_artifact: tuple[Path, Path], tmp_path: Path) -> None:
+    from recsys_embed.jobs.model_io import load_model
+    from recsys_embed.jobs.quantize import quantize_model
+
+    model, data = trained_artifact
+    report = quantize_model(model, tmp_path / "int4", bits=4)
+    assert report.bytes_after < report.bytes_before / 4
+    loaded = load_model(tmp_path / "int4")
+    manifest = json.loads((tmp_path / "int4" / "manifest.json").read_text())
+    assert manifest["layout_state"]["layout"] == "quantized" and manifest["layout_state"]["bits"] == 4
+    assert loaded.model.tables.memory_bytes() == report.bytes_after
+    batch = next(iter(loaded.pipeline.batches(str(data), batch_size=256)))
+    again = load_model(tmp_path / "int4")
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch), again.model(batch))
+    with pytest.raises(ValueError, match="inference-only"):
+        loaded.model.train()
+
+
+def test_quantize_subprocess_entry_point(trained_artifact: tuple[Path, Path], tmp_path: Path) -> None:
+    model, _ = trained_artifact
+    result = subprocess.run([sys.executable, "-m", "recsys_embed.jobs.cli", "quantize", "--model", str(model), "--bits", "2",
+                             "--output", str(tmp_path / "int2")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "quantized tables to 2 bits" in result.stdout and (tmp_path / "int2" / "manifest.json").exists()
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "quantize(tables, bits=8)" in b)
+    exec(compile(block, "README.md", "exec"), {})  # noqa: S102
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"20096 bytes, was \d+", lines[0]) and lines[1] == "tensor(True)"
+
+
+def test_a_quantized_sequential_model_recommends_through_the_recommend_job(tmp_path: Path) -> None:
+    """BERT4Rec's item table (its tied output layer reads ``table_vectors``) served in int8."""
+    from scoring_data import seq_artifact
+
+    from recsys_embed.jobs.quantize import quantize_model
+    from recsys_embed.jobs.recommend import RecommendJob
+    from recsys_embed.jobs.score_files import run_local
+
+    events, model = seq_artifact(tmp_path)
+    quantize_model(model, tmp_path / "int8", bits=8)
+    tops = {}
+    for path in (model, tmp_path / "int8"):
+        report = run_local(RecommendJob.from_artifact(path, k=5), events, tmp_path / f"out-{path.name}", batch_rows=50, progress=False)
+        assert report.count("written") == 2 and not report.failed
+        tops[path.name] = pl.read_parquet(sorted((tmp_path / f"out-{path.name}").glob("*.parquet")))["items"].to_list()
+    same = sum(a == b for a, b in zip(tops["model"], tops["int8"])) / len(tops["model"])
+    assert same >= 0.9, same
