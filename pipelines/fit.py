@@ -90,10 +90,10 @@ class VocabularyCounter:
 
     def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
         """The values counted at least ``min_count`` times, the ``max_size`` most frequent, by
-        descending count, ties by ascending value (byte order for strings), as ``value_type``;
-        sets :attr:`covered`."""
-        vocabulary = self._counts.vocabulary(min_count, max_size, value_type)
-        self.covered = self._counts.covered
+        descending count, ties by ascending value (byte order for strings), as ``value_type``.
+        Spends the counter: its counts are freed, :attr:`covered` stays."""
+        vocabulary, self.covered = self._counts.vocabulary(min_count, max_size, value_type)
+        self._counts = KeyCounts(self._counts.merge_rows)
         return vocabulary
 
 
@@ -157,7 +157,6 @@ class _Counts(ABC):
         self._pending: list[tuple[Any, np.ndarray]] = []
         self._pending_rows = 0
         self._merged_rows = 0
-        self.covered = 0
 
     def add(self, values: Any, counts: np.ndarray) -> None:
         self._pending.append((values, counts))
@@ -174,8 +173,8 @@ class _Counts(ABC):
         """Fold ``pending`` into the merged pairs; the number of merged pairs."""
 
     @abstractmethod
-    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
-        """See :meth:`VocabularyCounter.vocabulary`."""
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> tuple[pa.Array, int]:
+        """The vocabulary (see :meth:`VocabularyCounter.vocabulary`) and how many counted values it keeps."""
 
 
 class KeyCounts(_Counts):
@@ -203,13 +202,12 @@ class KeyCounts(_Counts):
         strings.add(key_values(self.keys, pa.large_string()), self.counts)
         return strings
 
-    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> tuple[pa.Array, int]:
         self._merge(self._take_pending())
         kept = self.counts >= min_count
         keys, counts = self.keys[kept], self.counts[kept]
         chosen = descending_count(counts)[:max_size]
-        self.covered = int(counts[chosen].sum())
-        return key_values(keys[chosen], value_type)
+        return key_values(keys[chosen], value_type), int(counts[chosen].sum())
 
 
 def _by_key(keys: list[np.ndarray], counts: list[np.ndarray], kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -243,20 +241,19 @@ class StringCounts(_Counts):
             return pl.LazyFrame(schema={"v": pl.String, "c": pl.Int64})
         return pl.concat(frames).group_by("v").agg(pl.col("c").sum())
 
-    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> pa.Array:
+    def vocabulary(self, min_count: int, max_size: int | None, value_type: pa.DataType) -> tuple[pa.Array, int]:
         frame = self._grouped(self._take_pending()).filter(pl.col("c") >= min_count).collect()
         values, counts = frame["v"].to_arrow().cast(value_type), frame["c"].to_numpy()
         chosen = count_order(values, counts)[:max_size]
-        self.covered = int(counts[chosen].sum())
-        return values.take(chosen)
+        return values.take(chosen), int(counts[chosen].sum())
 
 
 def vocabularies(
     counters: dict[str, VocabularyCounter], specs: dict[str, FeatureSpec], value_types: dict[str, pa.DataType]
 ) -> dict[str, pa.Array]:
     """The vocabulary of each counted table group (``specs`` gives its ``min_count`` and
-    ``max_size``), built in threads (numpy, Arrow and polars release the GIL); each counter
-    then holds its :attr:`VocabularyCounter.covered`."""
+    ``max_size``), built in threads (numpy, Arrow and polars release the GIL); each counter is
+    spent and holds its :attr:`VocabularyCounter.covered`."""
     tables = list(counters)
     jobs = [(counters[t], specs[t], value_types[t]) for t in tables]
 
