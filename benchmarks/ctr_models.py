@@ -12,7 +12,17 @@ Every run goes through ``jobs.train``: per-feature tables with fused rowwise Ada
 dense parameters, up to ``--epochs`` epochs with early stopping on the validation split
 (``--metric``, ``--logloss-guard``, ``--patience``; the best validation evaluation is kept), then
 one evaluation on the test split; the test split is never used to choose. The same
-hyper-parameters for every model (``Settings``; those of ``benchmarks/quality.py``).
+hyper-parameters for every model (``Settings``; those of ``benchmarks/quality.py``) except the
+tables' learning rate: each model runs with every ``--table-lr`` and keeps the one whose seeds'
+mean best validation ``--metric`` is best (FM, whose embeddings are also its only interaction
+weights, overfits within an epoch at the 0.4 that suits the deep models).
+
+**Selection rules** are compared on each run's validation curve (one evaluation per epoch),
+replayed under each rule with the same patience (:func:`selection_rules`): validation AUC, the
+default; AUC with a logloss guard (an AUC gain counts only at a logloss within 1% of the lowest
+so far); validation logloss. The report gives, per rule, the mean validation AUC and logloss of
+the evaluation it keeps, over all runs: validation only, so the default rule of the library is
+chosen without the test split.
 
 **Logistic regression** is the MLP with no hidden layer over embeddings of dim 4 (the smallest
 the fused kernel takes): its logit is ``b + sum_f <w_f, e_f(id)> + <v, dense>``, and since each
@@ -55,7 +65,7 @@ from recsys_embed.errors import ConfigError
 from recsys_embed.features import Schema
 from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig
 from recsys_embed.jobs.ctr import train
-from recsys_embed.jobs.trainer import TrainerConfig
+from recsys_embed.jobs.trainer import TrainerConfig, improves
 from recsys_embed.pipelines import split_dataset
 from recsys_embed.pipelines.named_schemas import named_schema
 from recsys_embed.pipelines.readers import read_avazu, read_criteo, read_libfm
@@ -104,7 +114,7 @@ class Settings:
     logloss_guard: float | None = None
     batch_size: int = 2048
     lr: float = 3e-3
-    table_lr: float = 0.4
+    table_lrs: list[float] = dataclasses.field(default_factory=lambda: [0.05, 0.4])
     embedding_dim: int = 16
 
 
@@ -137,26 +147,27 @@ def user_data(path: Path, schema: str, data_dir: Path) -> Data:
     return Data({n: str(root / "splits" / n) for n in names}, options, f"{path.name} ({schema}, random 80/10/10)", False)
 
 
-def run(model: str, seed: int, settings: Settings, data: Data, work_dir: Path) -> dict[str, Any]:
-    """Train ``model`` with ``seed``, keep the best validation evaluation, score the test split."""
+def run(model: str, table_lr: float, seed: int, settings: Settings, data: Data, work_dir: Path) -> dict[str, Any]:
+    """Train ``model`` with ``seed`` and tables' ``table_lr``, keep the best validation evaluation, score the test split."""
     config = RunConfig(
         data=DataConfig(**data.splits),
         model=dict(MODELS[model]),
-        table_optimizer=TableOptimizer("rowwise_adagrad", lr=settings.table_lr),
+        table_optimizer=TableOptimizer("rowwise_adagrad", lr=table_lr),
         trainer=TrainerConfig(
             epochs=settings.epochs, patience=settings.patience, metric=settings.metric, logloss_guard=settings.logloss_guard,
             lr=settings.lr, seed=seed, progress=False, checkpoints=False,
         ),  # fmt: skip
         batching=BatchingConfig(batch_size=settings.batch_size, shuffle=True),
-        run_dir=str(work_dir / f"{model}-seed{seed}"),
+        run_dir=str(work_dir / f"{model}-table_lr{table_lr}-seed{seed}"),
     )
     wall = time.perf_counter()
     report = train(config, schema=data.schema_for(model, settings), overwrite=True)
     wall = time.perf_counter() - wall
     metrics = json.loads((Path(config.run_dir) / "metrics.json").read_text())
+    curve = [{k: e[k] for k in ("epoch", "auc", "logloss")} for e in metrics["evaluations"]]
     return {
-        "model": model, "seed": seed, "test": report.test, "valid_best": report.valid, "valid_peaks": report.peaks,
-        "epochs_run": len(metrics["evaluations"]), "steps": report.steps,
+        "model": model, "table_lr": table_lr, "seed": seed, "test": report.test, "valid_best": report.valid,
+        "valid_peaks": report.peaks, "valid_curve": curve, "epochs_run": len(curve), "steps": report.steps,
         "train_s": round(metrics["train_seconds"], 2), "wall_s": round(wall, 2),
     }  # fmt: skip
 
@@ -171,19 +182,79 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": round(statistics.fmean(values), 4), "std": round(std, 4)}
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per model, in :data:`MODELS` order: test AUC, test logloss and training seconds over its seeds."""
+def chosen_table_lr(runs: list[dict[str, Any]], metric: str) -> tuple[float, dict[float, float]]:
+    """The tables' learning rate whose runs' mean best validation ``metric`` is best, and that mean per rate.
+
+    >>> chosen_table_lr([{"table_lr": 0.4, "valid_best": {"auc": 0.70}}, {"table_lr": 0.05, "valid_best": {"auc": 0.72}}], "auc")
+    (0.05, {0.4: 0.7, 0.05: 0.72})
+    """
+    means = {lr: round(statistics.fmean(r["valid_best"][metric] for r in runs if r["table_lr"] == lr), 4)
+             for lr in dict.fromkeys(r["table_lr"] for r in runs)}  # fmt: skip
+    pick = min if metric == "logloss" else max
+    return pick(means, key=means.__getitem__), means
+
+
+def summarize(runs: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Any]]:
+    """Per model, in :data:`MODELS` order, at its chosen tables' learning rate (:func:`chosen_table_lr`):
+    test AUC, test logloss and training seconds over its seeds."""
     summary = {}
     for model in MODELS:
-        mine = [r for r in runs if r["model"] == model]
-        if mine:
+        every = [r for r in runs if r["model"] == model]
+        if every:
+            table_lr, by_lr = chosen_table_lr(every, metric)
+            mine = [r for r in every if r["table_lr"] == table_lr]
             summary[model] = {
+                "table_lr": table_lr,
+                f"valid_{metric}_by_table_lr": {str(lr): v for lr, v in by_lr.items()},
                 "seeds": len(mine),
                 "test_auc": mean_std([r["test"]["auc"] for r in mine]),
                 "test_logloss": mean_std([r["test"]["logloss"] for r in mine]),
                 "train_s": mean_std([r["train_s"] for r in mine]),
             }
     return summary
+
+
+RULES = {"auc": ("auc", None), "auc, logloss guard 0.01": ("auc", 0.01), "logloss": ("logloss", None)}
+
+
+def replay(curve: list[dict[str, float]], metric: str, logloss_guard: float | None, patience: int, epochs: int) -> dict[str, Any] | None:
+    """The evaluation of ``curve`` that the Trainer keeps under ``metric`` / ``logloss_guard`` /
+    ``patience`` (:func:`~recsys_embed.jobs.trainer.improves`); None when the curve ends (the
+    run stopped under its own rule) before this rule would have stopped.
+
+    >>> curve = [{"epoch": 1, "auc": 0.70, "logloss": 0.45}, {"epoch": 2, "auc": 0.72, "logloss": 0.60}, {"epoch": 3, "auc": 0.71, "logloss": 0.70}]
+    >>> [replay(curve, m, g, 1, 5)["epoch"] for m, g in RULES.values()]
+    [2, 1, 1]
+    """
+    kept, best, stale = None, None, 0
+    for i, record in enumerate(curve):
+        if improves(record, curve[:i], best, metric, logloss_guard):
+            kept, best, stale = record, record[metric], 0
+        else:
+            stale += 1
+        if stale >= patience:
+            return kept
+    return kept if len(curve) >= epochs else None
+
+
+def selection_rules(runs: list[dict[str, Any]], settings: Settings) -> dict[str, dict[str, Any]]:
+    """Per rule of :data:`RULES`: the mean validation AUC and logloss of the evaluation it keeps,
+    over the runs whose curve decides it (``undecided``: the others), and how many of them keep
+    another epoch than the AUC rule."""
+    def kept(run: dict[str, Any], rule: str) -> dict[str, Any] | None:
+        return replay(run["valid_curve"], *RULES[rule], settings.patience, settings.epochs)
+
+    out = {}
+    for rule in RULES:
+        decided = [(kept(r, rule), kept(r, "auc")) for r in runs if kept(r, rule) is not None]
+        out[rule] = {
+            "runs": len(decided),
+            "undecided": len(runs) - len(decided),
+            "valid_auc": round(statistics.fmean(k["auc"] for k, _ in decided), 4) if decided else None,
+            "valid_logloss": round(statistics.fmean(k["logloss"] for k, _ in decided), 4) if decided else None,
+            "other_epoch_than_auc": sum(a is None or k["epoch"] != a["epoch"] for k, a in decided),
+        }
+    return out
 
 
 def targets(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -249,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--logloss-guard", type=float, default=defaults.logloss_guard, help="trainer.logloss_guard (with --metric auc)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam lr of the dense parameters")
-    parser.add_argument("--table-lr", type=float, default=defaults.table_lr, help="rowwise Adagrad lr of the tables")
+    parser.add_argument("--table-lr", type=float, nargs="+", default=defaults.table_lrs,
+                        help="rowwise Adagrad lrs of the tables: each model keeps the best on validation")  # fmt: skip
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/ctr_models"), help="run folders of the trainings")
@@ -261,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--data and --schema go together")
     settings = Settings(
         rows=args.rows, seeds=args.seeds, epochs=args.epochs, patience=args.patience, metric=args.metric,
-        logloss_guard=args.logloss_guard, batch_size=args.batch_size, lr=args.lr, table_lr=args.table_lr,
+        logloss_guard=args.logloss_guard, batch_size=args.batch_size, lr=args.lr, table_lrs=args.table_lr,
     )  # fmt: skip
     try:
         TrainerConfig(epochs=settings.epochs, patience=settings.patience, metric=settings.metric, logloss_guard=settings.logloss_guard)
@@ -291,16 +363,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         earlier = json.loads(args.out.read_text())
         if (earlier["settings"], earlier["data"]) == (result["settings"], result["data"]):
             result["runs"] = earlier["runs"]
-    done = {(r["model"], r["seed"]) for r in result["runs"]}
-    plan = [(m, seed) for seed in range(settings.seeds) for m in models[seed % len(models):] + models[: seed % len(models)]]
-    plan = [p for p in plan if p not in done]
+    done = {(r["model"], r["table_lr"], r["seed"]) for r in result["runs"]}
+    rotated = [(seed, m) for seed in range(settings.seeds) for m in models[seed % len(models):] + models[: seed % len(models)]]
+    plan = [(m, lr, seed) for seed, m in rotated for lr in settings.table_lrs if (m, lr, seed) not in done]
     with tqdm(plan, desc="ctr_models", unit="run", dynamic_ncols=True) as bar:
-        for model, seed in bar:
-            bar.set_postfix(model=model, seed=seed)
-            result["runs"].append(run(model, seed, settings, data, args.work_dir))
-            result["summary"] = summarize(result["runs"])
+        for model, table_lr, seed in bar:
+            bar.set_postfix(model=model, table_lr=table_lr, seed=seed)
+            result["runs"].append(run(model, table_lr, seed, settings, data, args.work_dir))
+            result["summary"] = summarize(result["runs"], settings.metric)
             quality.write_json(result, args.out)
-    result["summary"] = summarize(result["runs"])
+    result["summary"] = summarize(result["runs"], settings.metric)
+    result["selection_rules"] = selection_rules(result["runs"], settings)
     result["targets"] = targets(result["summary"])
     result["environment"]["invocation_wall_s"] = round(time.perf_counter() - start, 1)
     quality.write_json(result, args.out)

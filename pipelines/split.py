@@ -21,7 +21,6 @@ folder inside ``out_dir`` and moved into place only when all of them are complet
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from recsys_embed.errors import ColumnTypeError
+from recsys_embed.files import remove
 from recsys_embed.hashing import hash_arrow, hash_int_np, seed_of
 from recsys_embed.pipelines.columns import Where, is_string
 from recsys_embed.pipelines.fit import RowSample
@@ -91,7 +91,7 @@ def split_dataset(
         for name in names:
             _replace_dir(work / name, out / name)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove(work)
     return {name: out / name for name in names}
 
 
@@ -198,6 +198,6 @@ def _replace_dir(new: Path, target: Path) -> None:
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
         os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     else:
         os.replace(new, target)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
 from importlib import metadata
@@ -52,7 +51,7 @@ from safetensors.torch import save_file
 
 import recsys_embed
 from recsys_embed.errors import ArtifactError, IntegrityError
-from recsys_embed.files import writing
+from recsys_embed.files import remove, writing
 
 FORMAT_VERSION = 3  # 3: checksums; 2: arrays (integer ones in the safetensors file, strings in arrays.arrow); 1: tensors only
 CHECKSUMS = "checksums"
@@ -172,11 +171,11 @@ def save_artifact(
             path.rename(old)
         tmp.rename(path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         if old.exists() and not path.exists():
             old.rename(path)  # put the previous artifact back
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    remove(old)
     return path
 
 

@@ -69,9 +69,8 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
         data.mkdir()
         save_file(tensors, str(data / "state.safetensors"))
         (data / "state.json").write_text(json.dumps(tree))
-        link = path / f".{CURRENT}.tmp-{os.getpid()}"
-        remove(link)
-        link.symlink_to(data.name)
+        link = data / f".{CURRENT}"  # made inside the new subfolder, so a kill leaves nothing else behind
+        link.symlink_to(data.name)  # relative: resolved from where the link is, once moved: ``path``
         os.replace(link, path / CURRENT)
     for stale in path.iterdir():  # earlier states, leftovers of killed saves
         if stale.name not in (CURRENT, data.name):

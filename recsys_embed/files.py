@@ -21,9 +21,8 @@ import errno
 import glob
 import os
 import re
-import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,11 +71,30 @@ def remove_leftovers(path: Path, kind: str = "tmp") -> list[Path]:
 
 
 def remove(path: Path) -> None:
-    """Remove a file, a link or a folder tree if it exists."""
+    """Remove a file, a link or a folder tree if it exists; what cannot be removed stays.
+
+    Not ``shutil.rmtree``: in Python 3.11 a Ctrl-C between its ``os.close(fd)`` and the flag
+    that records it makes its ``finally`` close the descriptor again, and the ``EBADF`` error
+    replaces the ``KeyboardInterrupt`` (a run interrupted while a checkpoint save removed the
+    previous state ended as "error: Bad file descriptor")."""
+    path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        for root, folders, files in os.walk(path, topdown=False):
+            for name in files:
+                _quietly(os.unlink, os.path.join(root, name))
+            for name in folders:  # links to folders are listed here and not followed
+                folder = os.path.join(root, name)
+                _quietly(os.unlink if os.path.islink(folder) else os.rmdir, folder)
+        _quietly(os.rmdir, path)
     elif path.exists() or path.is_symlink():
-        path.unlink(missing_ok=True)
+        _quietly(os.unlink, path)
+
+
+def _quietly(operation: Callable[[str | Path], object], path: str | Path) -> None:
+    try:
+        operation(path)
+    except OSError:
+        pass
 
 
 @contextmanager

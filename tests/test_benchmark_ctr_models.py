@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ctr_models.py"
-TINY = ["--seeds", "1", "--epochs", "1", "--batch-size", "256"]
+TINY = ["--seeds", "1", "--epochs", "1", "--batch-size", "256", "--table-lr", "0.4"]
 
 
 def load_script() -> ModuleType:
@@ -51,6 +51,9 @@ def test_synthetic_smoke_run_writes_json_and_png(tmp_path: Path) -> None:
         assert stats["seeds"] == 1 and stats["test_auc"]["std"] == 0.0 and stats["train_s"]["mean"] > 0
     assert set(result["targets"]) == {"dcn_v2 or deepfm >= autoint_plus", "every deep model > logistic_regression and fm"}
     assert all(isinstance(t["met"], bool) for t in result["targets"].values())
+    rules = result["selection_rules"]
+    assert list(rules) == ["auc", "auc, logloss guard 0.01", "logloss"]
+    assert rules["auc"]["runs"] + rules["auc"]["undecided"] == 7 and rules["auc"]["other_epoch_than_auc"] == 0
     assert out.with_suffix(".png").stat().st_size > 1000
     line = run.stdout.strip().splitlines()[-1]
     assert line.startswith("ctr_models: synthetic CTR, 3,000 rows") and "targets met" in line
@@ -61,13 +64,17 @@ def test_a_libfm_file_without_histories_skips_din_and_resumes(tmp_path: Path) ->
     data = tmp_path / "sample.libfm"
     data.write_text("\n".join(lines * 2) + "\n")
     out = tmp_path / "libfm.json"
-    args = ["--data", str(data), "--schema", "libfm", "--models", "logistic_regression", "fm", "din", "--out", str(out)]
+    args = ["--data", str(data), "--schema", "libfm", "--models", "logistic_regression", "fm", "din", "--out", str(out), "--table-lr", "0.05", "0.4"]  # fmt: skip
     run = bench(tmp_path, *args)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["data"]["schema"] == {"name": "libfm", "fields": ["field_0", "field_1", "field_2"]}
     assert list(result["summary"]) == ["logistic_regression", "fm"] and "din" in result["skipped"]
     assert "oracle_test_auc" not in result["data"] and result["targets"] == {}
+    assert sorted((r["model"], r["table_lr"]) for r in result["runs"]) == [(m, lr) for m in ("fm", "logistic_regression") for lr in (0.05, 0.4)]
+    for model, stats in result["summary"].items():  # each model keeps the tables' lr of its better validation AUC
+        by_lr = stats["valid_auc_by_table_lr"]
+        assert set(by_lr) == {"0.05", "0.4"} and by_lr[str(stats["table_lr"])] == max(by_lr.values())
     again = bench(tmp_path, *args, "--resume")  # every run is in the JSON: nothing trains again
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(out.read_text())["runs"] == result["runs"]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
-from recsys_embed.checkpoint import load_state
+from recsys_embed.checkpoint import load_state, save_state
 from recsys_embed.errors import RunDirError
 from recsys_embed.jobs.run_dir import RunDir
 
@@ -182,6 +182,8 @@ def test_a_checkpoint_killed_at_any_moment_of_a_save_still_loads(tmp_path: Path)
         assert state["step"] >= first and bool((state["w"] == state["step"]).all())
     names = sorted(p.name for p in path.iterdir())
     assert "current" in names and len(names) <= 3  # current, its folder, at most one partial folder
+    save_state(path, {"step": 0})
+    assert sorted(p.name for p in path.iterdir()) == ["current", os.readlink(path / "current")]
 
 
 def test_synth_killed_mid_write_leaves_a_hidden_folder_that_the_next_run_removes(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ rows are built with vectorised numpy index arithmetic and written in row groups 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.files import remove
 from recsys_embed.pipelines.derived.negatives import PopularitySampler, user_position_keys
 from recsys_embed.pipelines.derived.output import atomic_directory
 
@@ -108,7 +108,7 @@ def behaviour_histories(
             if sampler is not None:
                 drawn = _draw_negatives(frame, plan, items, sampler, negatives, seed, user, item)
             _write_rows(tmp / f"part-{number:05d}.parquet", frame, items, plan, drawn, user, sequence, timestamp)
-        shutil.rmtree(staging)
+        remove(staging)
     return pl.scan_parquet(Path(out_dir) / "part-*.parquet")
 
 

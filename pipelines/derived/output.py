@@ -3,14 +3,13 @@ and renamed into place only once complete, so a crash never leaves a half-writte
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 
-from recsys_embed.files import owned_sibling, remove_leftovers
+from recsys_embed.files import owned_sibling, remove, remove_leftovers
 
 
 @contextmanager
@@ -30,13 +29,13 @@ def atomic_directory(out_dir: str | Path, overwrite: bool = False) -> Iterator[P
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
         raise
     if out_dir.exists():
         old = owned_sibling(out_dir, "old")
         out_dir.rename(old)
         tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     else:
         tmp.rename(out_dir)
 

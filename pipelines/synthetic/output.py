@@ -23,7 +23,6 @@ Example::
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from types import TracebackType
 
@@ -178,7 +177,7 @@ class ParquetParts:
             old.rmdir()
             raise
         self._tmp = None
-        shutil.rmtree(old)
+        remove(old)
 
     def _clean_leftovers(self) -> None:
         """Undo what killed runs left beside ``out_dir``: their temporary folders go, and data
@@ -194,7 +193,7 @@ class ParquetParts:
             self._writer.close()
             self._writer = None
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            remove(self._tmp)
             self._tmp = None
         self._remove_created()
         self.files = []

@@ -46,6 +46,27 @@ from recsys_embed.files import write_text, writing
 from recsys_embed.tables.frequencies import row_frequencies
 
 _LOWER_IS_BETTER = ("logloss",)
+
+
+def improves(record: dict[str, float], earlier: list[dict[str, float]], best: float | None, metric: str, logloss_guard: float | None) -> bool:
+    """Whether the evaluation ``record`` beats the kept one (score ``best``, None: nothing kept
+    yet) under ``metric`` and, when set, ``logloss_guard`` ``r``: its logloss at most ``(1 + r)``
+    times the lowest of the ``earlier`` evaluations' (see :class:`TrainerConfig`).
+
+    >>> improves({"auc": 0.80, "logloss": 0.50}, [{"auc": 0.79, "logloss": 0.45}], 0.79, "auc", 0.01)
+    False
+    """
+    score = record[metric]
+    if best is None:
+        return True
+    if not (score < best if metric in _LOWER_IS_BETTER else score > best):
+        return False
+    if not logloss_guard:
+        return True
+    lowest = min((e["logloss"] for e in earlier if "logloss" in e), default=math.inf)
+    return record["logloss"] <= (1 + logloss_guard) * lowest
+
+
 _METRIC = re.compile(r"auc|gauc|logloss|(hr|ndcg|mrr)@[1-9][0-9]*")
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
@@ -322,7 +343,7 @@ class Trainer:
                 raise ValueError(f"trainer.metric={cfg.metric!r} is not among the validation metrics {sorted(record)}")
             if cfg.logloss_guard and "logloss" not in record:
                 raise ValueError(f"trainer.logloss_guard needs a validation logloss, not among the validation metrics {sorted(record)}")
-            if self._improves(record, result.evaluations, run.best_score):
+            if improves(record, result.evaluations, run.best_score, cfg.metric, cfg.logloss_guard):
                 run.best_score, run.stale, result.best = record[cfg.metric], 0, record
                 run.keep(self.model.state_dict())
             else:
@@ -330,20 +351,6 @@ class Trainer:
         run.evaluation_seconds = time.perf_counter() - started
         record.update(seconds=run.elapsed(), rss_mb=resident_mb())
         result.evaluations.append(record)
-
-    def _improves(self, record: dict[str, float], earlier: list[dict[str, float]], best: float | None) -> bool:
-        """Whether ``record`` beats the kept evaluation (score ``best``) under ``config.metric``
-        and, when set, ``config.logloss_guard`` against the ``earlier`` evaluations' logloss."""
-        cfg = self.config
-        score = record[cfg.metric]
-        if best is None:
-            return True
-        if not (score < best if cfg.metric in _LOWER_IS_BETTER else score > best):
-            return False
-        if not cfg.logloss_guard:
-            return True
-        lowest = min((e["logloss"] for e in earlier if "logloss" in e), default=math.inf)
-        return record["logloss"] <= (1 + cfg.logloss_guard) * lowest
 
     # ---- checkpoints ------------------------------------------------------------------
     def _checkpoint(self, epoch: int, batch_index: int, result: FitResult, run: _Run) -> None:
