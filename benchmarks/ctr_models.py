@@ -67,7 +67,7 @@ from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig
 from recsys_embed.jobs.ctr import train
 from recsys_embed.jobs.trainer import TrainerConfig, improves
 from recsys_embed.pipelines import split_dataset
-from recsys_embed.pipelines.named_schemas import named_schema
+from recsys_embed.pipelines.named import named_schema
 from recsys_embed.pipelines.readers import read_avazu, read_criteo, read_libfm
 from recsys_embed.pipelines.readers.libfm import VALUE_SUFFIX
 from recsys_embed.pipelines.synthetic.ctr import oracle_auc

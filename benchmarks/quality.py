@@ -13,6 +13,9 @@
    no table gets fewer than ``--floor`` buckets), scaled so the total is ``P / k``;
    (b) one multiplexed table of exactly as many parameters as (a) really holds, one probe,
    ``chunk_dim`` = the embedding dim. Same model (``--part2-model``) for both.
+   (c) with ``--probes 2 4 ...``: the same table read with ``k`` probes of ``chunk_dim`` =
+   embedding dim / ``k`` (so every feature keeps the embedding dim, the table ``k`` times
+   the rows): what chose the layout's default probe count, on validation AUC.
 
 3. **Compression methods at 1/10 of the table memory** (issue 12, a first look): the same
    model (``--part2-model``) on per-feature tables whose groups of at least ``--min-ids`` ids
@@ -118,6 +121,7 @@ class Settings:
     table_lr: float = 0.4
     embedding_dim: int = 16
     budgets: list[int] = field(default_factory=lambda: [1, 10, 100])
+    probes: list[int] = field(default_factory=lambda: [1])
     floor: int = 32
     part2_model: str = "mlp"
     min_ids: int = 1000
@@ -242,9 +246,18 @@ def part2_plan(settings: Settings, splits: dict[str, str]) -> tuple[int, dict[in
         plan[k] = {
             "target_parameters": total // k,
             "hash_buckets": buckets,
-            "multiplexed": dataclasses.asdict(MultiplexedConfig.from_budget(hashed, chunk_dim=settings.embedding_dim)),
+            "multiplexed": dataclasses.asdict(MultiplexedConfig.from_budget(hashed, chunk_dim=settings.embedding_dim, probes=1)),
+            **{
+                probed(p): dataclasses.asdict(MultiplexedConfig.from_budget(hashed, chunk_dim=settings.embedding_dim // p, probes=p))
+                for p in settings.probes if p > 1
+            },  # fmt: skip
         }
     return total, plan
+
+
+def probed(probes: int) -> str:
+    """The part-2 key of the multiplexed table read with ``probes`` probes (one probe: ``multiplexed``)."""
+    return "multiplexed" if probes == 1 else f"multiplexed_{probes}_probes"
 
 
 def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
@@ -355,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, default=defaults.lr, help="Adam lr of the dense parameters")
     parser.add_argument("--table-lr", type=float, default=defaults.table_lr, help="rowwise Adagrad lr of the tables")
     parser.add_argument("--budgets", type=int, nargs="+", default=defaults.budgets, help="k: tables of P/k parameters")
+    parser.add_argument("--probes", type=int, nargs="+", default=defaults.probes,
+                        help="part 2: also read the multiplexed table with these probe counts (chunk dim = embedding dim / probes)")  # fmt: skip
     parser.add_argument("--floor", type=int, default=defaults.floor, help="fewest hash buckets per table group")
     parser.add_argument("--part2-model", choices=sorted(MODELS), default=defaults.part2_model)
     parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3])
@@ -368,11 +383,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--smoke", action="store_true", help="tiny data and one epoch, to check the script runs")
     args = parser.parse_args(argv)
+    bad = [p for p in args.probes if p < 1 or defaults.embedding_dim % p or (defaults.embedding_dim // p) % 4]
+    if bad:
+        parser.error(f"--probes {bad}: each must divide the embedding dim {defaults.embedding_dim} into chunks of a multiple of 4")
     if args.smoke:
         args.rows, args.epochs, args.batch_size, args.min_ids = 2000, 1, 256, 100
     settings = Settings(
         rows=args.rows, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        table_lr=args.table_lr, budgets=args.budgets, floor=args.floor, part2_model=args.part2_model, min_ids=args.min_ids,
+        table_lr=args.table_lr, budgets=args.budgets, probes=args.probes, floor=args.floor, part2_model=args.part2_model, min_ids=args.min_ids,
         compression_budget=0.5 if args.smoke else 0.1,  # the smoke data's groups are too small for 1/10
     )  # fmt: skip
     torch.set_num_threads(args.threads)
@@ -412,8 +430,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             schema = hashed_schema(ctr_schema(settings.embedding_dim), plan[k]["hash_buckets"])
             model = MODELS[settings.part2_model]
             done(entry, "hashing", lambda: run(f"hashing_1_over_{k}", settings, splits, args.work_dir, model, schema=schema))
-            layout = {"name": "multiplexed", **plan[k]["multiplexed"]}
-            done(entry, "multiplexed", lambda: run(f"multiplexed_1_over_{k}", settings, splits, args.work_dir, model, layout))
+            for p in sorted({1, *settings.probes}):
+                layout = {"name": "multiplexed", **plan[k][probed(p)]}
+                done(entry, probed(p), lambda: run(f"{probed(p)}_1_over_{k}", settings, splits, args.work_dir, model, layout))
         if settings.part2_model in result["part1"]["models"]:
             part2["exact_vocabulary"] = result["part1"]["models"][settings.part2_model]
     if 3 in args.parts:
@@ -456,6 +475,13 @@ def print_tables(result: dict[str, Any]) -> None:
                 h, m = entry["hashing"]["test"]["auc"], entry["multiplexed"]["test"]["auc"]
                 print(f"| 1/{k} | {entry['hashing']['table_parameters']:,} / {entry['multiplexed']['table_parameters']:,} | "
                       f"{h:.4f} | {m:.4f} | {m - h:+.4f} |")  # fmt: skip
+    probe_rows = [(k, key, entry[key]) for k, entry in budgets.items() for key in entry if key.startswith("multiplexed")]
+    if any(key != "multiplexed" for _, key, _ in probe_rows):
+        print("\n| table memory | probes x chunk dim | multiplexed rows | valid AUC | test AUC |")
+        print("|---|---|---|---|---|")
+        for k, _, r in probe_rows:
+            layout = r["layout"]
+            print(f"| 1/{k} | {layout['probes']} x {layout['chunk_dim']} | {layout['rows']:,} | {r['valid_best']['auc']:.4f} | {r['test']['auc']:.4f} |")
     methods = result.get("part3", {}).get("methods", {})
     if methods:
         exact = result["part1"]["models"].get(result["settings"]["part2_model"])

@@ -52,7 +52,7 @@ def test_targets_compare_the_named_pairs() -> None:
 
 def test_quality_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "quality.json"
-    args = ["--smoke", "--models", "mlp", "din_sum_pooling", "--budgets", "10", "--methods", "qr", "floor: one hashed row",
+    args = ["--smoke", "--models", "mlp", "din_sum_pooling", "--budgets", "10", "--probes", "1", "2", "--methods", "qr", "floor: one hashed row",
             "--data-dir", str(tmp_path / "data"),
             "--work-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
     run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
@@ -69,6 +69,9 @@ def test_quality_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     exact = result["part2"]["exact_vocabulary_parameters"]
     hashed, multiplexed = entry["hashing"]["table_parameters"], entry["multiplexed"]["table_parameters"]
     assert hashed == multiplexed  # equal memory, as the benchmark claims
+    two = entry["multiplexed_2_probes"]["layout"]  # same memory, each feature's dim kept: twice the rows of half the width
+    assert (two["probes"], two["chunk_dim"], two["rows"]) == (2, 8, 2 * entry["multiplexed"]["layout"]["rows"])
+    assert entry["multiplexed_2_probes"]["table_parameters"] == multiplexed and "| 1/10 | 2 x 8 |" in run.stdout
     assert hashed < exact and entry["plan"]["target_parameters"] == exact // 10
     assert result["part2"]["exact_vocabulary"] == models["mlp"]
     assert "| 1/10 |" in run.stdout and "| mlp |" in run.stdout

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -64,3 +65,58 @@ def test_train_with_a_named_schema_warns_and_evaluate_on_one_class(tmp_path: Pat
     assert "recsys-embed: warning: AUC is undefined: the 30 labels evaluated are all negative" in out.stderr
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["auc"] is None and metrics["logloss"] > 0
+
+
+def criteo_tsv(path: Path, rows: int, seed: int) -> Path:
+    """The original Criteo layout: tab-separated, no header."""
+    lines = criteo_csv(path, rows, seed).read_text().splitlines()[1:]
+    path.write_text("".join(line.replace(",", "\t") + "\n" for line in lines))
+    return path
+
+
+def test_a_reader_key_reads_the_original_criteo_tsv_once_into_parquet(tmp_path: Path, cli_main) -> None:  # type: ignore[no-untyped-def]
+    train, test = criteo_tsv(tmp_path / "day_0.txt", 300, 0), criteo_tsv(tmp_path / "day_1.txt", 100, 1)
+    config = {
+        "data": {"train": str(train), "test": str(test), "reader": "criteo"},
+        "schema": {"name": "criteo", "min_count": 1, "embedding_dim": 4},
+        "model": {"name": "mlp", "hidden": [8]},
+        "trainer": {"epochs": 1, "progress": False},
+        "batching": {"batch_size": 64},
+        "run_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test AUC 0." in result.stdout
+    converted = tmp_path / "run" / "data" / "train.parquet"
+    assert pq.read_table(converted).num_rows == 300 and pq.read_table(tmp_path / "run" / "data" / "test.parquet").num_rows == 100
+    assert pq.read_table(converted).column("C1").to_pylist()[:2] == [line.split("\t")[14] for line in train.read_text().splitlines()[:2]]
+    written = converted.stat().st_mtime_ns
+    again = cli_main("train", "--config", str(tmp_path / "run.yaml"), "--overwrite")  # same sources: the Parquet is reused
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert converted.stat().st_mtime_ns == written
+    with train.open("a") as file:  # a changed source is read again
+        file.write("1" + "\t" * 39 + "\n")
+    again = cli_main("train", "--config", str(tmp_path / "run.yaml"), "--overwrite")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert pq.read_table(converted).num_rows == 301
+
+
+def test_a_bad_reader_option_or_line_is_named(tmp_path: Path, cli_main) -> None:  # type: ignore[no-untyped-def]
+    train = criteo_tsv(tmp_path / "day_0.txt", 50, 0)
+    config = {
+        "data": {"train": str(train), "reader": {"name": "criteo", "sep": ","}},
+        "schema": "criteo",
+        "run_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
+    assert result.returncode == 2
+    assert "reader 'criteo': unknown option(s) ['sep']; expected some of ['has_label', 'validate', 'separator', 'header']" in result.stderr
+    with train.open("a") as file:
+        file.write("1\t2\t3\n")
+    config["data"]["reader"] = "criteo"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
+    assert result.returncode == 2 and f"{train}: line 51" in result.stderr, result.stderr[-2000:]
+    assert not list((tmp_path / "run" / "data").glob("*.parquet")) and not list((tmp_path / "run" / "data").glob(".*"))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.pipelines import FittedState, Pipeline, fit, pipeline, prefetch, sources, state
+from recsys_embed.pipelines import FittedState, Pipeline, fit, named, pipeline, prefetch, sources, state
 
 ITEMS = [5, 7, 5, None, 9, 7, 5, 11]
 HISTORY = [[7, 9], [], [5, 5, 9, 13], None, [13], [9, 9], [7], [5, 7]]
@@ -55,7 +55,7 @@ def assert_same_state(a: FittedState, b: FittedState) -> None:
 
 
 def test_module_doctests() -> None:
-    for module in (pipeline, sources, state, fit, prefetch):
+    for module in (pipeline, sources, state, fit, prefetch, named):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0, module.__name__
 
 

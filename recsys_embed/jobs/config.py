@@ -38,9 +38,14 @@ from recsys_embed.yaml_strict import describe, load_yaml
 
 @dataclass
 class DataConfig:
+    """Where the splits are (a file, a folder or a glob each); ``reader``: a named reader
+    (``criteo``, ``{name: criteo, separator: ","}``; see ``pipelines.named.READERS``) that reads
+    text formats the generic CSV/Parquet path cannot, converted once to Parquet in the run directory."""
+
     train: str
     valid: str | None = None
     test: str | None = None
+    reader: Any = None
 
 
 @dataclass

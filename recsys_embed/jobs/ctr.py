@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,8 @@ from recsys_embed.jobs.config import BatchingConfig, DataConfig, RunConfig, from
 from recsys_embed.features import Schema
 from recsys_embed.jobs.model_io import load_model, save_model
 from recsys_embed.pipelines import Pipeline, split_dataset
-from recsys_embed.pipelines.named_schemas import SCHEMAS, named_schema
+from recsys_embed.pipelines.converted import converted
+from recsys_embed.pipelines.named import SCHEMAS, named_schema
 from recsys_embed.pipelines.synthetic.ctr import oracle_auc, write_ctr
 from recsys_embed.jobs.ranking_model import RankingModel
 from recsys_embed.jobs.run_dir import RunDir
@@ -71,6 +72,15 @@ class TrainReport:
         return "  ".join(parts)
 
 
+def read_data(data: DataConfig, folder: Path) -> DataConfig:
+    """``data`` itself, or with a ``reader``: each split read by it into ``folder/SPLIT.parquet``
+    (:func:`~recsys_embed.pipelines.converted.converted`: once, reused while the sources are unchanged)."""
+    if data.reader is None:
+        return data
+    splits = {split: getattr(data, split) for split in ("train", "valid", "test") if getattr(data, split)}
+    return DataConfig(**{split: str(converted(data.reader, source, folder, split)) for split, source in splits.items()})
+
+
 def selection(trainer: TrainerConfig) -> str:
     """How the kept model was chosen, in words: ``auc`` or ``auc, logloss guard 0.01``."""
     return f"{trainer.metric}, logloss guard {trainer.logloss_guard:g}" if trainer.logloss_guard else trainer.metric
@@ -89,6 +99,7 @@ def train(
     validate_specs(config.layout, config.model)
     layout = layout_for_model(config.layout, config.model, config.trainer.mba_l2)
     with RunDir.open(config.run_dir, resume=resume, overwrite=overwrite) as run:
+        config = replace(config, data=read_data(config.data, run.path / "data"))
         seed_everything(config.trainer.seed)  # tables and model weights are drawn from the run's seed
         pipeline = Pipeline(schema).fit(config.data.train)
         tables = build_tables(layout, schema, pipeline.num_embeddings, config.table_optimizer)
