@@ -144,8 +144,7 @@ class ProductQuantized(CompressionMethod):
         codewords = option(options, "codewords", MAX_CODEWORDS, int, "dpq")
         if "codewords" in options and codewords > num_ids:
             warnings.warn(f"dpq: {codewords} codewords for {num_ids} ids; clamped to {num_ids}", stacklevel=2)
-            codewords = num_ids
-        cap = min(codewords, num_ids)
+        codewords = cap = min(codewords, num_ids)
         tail = options.get("tail_codewords")
         frequent = frequent_option(options, num_ids, "dpq")
         if (tail is None) != (frequent is None):
