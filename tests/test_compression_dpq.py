@@ -69,10 +69,11 @@ def test_memory_accounting_training_and_served() -> None:
     pq = method()
     weights = 500 * 16 + 4 * 32 * 4  # queries + codebooks
     assert pq.num_parameters() == weights and pq.memory_bytes() == 4 * weights * 3  # with two Adam moments
+    assert "served: 4,048 bytes of uint8 codes and codebooks (training also holds the queries [500, 16])" in pq.details()
     pq.finalize()
     assert sorted(pq.state_dict()) == ["codebooks", "codes"] and pq.codes.dtype == torch.uint8
     assert not list(pq.parameters()) and pq.memory_bytes() == 500 * 4 + 4 * 32 * 16  # codes + codebooks, exactly
-    assert pq.num_parameters() == 500 + 32 * 16 and "served: codes and codebooks" in pq.details()
+    assert pq.num_parameters() == 500 + 32 * 16 and "(queries dropped)" in pq.details()
 
 
 def test_budget_picks_the_most_code_bits_that_fit_and_names_its_minimum() -> None:

@@ -213,5 +213,6 @@ class ProductQuantized(CompressionMethod):
     def details(self) -> str:
         tiers = "" if self.tail_codewords is None else f"; ids >= {self.frequent:,} use the first {self.tail_codewords}"
         stored = served_bytes(self.num_ids, self.dim, self.subspaces, self.codewords)
-        state = "served: codes and codebooks" if self.serving else f"training: + queries [{self.num_ids:,}, {self.dim}]"
-        return f"{self.subspaces} codebooks of {self.codewords} codewords of dim {self.width}{tiers}; {stored:,} bytes served ({state})"
+        state = "queries dropped" if self.serving else f"training also holds the queries [{self.num_ids:,}, {self.dim}]"
+        return (f"{self.subspaces} codebooks of {self.codewords} codewords of dim {self.width}{tiers}; served: "
+                f"{stored:,} bytes of uint8 codes and codebooks ({state})")
