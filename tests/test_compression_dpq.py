@@ -53,6 +53,9 @@ def test_straight_through_gradients_reach_queries_and_codebooks() -> None:
     codes = pq.codes_of(q, ids)
     books = torch.zeros(4 * 32, 4).index_add_(0, (codes + torch.arange(4) * 32).reshape(-1), (-aux).view(-1, 4))
     assert torch.allclose(pq.codebooks.grad, books.view(4, 32, 4), atol=1e-7)  # codebook loss only, used codewords only
+    pq.queries.grad = None
+    (pq.lookup(torch.tensor([3, 9])) * torch.tensor([[1.0] * 16, [0.0] * 16])).sum().backward()
+    assert pq.queries.grad[9].abs().sum() == 0 and pq.queries.grad[3].abs().sum() > 0  # a zeroed (padding) slot: no VQ loss
     with torch.no_grad():
         assert torch.equal(pq.eval().lookup(ids), c)  # eval / no-grad: the same codewords, no estimator
 

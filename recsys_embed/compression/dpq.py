@@ -9,13 +9,14 @@ codeword of its own codebook of ``K`` codewords:
 so after training an id costs ``S`` bytes and the table ``n S + 4 K D`` bytes (``K <= 256``).
 
 Training (DPQ-VQ, keys and values shared): every id has a query ``Q[i]`` ``[D]`` (a full table,
-uniform in ``[-0.05, 0.05]``); its code in sub-space ``s`` is the nearest codeword,
-``c(i, s) = argmin_k ||Q[i, s] - C[s, k]||``, and the output is that codeword with the
-straight-through estimator: the task gradient of the output goes to the query unchanged. The
-codebook and commitment losses of VQ, ``||sg(Q) - C[c]||^2 + beta ||Q - sg(C[c])||^2`` averaged over
-a lookup's ids, enter through the same estimator's backward (their gradients, not a loss term), so
-a table dropped into any model trains its codebooks without a loss hook; ``beta`` is the option
-``commitment`` (0.25). Codebooks start as the queries of ``K`` random ids, so every codeword is used.
+uniform in ``[-0.05, 0.05]``); its code in sub-space ``s`` is the nearest codeword, ``c(i, s) =
+argmin_k ||Q[i, s] - C[s, k]||``, and the output is that codeword with the straight-through
+estimator: the task gradient of the output goes to the query unchanged. The codebook and commitment
+losses of VQ, ``||sg(Q) - C[c]||^2 + beta ||Q - sg(C[c])||^2`` averaged over a lookup's ids (those
+whose output gets a gradient: padding zeroed by the layout does not count), enter through the same
+estimator's backward (their gradients, not a loss term), so a table dropped into any model trains
+its codebooks without a loss hook; ``beta`` is the option ``commitment`` (0.25). Codebooks start as
+the queries of ``K`` random ids, so every codeword starts in use.
 
 MGQE: ids ``>= F`` (the tail; a fitted vocabulary numbers ids by descending training count, as the
 ``adaptive`` method relies on: :func:`~recsys_embed.compression.adaptive.frequent_option`) may use
@@ -92,7 +93,8 @@ def fit_budget(num_ids: int, dim: int, budget_bytes: int, codewords: int | None,
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: the codewords ``[N, D]``. Backward: the output's gradient to the queries, plus the
-    gradients of VQ's mean codebook loss (to the codewords) and commitment loss (to the queries)."""
+    gradients of VQ's codebook loss (to the codewords) and commitment loss (to the queries), both
+    averaged over the lookups whose output gets a gradient (not the padding slots a layout zeroes)."""
 
     @staticmethod
     def forward(ctx: Any, queries: torch.Tensor, codewords: torch.Tensor, beta: float) -> torch.Tensor:
@@ -103,7 +105,8 @@ class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         queries, codewords = ctx.saved_tensors
-        diff = (queries - codewords) * (2 / max(queries.shape[0], 1))
+        live = grad.ne(0).any(1, keepdim=True)  # padding the layout zeroes out gets no gradient: no VQ loss either
+        diff = (queries - codewords) * live * (2 / max(int(live.sum()), 1))
         return grad + ctx.beta * diff, -diff, None
 
 
