@@ -22,7 +22,7 @@ MGQE: ids ``>= F`` (the tail; a fitted vocabulary numbers ids by descending trai
 ``adaptive`` method relies on: :func:`~recsys_embed.compression.adaptive.frequent_option`) may use
 only the first ``K_tail`` codewords of each codebook, the ``F`` frequent ids all ``K``: options
 ``tail_codewords`` with ``frequent`` or ``frequent_fraction``. Codes stay one byte each, so the
-tiers regularize the tail rather than shrink the bytes (``log2 K_tail`` bits of each tail code are used).
+tiers regularize the tail rather than shrink the bytes (a tail code uses ``log2 K_tail`` of its 8 bits).
 
 Serving: :meth:`~ProductQuantized.finalize` (the layout's ``serving_layout()``) stores the codes
 of every id and drops the queries; the method then reads codes and codebooks only, gives the same
@@ -34,7 +34,9 @@ exact table: the budget is for what is served); served, ``memory_bytes() == n S 
 Budget (bytes ``4 x budget weights``): the ``S`` (a divisor of ``D``) and ``K`` (``<= 256``, or the
 option ``codewords``) that fit ``n S + 4 K D`` with the most code bits ``S log2 K``, then the
 fewest bytes; the least is ``S = 1`` with ``K = 2``. Options: ``subspaces`` (``S``; or a budget),
-``codewords`` (``K``, default 256; above the group's ids it warns and is clamped to ``n``).
+``codewords`` (``K``, default 256 or ``n`` if fewer; a given ``K`` above ``n`` warns and is clamped
+to ``n``), the MGQE tiers above, ``commitment`` (``beta``), ``serving`` (set by ``finalize``, read
+back from a saved state).
 
 Example::
 
