@@ -148,7 +148,7 @@ def test_sizing_and_option_errors() -> None:
         LowPrecision.from_options(10, 4, {"optimizer": "adam"}, None)
     with pytest.raises(MethodConfigError, match=r"unknown option\(s\) \['step'\]"):
         LowPrecision.from_options(10, 4, {"step": 0.1}, None)
-    with pytest.raises(MethodConfigError, match="max_abs and lr must be > 0"):
+    with pytest.raises(MethodConfigError, match="max_abs, lr and step_lr must be > 0"):
         LowPrecision.from_options(10, 4, {"lr": -1}, None)
 
 
@@ -179,7 +179,8 @@ def test_trainer_updates_once_per_step_and_evaluation_never() -> None:
     tables = CompressedTables.from_options(SCHEMA, IDS, {"item_id": {"method": "lpt", "learned_step": True}})
     method = tables.methods["item_id"]
     model = RankingModel(tables, MLP(tables.shapes(0), MLPConfig(hidden=(8,), dropout=0.0)))
-    assert any(p is method.log_step for group in model.dense_param_groups(0.01, 0.0) for p in group["params"])
+    groups = model.dense_param_groups(0.01, 0.1)  # the log steps: their own lr, no weight decay
+    assert [(g["lr"], g["weight_decay"]) for g in groups if any(p is method.log_step for p in g["params"])] == [(1e-3, 0.0)]
     Trainer(model, TrainerConfig(max_steps=3, progress=False)).fit(_batches())
     assert int(method.rng[1]) == 3
     codes = method.codes.clone()
@@ -229,3 +230,13 @@ def test_readme_config_builds() -> None:
     tables = CompressedTables.from_options(schema, {name: 10_000 for name in compression}, compression)
     assert {m.method_name for m in tables.methods.values()} == {"lpt"}
     assert "int8 codes" in tables.summary()
+
+
+def test_matryoshka_prefix_losses_update_once() -> None:
+    from recsys_embed.tables import MatryoshkaTables
+
+    torch.manual_seed(0)
+    nested = MatryoshkaTables(CompressedTables.from_options(SCHEMA, IDS, {"item_id": {"method": "lpt"}}), prefixes=[4, 8])
+    views = nested.training_views(nested(_batches(1)[0].sparse))
+    sum(v.pooled["item_id"].pow(2).sum() + v.sequences["hist"].sum() for v in views).backward()
+    assert int(nested.base.methods["item_id"].rng[1]) == 1

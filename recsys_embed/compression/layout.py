@@ -284,6 +284,10 @@ class CompressedTables(TableLayout):
             kernel = sum(sizes[f"{group}/{j}"] for j in range(len(method.kernel_tables())))
         return kernel + method.memory_bytes()
 
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """The methods' own param groups (:meth:`~CompressionMethod.dense_parameters`)."""
+        return [group for method in self.methods.values() for group in method.dense_parameters()]  # type: ignore[operator]
+
     def num_parameters(self) -> int:
         return sum(self.group_parameters(g) for g in self.methods)
 

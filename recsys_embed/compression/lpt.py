@@ -24,8 +24,9 @@ in training mode only: evaluation and ``no_grad`` reads change nothing.
 ALPT's step gradient is LSQ's straight-through estimate (Esser et al. 2020) at the re-quantized row,
 ``∂ŵ/∂Δ = q' - w'/Δ`` inside the range and ``-Q_N`` or ``Q_P`` where clipped, so
 ``∂L/∂s_u = Δ_u Σ_d G_ud ∂ŵ_ud/∂Δ_u`` with the batch's gradient standing for the one at the new row
-(the paper evaluates it in a second forward pass; here one pass). The dense optimizer trains ``s``;
-its log form keeps Adam's scale-free steps relative (a raw ``Δ`` of 1e-3 at lr 1e-2 would go negative).
+(the paper evaluates it in a second forward pass; here one pass). The dense optimizer trains ``s``
+at lr ``step_lr`` (default 1e-3) without weight decay (which would pull ``s`` to 0, ``Δ`` to 1); its
+log form keeps Adam's scale-free steps relative (a raw ``Δ`` of 1e-3 at lr 1e-2 would go negative).
 
 Random numbers: each backward seeds a generator with ``(seed, updates)``, the buffer ``rng`` [2] int64;
 ``seed`` is drawn from torch's RNG when the method is built, so runs (and resumed runs) repeat.
@@ -93,20 +94,21 @@ class _LowPrecisionRead(torch.autograd.Function):
 @register_compression("lpt")
 class LowPrecision(CompressionMethod):
     """Integer codes and a step trained in place. Options: ``bits`` (8 or 16), ``learned_step``
-    (ALPT), ``max_abs`` (``Q_P Δ`` at the start), ``optimizer`` (rowwise_adagrad, sgd), ``lr``."""
+    (ALPT), ``max_abs`` (``Q_P Δ`` at the start), ``optimizer`` (rowwise_adagrad, sgd), ``lr``, ``step_lr`` (ALPT)."""
 
     description = "LPT / ALPT: int8 or int16 rows during training, stochastic rounding, fixed or learned step (Li et al. 2023)"
 
     def __init__(self, num_ids: int, dim: int, bits: int = 8, learned_step: bool = False, max_abs: float = 1.0,
-                 optimizer: str = "rowwise_adagrad", lr: float | None = None) -> None:  # fmt: skip
+                 optimizer: str = "rowwise_adagrad", lr: float | None = None, step_lr: float = 1e-3) -> None:  # fmt: skip
         super().__init__(num_ids, dim)
         if isinstance(bits, bool) or bits not in CODE_TYPES:
             raise MethodConfigError(f"lpt: bits must be one of {sorted(CODE_TYPES)}, got {bits!r}")
         if optimizer not in OPTIMIZERS:
             raise MethodConfigError(f"lpt: optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-        if not max_abs > 0 or lr is not None and not lr > 0:
-            raise MethodConfigError(f"lpt: max_abs and lr must be > 0, got max_abs {max_abs!r}, lr {lr!r}")
+        if not max_abs > 0 or lr is not None and not lr > 0 or not step_lr > 0:
+            raise MethodConfigError(f"lpt: max_abs, lr and step_lr must be > 0, got {max_abs!r}, {lr!r}, {step_lr!r}")
         self.bits, self.learned_step, self.max_abs, self.optimizer, self.lr = bits, learned_step, max_abs, optimizer, lr
+        self.step_lr = step_lr
         self.table_optimizer = TableOptimizer()
         step = max_abs / (2 ** (bits - 1) - 1)
         weight = torch.empty(num_ids, dim).uniform_(-INIT_SCALE, INIT_SCALE)
@@ -121,12 +123,12 @@ class LowPrecision(CompressionMethod):
 
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> LowPrecision:
-        check_options(options, ["bits", "learned_step", "max_abs", "optimizer", "lr"], "lpt")
+        check_options(options, ["bits", "learned_step", "max_abs", "optimizer", "lr", "step_lr"], "lpt")
         bits = options.get("bits", 8)
         learned = option(options, "learned_step", False, bool, "lpt")
         lr = None if options.get("lr") is None else option(options, "lr", None, float, "lpt")
         method = cls(num_ids, dim, bits, learned, option(options, "max_abs", 1.0, float, "lpt"),
-                     option(options, "optimizer", "rowwise_adagrad", str, "lpt"), lr)  # fmt: skip
+                     option(options, "optimizer", "rowwise_adagrad", str, "lpt"), lr, option(options, "step_lr", 1e-3, float, "lpt"))  # fmt: skip
         if budget is not None and budget < method.num_parameters():
             least = method.num_parameters()
             raise MethodConfigError(
@@ -137,11 +139,19 @@ class LowPrecision(CompressionMethod):
         return method
 
     def state_config(self) -> dict[str, Any]:
-        config = {"bits": self.bits, "learned_step": self.learned_step, "max_abs": self.max_abs, "optimizer": self.optimizer}
-        return config if self.lr is None else {**config, "lr": self.lr}
+        config: dict[str, Any] = {"bits": self.bits, "learned_step": self.learned_step, "max_abs": self.max_abs, "optimizer": self.optimizer}
+        if self.lr is not None:
+            config["lr"] = self.lr
+        if self.learned_step:
+            config["step_lr"] = self.step_lr
+        return config
 
     def use_table_optimizer(self, optimizer: TableOptimizer) -> None:
         self.table_optimizer = optimizer
+
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """ALPT: the log steps at ``step_lr``, without weight decay."""
+        return [{"params": [self.log_step], "lr": self.step_lr, "weight_decay": 0.0}] if self.learned_step else []
 
     def steps(self, rows: torch.Tensor) -> torch.Tensor:
         """``Δ`` of each row ``[U, 1]`` (one shared value for LPT)."""

@@ -13,7 +13,7 @@ Two kinds, told apart by :meth:`CompressionMethod.kernel_tables`:
   optimizer). Per id they give the row read in each table, ``kernel_rows(ids)`` ``[k, N]`` (``-1``:
   none), and :meth:`~CompressionMethod.combine` turns the ``k`` rows read ``[..., d_j]`` (zeros
   where none) into the vector ``[..., D]``.
-* **computed methods** (ROBE, TT-Rec, DHE): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
+* **computed methods** (ROBE, TT-Rec, DHE, LPT): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
   computes ``[N, D]`` from their own parameters, which the dense optimizer trains.
 
 Sizing: ``from_options(n, D, options, budget)``: ``options`` are the method's hyper-parameters
@@ -152,6 +152,12 @@ class CompressionMethod(nn.Module, abc.ABC):
         reads the group), ``[N_i] -> [N_i, dim]`` each. Default: one :meth:`lookup` each; a method
         whose backward updates its storage (LPT) reads them in one call, so it updates once a step."""
         return [self.lookup(i) for i in ids]
+
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """Param groups of the method's own parameters with their own settings (the layout's
+        :meth:`~recsys_embed.tables.TableLayout.dense_parameters`), e.g. a step size without weight
+        decay. Default: none; the dense optimizer trains them at its defaults."""
+        return []
 
     def use_table_optimizer(self, optimizer: TableOptimizer) -> None:
         """The layout's table optimizer (lr, eps), given by the layout that holds the method, for a
