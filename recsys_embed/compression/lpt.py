@@ -27,6 +27,7 @@ ALPT's step gradient is LSQ's straight-through estimate (Esser et al. 2020) at t
 (the paper evaluates it in a second forward pass; here one pass). The dense optimizer trains ``s``
 at lr ``step_lr`` (default 1e-3) without weight decay (which would pull ``s`` to 0, ``Δ`` to 1); its
 log form keeps Adam's scale-free steps relative (a raw ``Δ`` of 1e-3 at lr 1e-2 would go negative).
+When ``s`` moves, the codes stay (the paper re-rounds them at the new step): rows rescale by ``Δ'/Δ``.
 
 Random numbers: each backward seeds a generator with ``(seed, updates)``, the buffer ``rng`` [2] int64;
 ``seed`` is drawn from torch's RNG when the method is built, so runs (and resumed runs) repeat.
