@@ -6,7 +6,8 @@ Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hash
 ``qr`` (quotient-remainder), ``adaptive`` (frequent ids exact, the tail hashed), ``mixed_dims``
 (mixed dimension embeddings), ``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z
 shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding),
-``dpq`` (learned product-quantization codes, MGQE tiers).
+``dpq`` (learned product-quantization codes, MGQE tiers), ``lpt`` (int8/int16 rows during
+training, LPT / ALPT).
 Post-training: :func:`~recsys_embed.compression.quantized.quantize` serves a trained layout's rows
 in fp16 / int8 / int4 / int2 (the ``quantized`` layout).
 """
@@ -18,6 +19,7 @@ from recsys_embed.compression.dpq import ProductQuantized
 from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
+from recsys_embed.compression.lpt import LowPrecision
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, budget_parameters
 from recsys_embed.compression.mixed_dims import MixedDimensions
 from recsys_embed.compression.multiplexed import Multiplexed
@@ -37,7 +39,7 @@ from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
     "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "DoubleHashing",
-    "ExactTable", "HashingTrick", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "ProductQuantized", "QuantizedTables", "QuotientRemainder",
+    "ExactTable", "HashingTrick", "LowPrecision", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "ProductQuantized", "QuantizedTables", "QuotientRemainder",
     "RandomOffsetBlock", "TensorTrain",
     "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
     "quantize", "register_compression",

@@ -139,6 +139,8 @@ class CompressedTables(TableLayout):
         self.blocks = sorted(blocks, key=lambda b: b.table)
         self.row_features = [f.name for f in self.features if methods[f.table].kernel_tables()]  # type: ignore[index]
         self.optimizer = optimizer or TableOptimizer()
+        for method in methods.values():
+            method.use_table_optimizer(self.optimizer)
         self.kernel = None if not tables else FusedTables(
             rows=[r for *_, r, _ in tables],
             dims=[d for *_, d in tables],
@@ -186,15 +188,13 @@ class CompressedTables(TableLayout):
         ids, full = self._slot_ids(inputs)
         batch = next(iter(ids.values())).numel() // self.slots[self.features[0].name]
         parts = self._kernel_parts(ids, full)
+        computed = self._computed_vectors(ids, batch)
         out = Embeddings()
         for spec in self.features:
             slots, dim = self.slots[spec.name], self.dims[spec.name]
             method: CompressionMethod = self.methods[spec.table]  # type: ignore[index,assignment]
             grid = ids[spec.name].view(slots, batch).T  # [B, P]
-            if spec.name in parts:
-                vectors = method.combine(parts[spec.name])
-            else:
-                vectors = method.lookup(grid.clamp(min=0).reshape(-1)).view(batch, slots, dim)
+            vectors = method.combine(parts[spec.name]) if spec.name in parts else computed[spec.name]
             if not spec.is_sequence:
                 grid, vectors = grid.squeeze(1), vectors.reshape(batch, dim)
             present = grid >= 0
@@ -218,6 +218,20 @@ class CompressedTables(TableLayout):
             }, True
         grids = {f.name: inputs.slot_rows(f.name).squeeze(-1) for f in self.features}  # [B] or [B, L]
         return {name: grid.reshape(grid.shape[0], -1).T.reshape(-1) for name, grid in grids.items()}, False
+
+    def _computed_vectors(self, ids: Mapping[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+        """Feature -> ``[B, P, D]`` of the features whose group has a computed method: one
+        :meth:`~CompressionMethod.lookup_many` per table group, for all the features reading it."""
+        readers: dict[str, list[FeatureSpec]] = {}
+        for spec in self.features:
+            if spec.name not in self.row_features:
+                readers.setdefault(spec.table, []).append(spec)  # type: ignore[arg-type]
+        out = {}
+        for group, specs in readers.items():
+            grids = [ids[s.name].view(self.slots[s.name], batch).T.clamp(min=0).reshape(-1) for s in specs]
+            for spec, vectors in zip(specs, self.methods[group].lookup_many(grids)):  # type: ignore[operator]
+                out[spec.name] = vectors.view(batch, self.slots[spec.name], self.dims[spec.name])
+        return out
 
     def _kernel_parts(self, ids: Mapping[str, torch.Tensor], full: bool) -> dict[str, list[torch.Tensor]]:
         """Feature -> the rows its method's kernel tables gave, ``[B(, L), d_j]`` each, in one kernel call."""
@@ -269,6 +283,10 @@ class CompressedTables(TableLayout):
             sizes = dict(zip(self.kernel.table_names, self.kernel.table_bytes()))
             kernel = sum(sizes[f"{group}/{j}"] for j in range(len(method.kernel_tables())))
         return kernel + method.memory_bytes()
+
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """The methods' own param groups (:meth:`~CompressionMethod.dense_parameters`)."""
+        return [group for method in self.methods.values() for group in method.dense_parameters()]  # type: ignore[operator]
 
     def num_parameters(self) -> int:
         return sum(self.group_parameters(g) for g in self.methods)

@@ -13,7 +13,7 @@ Two kinds, told apart by :meth:`CompressionMethod.kernel_tables`:
   optimizer). Per id they give the row read in each table, ``kernel_rows(ids)`` ``[k, N]`` (``-1``:
   none), and :meth:`~CompressionMethod.combine` turns the ``k`` rows read ``[..., d_j]`` (zeros
   where none) into the vector ``[..., D]``.
-* **computed methods** (ROBE, TT-Rec, DHE): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
+* **computed methods** (ROBE, TT-Rec, DHE, LPT): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
   computes ``[N, D]`` from their own parameters, which the dense optimizer trains.
 
 Sizing: ``from_options(n, D, options, budget)``: ``options`` are the method's hyper-parameters
@@ -40,6 +40,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from recsys_embed.tables.base import TableOptimizer
 
 ADAM_MOMENTS = 2  # the dense optimizer (Adam) keeps two moments per parameter
 
@@ -144,6 +146,22 @@ class CompressionMethod(nn.Module, abc.ABC):
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Computed methods: vectors ``[N, dim]`` of ids ``[N]``."""
         raise NotImplementedError(f"{self._name()} is a row method: the layout reads its kernel tables")
+
+    def lookup_many(self, ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Computed methods: the vectors of several id tensors of one forward (every feature that
+        reads the group), ``[N_i] -> [N_i, dim]`` each. Default: one :meth:`lookup` each; a method
+        whose backward updates its storage (LPT) reads them in one call, so it updates once a step."""
+        return [self.lookup(i) for i in ids]
+
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """Param groups of the method's own parameters with their own settings (the layout's
+        :meth:`~recsys_embed.tables.TableLayout.dense_parameters`), e.g. a step size without weight
+        decay. Default: none; the dense optimizer trains them at its defaults."""
+        return []
+
+    def use_table_optimizer(self, optimizer: TableOptimizer) -> None:
+        """The layout's table optimizer (lr, eps), given by the layout that holds the method, for a
+        method that updates its own rows in backward as the fused kernel does (LPT). Default: ignored."""
 
     # ---- accounting and reporting -----------------------------------------------------------
 
