@@ -5,7 +5,8 @@ and held per table group by :class:`~recsys_embed.compression.layout.CompressedT
 Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hashing`` (two hashes),
 ``qr`` (quotient-remainder), ``adaptive`` (frequent ids exact, the tail hashed), ``mixed_dims``
 (mixed dimension embeddings), ``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z
-shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding).
+shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding), ``lr2vq`` (low-rank codes,
+product-quantized to uint8).
 Post-training: :func:`~recsys_embed.compression.quantized.quantize` serves a trained layout's rows
 in fp16 / int8 / int4 / int2 (the ``quantized`` layout).
 """
@@ -16,6 +17,7 @@ from recsys_embed.compression.double_hashing import DoubleHashing
 from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
+from recsys_embed.compression.lr2vq import LowRankVQ
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, budget_parameters
 from recsys_embed.compression.mixed_dims import MixedDimensions
 from recsys_embed.compression.multiplexed import Multiplexed
@@ -35,7 +37,7 @@ from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
     "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "DoubleHashing",
-    "ExactTable", "HashingTrick", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "QuantizedTables", "QuotientRemainder",
+    "ExactTable", "HashingTrick", "LowRankVQ", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "QuantizedTables", "QuotientRemainder",
     "RandomOffsetBlock", "TensorTrain",
     "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
     "quantize", "register_compression",
