@@ -175,6 +175,32 @@ class LowRankVQ(CompressionMethod):
         return torch.stack(pending).sum() if pending else None
 
     @torch.no_grad()
+    def fit(self, table: torch.Tensor, iterations: int = 25) -> LowRankVQ:
+        """Start from an exact table ``[n, D]`` (the paper's low-rank pre-training, then clustering):
+        ``z = U_r S_r`` and ``P = V_r^T`` of its truncated SVD, each codebook by Lloyd's k-means over its
+        sub-vectors (started at ``K`` distinct ones drawn at random), then ``P`` refit by least squares
+        to the codewords. A rank-``r`` table whose codes take at most ``K`` values per sub-vector comes
+        back exactly (e.g. ``m = 1`` and at most ``K`` distinct rows). Training state only; returns self."""
+        if self.latent is None or tuple(table.shape) != (self.num_ids, self.dim):
+            raise ValueError(f"{WHERE}: fit takes a [{self.num_ids}, {self.dim}] table in the training state, got {tuple(table.shape)} ({self.stage})")
+        u, sv, _ = torch.linalg.svd(table.detach().double().cpu(), full_matrices=False)
+        self.latent.copy_(u[:, : self.rank] * sv[: self.rank])
+        sub = self.latent.view(self.num_ids, self.subvectors, self.subdim)
+        for j in range(self.subvectors):
+            distinct = torch.unique(sub[:, j], dim=0)
+            picked = distinct[torch.randperm(len(distinct))[: self.codewords]]
+            self.codebooks[j] = picked[torch.arange(self.codewords, device=picked.device) % len(picked)]  # repeats never win a tie: unused
+        books = self.codebooks.view(-1, self.subdim)
+        for _ in range(iterations):
+            flat = (self.assign(self.latent) + torch.arange(self.subvectors, device=books.device) * self.codewords).view(-1)
+            sums = torch.zeros_like(books).index_add_(0, flat, sub.reshape(-1, self.subdim))
+            counts = torch.bincount(flat, minlength=len(books))[:, None]
+            books.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), books))
+        codewords = self.quantized(self.assign(self.latent)).double()
+        self.projection.copy_(torch.linalg.lstsq(codewords, table.detach().double().cpu()).solution)
+        return self
+
+    @torch.no_grad()
     def finalize(self) -> None:
         """Serving: every id's nearest codewords as uint8 codes; the latent table is dropped (idempotent)."""
         if self.latent is not None:
