@@ -25,7 +25,9 @@ batch B, one id per feature, one thread:
   every registered method (``--methods``; built-in and installed plugins, ``exact`` included:
   the compressed layout's own overhead). Row methods run in the layout's one fused kernel
   (same fused rowwise Adagrad), computed methods also step their dense parameters with Adam.
-  A method that cannot be built at the budget is listed with its error, not dropped. Row methods
+  A method that cannot be built at the budget is listed with its error, not dropped; its
+  compression is that of the state served after training (``serving_layout()``: the same as
+  trained but for lr2vq, which trains a float latent table on top of its uint8 codes). Row methods
   (hashing, double hashing, QR, adaptive) aim at ``<= 1.3x`` the time of ``per_feature``.
 
 Every contender gets the same upstream gradient per feature (column blocks of one ``[B, F*D]``
@@ -187,10 +189,13 @@ def contenders(
         except ValueError as error:  # a budget below the method's minimum (MethodConfigError), a broken plugin
             compressed[method] = {"error": str(error)}
             continue
+        # the budget bounds what is served after training (lr2vq trains a float latent on top of it)
+        served = CompressedTables.from_options(schema, dict.fromkeys(names, rows), {n: {"method": method, "budget": budget} for n in names}, optimizer).serving_layout()
         compressed[method] = {
             "parameters": layout.num_parameters(),
             "memory_bytes": layout.memory_bytes(),
-            "compression": round(exact_weights / layout.num_parameters(), 2),
+            "served_parameters": served.num_parameters(),
+            "compression": round(exact_weights / served.num_parameters(), 2),
             "kernel_reads": len(layout.methods[names[0]].kernel_reads()),  # type: ignore[operator]  # 0: a computed method
         }
         steps[f"compressed_{method}"] = dense_step(layout)
