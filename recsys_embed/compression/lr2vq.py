@@ -14,10 +14,10 @@ tables. Its three knobs are ``k`` codewords, the subvector size ``m`` (one code 
 the compression ratio) and the clustering dimensionality ``d~`` of the low-rank representation a
 learned linear map expands to the subvector (the accuracy: low-rank error against clustering
 error); it starts from a low-rank pre-trained model and fine-tunes end to end through
-differentiable k-means. Adapted here: a table row is the unit, ``m`` codes per id (its bytes), one
-joint projection ``P`` of the whole rank-``r`` code (``s = r / m`` is the clustering
-dimensionality), trained from scratch with hard assignments and a straight-through estimator
-(VQ-VAE's, van den Oord et al. 2017) instead of soft k-means:
+differentiable k-means. Adapted here: a table row is the unit, ``m`` counts its codes (one per
+``D / m`` output weights), one joint projection ``P`` of the whole rank-``r`` code (``s = r / m`` is
+the clustering dimensionality), trained from scratch (or from an exact table: :meth:`~LowRankVQ.fit`)
+with hard assignments and a straight-through estimator (VQ-VAE's, van den Oord et al. 2017):
 
     training:  q = C[c] + (z - sg(z))         (forward: the codewords; backward: into C and z alike)
     loss    += mean_i ||sg(z_i) - C[c(i)]||^2 + beta mean_i ||z_i - sg(C[c(i)])||^2
@@ -28,7 +28,8 @@ contract's ``regularization_loss()`` (the layout collects them after each forwar
 keeps a float latent table ``z`` ``[n, r]`` (dense gradient, trained by the dense optimizer with
 the codebooks and projection); :meth:`~LowRankVQ.finalize` (the layout's ``serving_layout()``)
 assigns every id its nearest codewords and drops ``z``: the state saved after training is the uint8
-codes ``[n, m]``, the codebooks ``[m, K, s]`` and ``P`` (buffers, no optimizer state).
+codes ``[n, m]``, the codebooks ``[m, K, s]`` and ``P`` (buffers, no optimizer state). A training
+lookup of ``N`` ids assigns them (``N K r`` squared differences, in chunks); a served one gathers.
 
 Init: ``z`` uniform in ``[-0.05, 0.05]`` like an exact table, ``P`` ``N(0, 1 / r)`` (a vector starts
 with an exact row's variance), each codebook from the sub-vectors of ``K`` distinct random ids.
@@ -177,13 +178,14 @@ class LowRankVQ(CompressionMethod):
     @torch.no_grad()
     def fit(self, table: torch.Tensor, iterations: int = 25) -> LowRankVQ:
         """Start from an exact table ``[n, D]`` (the paper's low-rank pre-training, then clustering):
-        ``z = U_r S_r`` and ``P = V_r^T`` of its truncated SVD, each codebook by Lloyd's k-means over its
-        sub-vectors (started at ``K`` distinct ones drawn at random), then ``P`` refit by least squares
-        to the codewords. A rank-``r`` table whose codes take at most ``K`` values per sub-vector comes
-        back exactly (e.g. ``m = 1`` and at most ``K`` distinct rows). Training state only; returns self."""
+        ``z = U_r S_r`` of its truncated SVD, each codebook by Lloyd's k-means over its sub-vectors
+        (started at ``K`` distinct ones drawn at random), then ``P`` by least squares to the codewords.
+        Squared error: at least the SVD tail, at most that plus k-means' ``sum_i ||z_i - q_i||^2``; zero for
+        a rank-``r`` table with ``m = 1`` and at most ``K`` distinct rows, or with ``K = n``. Returns self."""
         if self.latent is None or tuple(table.shape) != (self.num_ids, self.dim):
             raise ValueError(f"{WHERE}: fit takes a [{self.num_ids}, {self.dim}] table in the training state, got {tuple(table.shape)} ({self.stage})")
-        u, sv, _ = torch.linalg.svd(table.detach().double().cpu(), full_matrices=False)
+        table = table.detach().to(self.latent.device, torch.float64)
+        u, sv, _ = torch.linalg.svd(table, full_matrices=False)
         self.latent.copy_(u[:, : self.rank] * sv[: self.rank])
         sub = self.latent.view(self.num_ids, self.subvectors, self.subdim)
         for j in range(self.subvectors):
@@ -197,7 +199,7 @@ class LowRankVQ(CompressionMethod):
             counts = torch.bincount(flat, minlength=len(books))[:, None]
             books.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), books))
         codewords = self.quantized(self.assign(self.latent)).double()
-        self.projection.copy_(torch.linalg.lstsq(codewords, table.detach().double().cpu()).solution)
+        self.projection.copy_(torch.linalg.lstsq(codewords, table).solution)
         return self
 
     @torch.no_grad()
