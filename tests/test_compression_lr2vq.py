@@ -205,3 +205,36 @@ def test_fit_recovers_a_low_rank_clustered_table_exactly() -> None:
     assert clustering < 0.2 * tail  # 32 codewords per 2-dim sub-vector: k-means did its job
     with pytest.raises(ValueError, match=r"fit takes a \[300, 16\] table in the training state"):
         vq.fit(full[:10])
+
+
+def test_a_trained_run_saves_codes_not_the_latent(tmp_path: Path) -> None:
+    """The CTR job end to end: the trainer adds the VQ terms (``regularization_loss``), the saved
+    model is the served state, and evaluating it gives the test metrics the run reported."""
+    import json
+
+    import yaml
+
+    from recsys_embed.jobs.cli import main
+
+    assert main(["synth", "ctr", "--out", str(tmp_path / "data"), "--rows", "3000"]) == 0
+    parquet = next((tmp_path / "data").rglob("*.parquet")).parent
+    config = {
+        "data": {"train": str(parquet), "test": str(parquet)},
+        "layout": {"name": "per_feature", "compression": {"item_id": {"method": "lr2vq", "rank": 4, "subvectors": 2, "codewords": 16}}},
+        "model": {"name": "mlp", "hidden": [16]},
+        "trainer": {"epochs": 1, "progress": False},
+        "batching": {"batch_size": 512},
+        "run_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
+    model = tmp_path / "run" / "model"
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["layout_state"]["methods"]["item_id"] == {"method": "lr2vq", "rank": 4, "subvectors": 2, "codewords": 16, "beta": 0.25, "stage": "serving"}
+    tensors, _ = load_artifact(model)
+    assert tensors["tables.method/item_id/codes"].dtype == torch.uint8
+    assert sorted(k for k in tensors if "item_id" in k) == ["tables.method/item_id/codebooks", "tables.method/item_id/codes", "tables.method/item_id/projection"]
+    reported = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    from recsys_embed.jobs.ctr import evaluate
+
+    assert evaluate(model, parquet)["auc"] == pytest.approx(reported["auc"], abs=1e-6)
