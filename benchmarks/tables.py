@@ -27,7 +27,8 @@ batch B, one id per feature, one thread:
   (same fused rowwise Adagrad), computed methods also step their dense parameters with Adam.
   A method that cannot be built at the budget is listed with its error, not dropped. Its
   ``compression`` is that of the layout it trains, ``served_compression`` that of the layout it
-  serves (``serving_layout()``; they differ for ``dpq``, which trains a query table and serves codes).
+  serves (``serving_layout()``; they differ for ``dpq``, which trains a query table, and ``lr2vq``, which
+  trains a float latent table, each serving codes).
   Row methods (hashing, double hashing, QR, adaptive) aim at ``<= 1.3x`` the time of ``per_feature``.
 
 Every contender gets the same upstream gradient per feature (column blocks of one ``[B, F*D]``

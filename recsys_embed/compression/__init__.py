@@ -7,7 +7,7 @@ Built in: ``exact`` (no compression), ``hashing`` (hashing trick), ``double_hash
 (mixed dimension embeddings), ``multiplexed`` (groups sharing one hashed pool), ``robe`` (ROBE-Z
 shared array), ``tt_rec`` (tensor-train cores), ``dhe`` (deep hash embedding),
 ``dpq`` (learned product-quantization codes, MGQE tiers), ``lpt`` (int8/int16 rows during
-training, LPT / ALPT).
+training, LPT / ALPT), ``lr2vq`` (low-rank codes, product-quantized to uint8).
 Post-training: :func:`~recsys_embed.compression.quantized.quantize` serves a trained layout's rows
 in fp16 / int8 / int4 / int2 (the ``quantized`` layout).
 """
@@ -20,6 +20,7 @@ from recsys_embed.compression.exact import ExactTable
 from recsys_embed.compression.hashing import HashingTrick
 from recsys_embed.compression.layout import CompressedTables
 from recsys_embed.compression.lpt import LowPrecision
+from recsys_embed.compression.lr2vq import LowRankVQ
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, budget_parameters
 from recsys_embed.compression.mixed_dims import MixedDimensions
 from recsys_embed.compression.multiplexed import Multiplexed
@@ -39,7 +40,7 @@ from recsys_embed.compression.tt_rec import TensorTrain
 
 __all__ = [
     "ENTRY_POINT_GROUP", "AdaptiveHashing", "CompressedTables", "CompressionMethod", "DeepHashEmbedding", "DoubleHashing",
-    "ExactTable", "HashingTrick", "LowPrecision", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "ProductQuantized", "QuantizedTables", "QuotientRemainder",
+    "ExactTable", "HashingTrick", "LowPrecision", "LowRankVQ", "MethodConfigError", "MixedDimensions", "Multiplexed", "PluginError", "ProductQuantized", "QuantizedTables", "QuotientRemainder",
     "RandomOffsetBlock", "TensorTrain",
     "UnknownMethodError", "budget_parameters", "compression_methods", "describe_methods", "method_class",
     "quantize", "register_compression",

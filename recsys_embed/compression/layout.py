@@ -156,6 +156,7 @@ class CompressedTables(TableLayout):
                     methods[g].initialize(j, weight)
         self.to(device or "cpu")
         self._memo = BatchMemo()
+        self._regularization: torch.Tensor | None = None  # the methods' loss terms of the latest forward
 
     @classmethod
     def from_options(
@@ -183,6 +184,7 @@ class CompressedTables(TableLayout):
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         if kjt.lengths().numel() == 0:
+            self._regularization = None
             return empty_embeddings(self.features, self.dims, kjt.values().device)
         inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
         ids, full = self._slot_ids(inputs)
@@ -204,6 +206,8 @@ class CompressedTables(TableLayout):
                 out.sequences[spec.name], out.masks[spec.name] = vectors, present.contiguous()
             else:
                 out.pooled[spec.name] = vectors
+        terms = [t for t in (m.regularization_loss() for m in self.methods.values()) if t is not None]  # type: ignore[operator]
+        self._regularization = torch.stack(terms).sum() if terms else None
         return out
 
     def _slot_ids(self, inputs: BatchInputs) -> tuple[dict[str, torch.Tensor], bool]:
@@ -266,6 +270,10 @@ class CompressedTables(TableLayout):
 
     def num_ids(self, group: str) -> int:
         return group_size(self.rows, group, LAYOUT)
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """The methods' loss terms (:meth:`~CompressionMethod.regularization_loss`) of the latest forward, or ``None``."""
+        return self._regularization
 
     def group_parameters(self, group: str) -> int:
         """Weights stored for table group ``group``: its kernel rows (a shared table counts for the

@@ -22,6 +22,9 @@ method may store, from a config's ``budget`` (bytes, or a fraction of the exact 
 :func:`budget_parameters`); a method sizes itself to at most that many weights, or raises
 :class:`MethodConfigError` stating its minimum.
 
+Training: a method with a loss term of its own (LR²VQ's commitment) returns it from
+:meth:`~CompressionMethod.regularization_loss`; the layout adds up the methods' terms of each forward.
+
 Accounting: :meth:`~CompressionMethod.num_parameters` and :meth:`~CompressionMethod.memory_bytes`
 count the method's own tensors (dense parameters with the dense optimizer's Adam moments,
 buffers); the layout adds the kernel rows of row methods (weights + fused optimizer state, as
@@ -186,6 +189,12 @@ class CompressionMethod(nn.Module, abc.ABC):
         """Whether the first ``dim`` columns of the vectors still embed each id on their own (Matryoshka
         prefixes). Default: yes; QR's ``concat`` puts only the quotient table there for ``dim <= D/2``."""
         return True
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """A training-loss term of the lookups since the last call (a VQ commitment), handed out once;
+        ``None``: nothing to add. The layout collects it after each forward and gives it to the
+        trainer through the layout contract's ``regularization_loss()``. Default: ``None``."""
+        return None
 
     def finalize(self) -> None:
         """Post-training step (quantize, prune, ...); called once training ends. Default: nothing."""
