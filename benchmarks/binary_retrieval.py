@@ -134,7 +134,7 @@ def plot(result: dict, path: Path) -> None:
 
     codes = result["codes"]
     candidates = result["config"]["candidates"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     x = np.arange(len(codes))
     left.bar(x - 0.27, [c["recall@10_hamming"] for c in codes], 0.27, label="Hamming top 10")
     left.bar(x, [c["recall@10_reranked"] for c in codes], 0.27, label=f"Hamming top {candidates}, reranked by the decoded rows")
@@ -151,7 +151,6 @@ def plot(result: dict, path: Path) -> None:
     right.set_yscale("log")
     right.set_ylabel(f"queries/s over {scaled[0][key]['items']:,} items (1 thread)")
     fig.suptitle(f"binary codes of SASRec's item table ({result['config']['data']}, {result['model']['items']:,} items x {result['model']['dim']})")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

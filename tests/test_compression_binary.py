@@ -8,7 +8,6 @@ import doctest
 import importlib.util
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,9 @@ from recsys_embed.features import FIRST_VALUE_ID
 from recsys_embed.jobs.binarize import binarize_artifact
 from recsys_embed.jobs.sequential import SequentialConfig, encode_histories, train_sequential
 from recsys_embed.models import SASRecConfig
-from test_sequential import cycle_events
+from test_sequential import cycle_events, one_thread  # noqa: F401 (one_thread: an autouse fixture)
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="the [retrieval] extra (faiss-cpu) is not installed")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rows(n: int = 400, d: int = 32, seed: int = 0) -> torch.Tensor:
