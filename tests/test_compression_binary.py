@@ -197,3 +197,23 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0] == "(5000, 32) 292368 bytes with the binarizer", lines  # 160,000 of codes
     hamming, reranked = map(float, re.fullmatch(r"recall@10 (\S+) Hamming, (\S+) reranked by the decoded rows, random 0.002", lines[1]).groups())
     assert 0.05 < hamming < reranked and reranked > 0.3, lines
+
+
+def test_bert4rec_has_no_query_vectors_and_a_ctr_artifact_needs_a_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys_embed.jobs import binarize as binarize_job
+    from recsys_embed.jobs.next_item_model import NextItemModel
+    from recsys_embed.models import BERT4Rec, BERT4RecConfig
+    from recsys_embed.pipelines.derived import sequence_schema
+    from recsys_embed.tables import PerFeatureTables
+
+    schema = sequence_schema(max_len=6, embedding_dim=16)
+    model = NextItemModel(PerFeatureTables(schema, {"items": 20}), BERT4Rec(BERT4RecConfig(max_len=6, dim=16, num_heads=1), 20), schema, "items")
+    with pytest.raises(ValueError, match="no query vectors"):
+        model.query_vectors(torch.tensor([2, 3]), torch.tensor([2]))
+
+    class Loaded:
+        task = "ctr"
+
+    monkeypatch.setattr(binarize_job, "load_model", lambda path: Loaded())
+    with pytest.raises(ValueError, match="name the table group"):
+        binarize_job.binarize_artifact(tmp_path / "model")
