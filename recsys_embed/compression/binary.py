@@ -21,10 +21,15 @@ gradient into the earlier steps through it): through the straight-through surrog
 is a wrong, large gradient, and with it training diverges from 2 steps on.
 
 Storage: the codes ``[n, T m / 8]`` uint8 (``np.packbits`` layout: bit ``j`` of a row is bit
-``7 - j % 8`` of byte ``j // 8``; step ``t``'s bits are columns ``t m .. (t + 1) m - 1``) and the
+``7 - j % 8`` of byte ``j // 8``; step ``t``'s bits are columns ``(t - 1) m .. t m - 1``, whole bytes) and the
 binarizer's tensors (``W``, ``c``, ``V``, ``alpha``, ``mu``: what decodes rows and encodes queries).
 :meth:`BinaryCodes.memory_bytes` is ``n T m / 8`` plus those tensors' bytes; at ``T m = d`` the codes
 are 1/32 of the fp32 table. Saved as an artifact (safetensors + JSON manifest, never pickle).
+
+Retrieval (:mod:`recsys_embed.compression.retrieval`): Hamming distance over all ``T m`` bits weighs
+the small late residual steps as much as the first (BEBR's own symmetric distance calculation is
+not implemented here); :meth:`BinaryCodes.prefix` gives the first steps' bytes for a coarse Hamming search whose
+candidates the decoded rows ``x_hat`` rerank.
 
 Example::
 
