@@ -262,14 +262,18 @@ def probed(probes: int) -> str:
 
 def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """The compressed groups (ids per group) and, per contender, the layout: every registered method
-    but ``exact`` at ``budget: 0.1`` on each group of at least ``min_ids`` ids, and the one-row floor."""
+    but ``exact`` at ``budget: 0.1`` on each group of at least ``min_ids`` ids (LPT / ALPT at int8
+    instead), and the one-row floor."""
     exact = Pipeline(ctr_schema(settings.embedding_dim)).fit(splits["train"]).num_embeddings
     big = {g: n for g, n in exact.items() if n >= settings.min_ids}
 
     def compressed(spec: dict[str, Any]) -> dict[str, Any]:
         return {"name": "per_feature", "compression": {g: dict(spec) for g in big}}
 
-    layouts = {name: compressed({"method": name, "budget": settings.compression_budget}) for name in compression_methods() if name != "exact"}
+    layouts = {name: compressed({"method": name, "budget": settings.compression_budget}) for name in compression_methods() if name not in ("exact", "lpt")}
+    # low-precision training is sized by its bits (int8: a bit over 1/4 of the exact weights), not by a budget
+    layouts["lpt int8"] = compressed({"method": "lpt", "bits": 8})
+    layouts["alpt int8"] = compressed({"method": "lpt", "bits": 8, "learned_step": True})
     layouts["floor: one hashed row"] = compressed({"method": "hashing", "rows": 1})
     return big, layouts
 
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = MODELS[settings.part2_model]
         for name, layout in layouts.items():
             if args.methods is None or name in args.methods:
-                done(methods, name, lambda: run(f"compression_{name.split(':')[0]}", settings, splits, args.work_dir, model, layout))
+                done(methods, name, lambda: run(f"compression_{name.split(':')[0].replace(' ', '_')}", settings, splits, args.work_dir, model, layout))
     result["environment"]["load_average_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["environment"]["invocation_wall_s"] = round(time.perf_counter() - start, 1)
     write_json(result, args.out)
