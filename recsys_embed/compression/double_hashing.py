@@ -91,6 +91,10 @@ class DoubleHashing(CompressionMethod):
         first, second = parts
         return first + second if self.combine_mode == "sum" else torch.cat([first, second], dim=-1)
 
+    def pools_reads(self) -> bool:
+        """``sum``: the kernel sums the two rows of an id in one bag (no combine)."""
+        return self.combine_mode == "sum"
+
     def supports_prefix(self, dim: int) -> bool:
         """``concat``: a prefix within the first half is the hashing trick with ``M1`` rows, not the pair: no."""
         return self.combine_mode != "concat" or dim > self.width

@@ -71,14 +71,18 @@ EXACT = "exact"
 
 @dataclasses.dataclass(frozen=True)
 class _Block:
-    """``slots`` kernel slots (one per position) of feature ``feature`` for read ``part`` of its
-    method, from kernel table ``table``; output columns ``slots * dim``."""
+    """``slots`` kernel slots (one per position) of feature ``feature`` for the reads ``parts`` of
+    its method, from kernel table ``table``; output columns ``slots * dim``. One read: a one-row
+    bag per slot. Several (a method that :meth:`~CompressionMethod.pools_reads`): one bag of
+    ``len(parts)`` rows per slot, summed by the kernel, read ``parts[j]`` shifted by ``shifts[j]``
+    rows (:meth:`~recsys_embed.tables.base.FusedTables.read_shifts`)."""
 
     feature: str
-    part: int
+    parts: tuple[int, ...]
     table: int
     slots: int
     dim: int
+    shifts: tuple[int, ...] = (0,)
 
 
 @register_layout(LAYOUT)
@@ -131,23 +135,39 @@ class CompressedTables(TableLayout):
         tables.sort(key=lambda t: dim_rank[t[3]])
         index = {(g, j): i for i, (g, j, _, _) in enumerate(tables)}
         blocks = []
+        pooled: dict[str, list[int]] = {}  # feature -> the kernel table of each read it pools
         for f in self.features:
             method = methods[f.table]  # type: ignore[index]
-            for read, j in enumerate(method.kernel_reads()):
-                table_dim = method.kernel_tables()[j][1]
-                blocks.append(_Block(f.name, read, index[(self.owner[f.table], j)], self.slots[f.name], table_dim))  # type: ignore[index]
-        self.blocks = sorted(blocks, key=lambda b: b.table)
+            reads = [index[(self.owner[f.table], j)] for j in method.kernel_reads()]  # type: ignore[index]
+            widths = [method.kernel_tables()[j][1] for j in method.kernel_reads()]
+            if reads and method.pools_reads():
+                if len(set(widths)) != 1:
+                    raise PluginError(
+                        f"table group {f.table!r}: compression method {method.method_name!r} pools its reads "
+                        f"in one bag, but they have different dims {widths}; a bag sums rows of one dim"
+                    )
+                pooled[f.name] = reads
+                blocks.append(_Block(f.name, tuple(range(len(reads))), reads[0], self.slots[f.name], widths[0]))
+            else:
+                blocks += [_Block(f.name, (r,), t, self.slots[f.name], w) for r, (t, w) in enumerate(zip(reads, widths))]
+        blocks.sort(key=lambda b: b.table)
         self.row_features = [f.name for f in self.features if methods[f.table].kernel_tables()]  # type: ignore[index]
+        self.pooled = set(pooled)  # features whose reads the kernel sums: no combine
         self.optimizer = optimizer or TableOptimizer()
         self.kernel = None if not tables else FusedTables(
             rows=[r for *_, r, _ in tables],
             dims=[d for *_, d in tables],
-            slot_tables=[b.table for b in self.blocks for _ in range(b.slots)],
+            slot_tables=[b.table for b in blocks for _ in range(b.slots)],
             optimizer=self.optimizer,
             init_scale=init_scale,
             device=device,
             table_names=[f"{g}/{j}" for g, j, _, _ in tables],
         )
+        if self.kernel is not None:  # a pooled block's reads: rows of its tables, shifted past the first
+            blocks = [dataclasses.replace(b, shifts=tuple(self.kernel.read_shifts(pooled[b.feature])))
+                      if b.feature in pooled else b for b in blocks]
+        self.blocks = blocks
+        self._offsets: tuple[int, torch.Tensor] | None = None  # (batch, offsets) of the last full batch
         if self.kernel is not None:
             with torch.no_grad():
                 for (g, j, _, _), weight in zip(tables, self.kernel.weights()):
@@ -185,20 +205,22 @@ class CompressedTables(TableLayout):
         inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
         ids, full = self._slot_ids(inputs)
         batch = next(iter(ids.values())).numel() // self.slots[self.features[0].name]
-        parts = self._kernel_parts(ids, full)
+        parts = self._kernel_parts(ids, full, batch)
         out = Embeddings()
         for spec in self.features:
             slots, dim = self.slots[spec.name], self.dims[spec.name]
             method: CompressionMethod = self.methods[spec.table]  # type: ignore[index,assignment]
             grid = ids[spec.name].view(slots, batch).T  # [B, P]
-            if spec.name in parts:
+            if spec.name in self.pooled:  # the kernel summed the reads (an empty slot: an empty bag, zeros)
+                vectors = parts[spec.name][0]
+            elif spec.name in parts:
                 vectors = method.combine(parts[spec.name])
             else:
                 vectors = method.lookup(grid.clamp(min=0).reshape(-1)).view(batch, slots, dim)
             if not spec.is_sequence:
                 grid, vectors = grid.squeeze(1), vectors.reshape(batch, dim)
             present = grid >= 0
-            if not full and not bool(present.all()):
+            if not full and spec.name not in self.pooled and not bool(present.all()):
                 vectors = vectors * present.unsqueeze(-1).to(vectors.dtype)
             if spec.is_sequence:
                 out.sequences[spec.name], out.masks[spec.name] = vectors, present.contiguous()
@@ -219,8 +241,9 @@ class CompressedTables(TableLayout):
         grids = {f.name: inputs.slot_rows(f.name).squeeze(-1) for f in self.features}  # [B] or [B, L]
         return {name: grid.reshape(grid.shape[0], -1).T.reshape(-1) for name, grid in grids.items()}, False
 
-    def _kernel_parts(self, ids: Mapping[str, torch.Tensor], full: bool) -> dict[str, list[torch.Tensor]]:
-        """Feature -> the rows its method's kernel tables gave, ``[B(, L), d_j]`` each, in one kernel call."""
+    def _kernel_parts(self, ids: Mapping[str, torch.Tensor], full: bool, batch: int) -> dict[str, list[torch.Tensor]]:
+        """Feature -> the rows its method's kernel tables gave, ``[B(, L), d_j]`` each (a pooled
+        feature: their sum, one entry), in one kernel call."""
         if self.kernel is None:
             return {}
         rows = {}
@@ -228,18 +251,26 @@ class CompressedTables(TableLayout):
             method = self.methods[self.schema[name].table]  # type: ignore[index]
             flat = ids[name]  # [P * B], slot-major
             rows[name] = method.kernel_rows(flat) if full else torch.where((flat >= 0)[None], method.kernel_rows(flat.clamp(min=0)), -1)
-        flat = torch.cat([rows[b.feature][b.part] for b in self.blocks])
+        reads = [_block_reads(b, rows[b.feature]) for b in self.blocks]
+        flat = torch.cat(reads)
         present = flat >= 0
         if bool(present.all()):
-            out = self.kernel(flat, torch.arange(flat.numel() + 1, device=flat.device), validated=True)
-        else:
-            out = self.kernel(flat[present], offsets_of(present.to(torch.int64)), validated=True)
-        batch = out.shape[0]
-        parts: dict[str, list[torch.Tensor]] = {name: [out] * r.shape[0] for name, r in rows.items()}
+            out = self.kernel(flat, self._full_offsets(batch, flat.device), validated=True)
+        else:  # bags of the rows present (a slot of no row: an empty bag, zeros)
+            counts = [p.view(-1, len(b.parts)).sum(1) for b, p in zip(self.blocks, present.split([r.numel() for r in reads]))]
+            out = self.kernel(flat[present], offsets_of(torch.cat(counts)), validated=True)
+        parts: dict[str, list[torch.Tensor]] = {name: [out] * (1 if name in self.pooled else r.shape[0]) for name, r in rows.items()}
         for block, columns in zip(self.blocks, split_columns(out, [b.slots * b.dim for b in self.blocks])):
             sequence = block.feature in self.sequences
-            parts[block.feature][block.part] = columns.reshape((batch, block.slots, block.dim) if sequence else (batch, block.dim))
+            parts[block.feature][block.parts[0]] = columns.reshape((batch, block.slots, block.dim) if sequence else (batch, block.dim))
         return parts
+
+    def _full_offsets(self, batch: int, device: torch.device) -> torch.Tensor:
+        """The bag offsets when every read of every slot holds a row: ``len(parts)`` rows per bag of a block."""
+        if self._offsets is None or self._offsets[0] != batch or self._offsets[1].device != device:
+            lengths = torch.tensor([len(b.parts) for b in self.blocks for _ in range(b.slots)], device=device)
+            self._offsets = (batch, offsets_of(lengths.repeat_interleave(batch)))
+        return self._offsets[1]
 
     # ---- contract -------------------------------------------------------------------------
 
@@ -359,6 +390,17 @@ class CompressedTables(TableLayout):
             kernel = {k[len("kernel/"):]: v for k, v in tensors.items() if k.startswith("kernel/")}
             tables.kernel.load_state_tensors(kernel, source=f"{LAYOUT} state")
         return tables.to(device or "cpu")
+
+
+def _block_reads(block: _Block, rows: torch.Tensor) -> torch.Tensor:
+    """The kernel ids of ``block`` from its feature's rows ``[k, P * B]`` (``-1``: none): read
+    ``parts[0]``'s row per slot, or for a pooled block the bag of its reads' rows per slot
+    (``[P * B, len(parts)]`` flattened, each shifted into its table; ``-1`` stays)."""
+    if len(block.parts) == 1:
+        return rows[block.parts[0]]
+    shifted = [rows[p] if not shift else torch.where(rows[p] >= 0, rows[p] + shift, -1)
+               for p, shift in zip(block.parts, block.shifts)]
+    return torch.stack(shifted, dim=1).view(-1)
 
 
 def check_compression(compression: Any, where: str) -> None:

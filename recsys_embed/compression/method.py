@@ -12,7 +12,9 @@ Two kinds, told apart by :meth:`CompressionMethod.kernel_tables`:
   layout's one fused fbgemm kernel (packed with every other group's tables, trained by its fused
   optimizer). Per id they give the row read in each table, ``kernel_rows(ids)`` ``[k, N]`` (``-1``:
   none), and :meth:`~CompressionMethod.combine` turns the ``k`` rows read ``[..., d_j]`` (zeros
-  where none) into the vector ``[..., D]``.
+  where none) into the vector ``[..., D]``. A method whose combine is the sum of its reads says
+  so (:meth:`~CompressionMethod.pools_reads`), and the kernel pools the ``k`` rows of an id as
+  one bag instead.
 * **computed methods** (ROBE, TT-Rec, DHE): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
   computes ``[N, D]`` from their own parameters, which the dense optimizer trains.
 
@@ -128,6 +130,15 @@ class CompressionMethod(nn.Module, abc.ABC):
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Row methods: the ``k`` rows read ``[..., d_j]`` (zeros where none) to vectors ``[..., dim]``."""
         raise NotImplementedError(f"{self._name()} keeps no kernel tables")
+
+    def pools_reads(self) -> bool:
+        """Row methods: whether :meth:`combine` is the plain sum of the ``k`` reads (all of one dim),
+        so the layout may read them as ONE bag of ``k`` rows that the fused kernel sums (its
+        backward hands each row the bag's gradient, as the sum's would), instead of ``k`` one-row
+        slots and a combine: half the kernel slots for ``k = 2``, no combine in forward or backward.
+        The reads' tables must share one dim (the kernel then packs them together). A read of
+        ``-1`` leaves a bag of fewer rows. Default: ``False`` (``k`` slots, :meth:`combine`)."""
+        return False
 
     def share_key(self) -> str | None:
         """Row methods of several table groups with the same key share their kernel tables (feature

@@ -102,6 +102,10 @@ class QuotientRemainder(CompressionMethod):
             return quotient + remainder
         return torch.cat([quotient, remainder], dim=-1)
 
+    def pools_reads(self) -> bool:
+        """``add``: the kernel sums the two rows of an id in one bag (no combine)."""
+        return self.combine_mode == "add"
+
     def supports_prefix(self, dim: int) -> bool:
         """``concat``: a prefix within the quotient half is shared by ``m`` ids at a time: no."""
         return self.combine_mode != "concat" or dim > self.widths[0]

@@ -211,6 +211,19 @@ class FusedTables(nn.Module):
                 indices = indices + torch.repeat_interleave(self.slot_shifts, per_slot, output_size=indices.numel())
         return self.tbe(indices, offsets)
 
+    def read_shifts(self, tables: Sequence[int]) -> list[int]:
+        """Row shifts that let one slot of table ``tables[0]`` read rows of every table of
+        ``tables``: row ``r`` of ``tables[j]`` is id ``r + shifts[j]`` relative to ``tables[0]``
+        (so a bag may sum rows of several tables). They must be packed in one physical table
+        (one dim, consecutive); such ids lie past ``tables[0]``'s rows, so ``forward`` takes
+        them with ``validated=True`` only. ``ValueError`` otherwise."""
+        if len({self.physical[t] for t in tables}) != 1:
+            raise ValueError(
+                f"tables {[self.table_names[t] for t in tables]} are not packed in one physical table "
+                f"(dims {[self.dims[t] for t in tables]}); one slot cannot read them all"
+            )
+        return [self.row_offsets[t] - self.row_offsets[tables[0]] for t in tables]
+
     def table_weight(self, table: int) -> torch.Tensor:
         """Table ``table``'s weights ``[rows, dim]`` as a tensor whose gradient, instead of flowing
         on, is applied by the fused optimizer in ``backward`` (the update the kernel's backward
