@@ -94,7 +94,7 @@ def step(tables: CompressedTables, kjt: KeyedJaggedTensor) -> dict[str, torch.Te
 @pytest.mark.parametrize("name", list(METHODS))
 def test_pooled_reads_equal_per_slot_reads_in_outputs_and_updates(name: str) -> None:
     pooled, per_slot = (build(make()) for make in METHODS[name])
-    assert pooled.pooled == {"item_id", "hist"} and per_slot.pooled == set()
+    assert pooled.pooled == {"user_id", "item_id", "hist"} and per_slot.pooled == {"user_id"}  # user_id: exact, one read
     assert pooled.kernel is not None and per_slot.kernel is not None
     # one slot per output slot instead of two: 1 (user) + 1 (item) + 4 (hist) against 1 + 2 + 8
     assert len(pooled.kernel.slot_tables) == 6 and len(per_slot.kernel.slot_tables) == 11
@@ -148,3 +148,31 @@ def test_built_in_pooling_follows_the_combine() -> None:
     assert DoubleHashing(100, DIM, rows=20).pools_reads() and not DoubleHashing(100, DIM, rows=20, combine="concat").pools_reads()
     assert QuotientRemainder(100, DIM, remainder=10, combine="add").pools_reads()
     assert not QuotientRemainder(100, DIM, remainder=10).pools_reads()  # mult: a product, read per slot
+
+
+class OwnCombineQuotientRemainder(QuotientRemainder):
+    """QR whose combine runs per feature (no combine key): the reference for the batched combine."""
+
+    def combine_key(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("combine", ["mult", "concat"])
+def test_one_combine_over_the_features_of_methods_alike_equals_a_combine_per_feature(combine: str) -> None:
+    def layout(cls: type) -> CompressedTables:
+        torch.manual_seed(0)
+        methods = {"user_id": cls(IDS["user_id"], DIM, remainder=30, combine=combine),
+                   "item_id": cls(IDS["item_id"], DIM, remainder=50, combine=combine)}
+        return CompressedTables(schema(), IDS, methods, TableOptimizer("rowwise_adagrad", lr=0.1))  # type: ignore[arg-type]
+
+    batched, own = layout(QuotientRemainder), layout(OwnCombineQuotientRemainder)
+    assert [u.features for u in batched.units] == [("user_id", "item_id", "hist")]
+    assert [u.features for u in own.units] == [("user_id",), ("item_id",), ("hist",)]
+    assert batched.kernel is not None and own.kernel is not None
+    for seed, full in [(1, False), (2, True)]:
+        kjt = batch(seed, full=full)
+        got, expected = step(batched, kjt), step(own, kjt)
+        for key in expected:
+            assert torch.allclose(got[key], expected[key], atol=1e-6), (seed, key)
+        for a, b in zip(batched.kernel.weights(), own.kernel.weights()):
+            assert torch.allclose(a, b, atol=1e-6), seed

@@ -95,6 +95,9 @@ class DoubleHashing(CompressionMethod):
         """``sum``: the kernel sums the two rows of an id in one bag (no combine)."""
         return self.combine_mode == "sum"
 
+    def combine_key(self) -> tuple[str, str]:
+        return ("double_hashing", self.combine_mode)
+
     def supports_prefix(self, dim: int) -> bool:
         """``concat``: a prefix within the first half is the hashing trick with ``M1`` rows, not the pair: no."""
         return self.combine_mode != "concat" or dim > self.width

@@ -140,6 +140,15 @@ class CompressionMethod(nn.Module, abc.ABC):
         ``-1`` leaves a bag of fewer rows. Default: ``False`` (``k`` slots, :meth:`combine`)."""
         return False
 
+    def combine_key(self) -> Any:
+        """Row methods that do not pool their reads: a hashable that methods share only when their
+        :meth:`combine` is the same function (no parameters of their own, same kind of reads), or
+        ``None``. The layout combines the reads of all features whose methods share a key (and
+        read widths and dim) in ONE call, on parts ``[B, positions, d_j]`` holding every slot of
+        those features: a few large element-wise ops in forward and backward instead of a few per
+        feature. Default: ``None``, :meth:`combine` per feature on ``[B(, L), d_j]``."""
+        return None
+
     def share_key(self) -> str | None:
         """Row methods of several table groups with the same key share their kernel tables (feature
         multiplexing): the layout allocates them once, for the first such group, and the methods

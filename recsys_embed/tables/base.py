@@ -192,15 +192,20 @@ class FusedTables(nn.Module):
             for weight in self.tbe.split_embedding_weights():
                 weight.uniform_(-init_scale, init_scale)
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False, packed: bool = False) -> torch.Tensor:
         """Bag sums ``[B, sum of slot dims]`` of ``indices`` ``[N]`` (int64, relative to each slot's
         table) in bags ``offsets`` ``[S * B + 1]`` (int64 or int32). ``validated=True``: the caller guarantees
-        well-formed offsets and ids in ``[0, rows)`` of their tables, and the checks are skipped."""
+        well-formed offsets and ids in ``[0, rows)`` of their tables, and the checks are skipped.
+        ``packed=True``: the ids are already rows of the slot's packed physical table (its table's
+        ``row_offsets`` added by the caller, unchecked): a bag may then sum rows of every table packed
+        with the slot's (one dim), e.g. the two tables of a method whose reads are summed."""
         self._require_storage("forward")
         slots = self.slot_shifts.numel()
         bags = offsets.numel() - 1
         if bags % slots:
             raise ValueError(f"offsets must hold S * B + 1 entries for S = {slots} slots, got {offsets.numel()}")
+        if packed:
+            return self.tbe(indices, offsets)
         if not validated:
             self._check(indices, offsets)
         if self.shifted and indices.numel():  # table-relative ids -> rows of the packed physical table
@@ -210,19 +215,6 @@ class FusedTables(nn.Module):
             else:
                 indices = indices + torch.repeat_interleave(self.slot_shifts, per_slot, output_size=indices.numel())
         return self.tbe(indices, offsets)
-
-    def read_shifts(self, tables: Sequence[int]) -> list[int]:
-        """Row shifts that let one slot of table ``tables[0]`` read rows of every table of
-        ``tables``: row ``r`` of ``tables[j]`` is id ``r + shifts[j]`` relative to ``tables[0]``
-        (so a bag may sum rows of several tables). They must be packed in one physical table
-        (one dim, consecutive); such ids lie past ``tables[0]``'s rows, so ``forward`` takes
-        them with ``validated=True`` only. ``ValueError`` otherwise."""
-        if len({self.physical[t] for t in tables}) != 1:
-            raise ValueError(
-                f"tables {[self.table_names[t] for t in tables]} are not packed in one physical table "
-                f"(dims {[self.dims[t] for t in tables]}); one slot cannot read them all"
-            )
-        return [self.row_offsets[t] - self.row_offsets[tables[0]] for t in tables]
 
     def table_weight(self, table: int) -> torch.Tensor:
         """Table ``table``'s weights ``[rows, dim]`` as a tensor whose gradient, instead of flowing
