@@ -84,8 +84,10 @@ class DoubleHashing(CompressionMethod):
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
         h = hash_int_torch(ids, self.seed)
-        high, low = (h >> 32) & 0xFFFFFFFF, h & 0xFFFFFFFF
-        return torch.stack([high % self.table_rows[0], low % self.table_rows[1]])
+        rows = torch.empty((2, ids.numel()), dtype=torch.int64, device=ids.device)  # no stack: written in place
+        torch.remainder((h >> 32) & 0xFFFFFFFF, self.table_rows[0], out=rows[0])
+        torch.remainder(h & 0xFFFFFFFF, self.table_rows[1], out=rows[1])
+        return rows
 
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         first, second = parts

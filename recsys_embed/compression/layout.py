@@ -278,7 +278,9 @@ class CompressedTables(TableLayout):
     def _slot_ids(self, inputs: BatchInputs) -> tuple[dict[str, torch.Tensor], bool]:
         """Feature -> the ids of its output slots, slot-major ``[P * B]`` (``-1``: empty), and
         whether every slot holds one id (then they are views of the kernel inputs, no copy)."""
-        full = bool((inputs.offsets.diff() == 1).all()) and inputs.indices.numel() == inputs.offsets.numel() - 1
+        full = inputs.one_per_bag or (
+            inputs.indices.numel() == inputs.offsets.numel() - 1 and bool((inputs.offsets.diff() == 1).all())
+        )
         if full:
             batch = inputs.indices.numel() // sum(self.slots.values())
             return {

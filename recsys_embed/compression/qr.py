@@ -126,7 +126,10 @@ class QuotientRemainder(CompressionMethod):
         return [(self.quotients, self.widths[0]), (self.remainder, self.widths[1])]
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.stack([ids // self.remainder, ids % self.remainder])
+        rows = torch.empty((2, ids.numel()), dtype=torch.int64, device=ids.device)  # no stack: written in place
+        torch.floor_divide(ids, self.remainder, out=rows[0])
+        torch.remainder(ids, self.remainder, out=rows[1])
+        return rows
 
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         quotient, remainder = parts
