@@ -8,9 +8,15 @@ its fused optimizer); computed methods are ordinary modules the dense optimizer 
 
 Forward, for a batch ``kjt``: each output slot's id (``-1``: empty bag or padding;
 :meth:`~recsys_embed.tables.inputs.BatchInputs.slot_rows`) goes to its group's method; a row
-method's ``k`` kernel rows are read in one kernel call for all groups (slot block = (feature,
-kernel table), ``P`` slots of ``B`` bags: ``P = 1`` categorical, ``L`` sequence) and combined,
-a computed method looks its ids up. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
+method's ``k`` kernel rows are read in one kernel call for all groups (``P`` slots of ``B`` bags
+per feature: ``P = 1`` categorical, ``L`` sequence) and a computed method looks its ids up. A
+method whose combine is the sum of its reads (:meth:`~CompressionMethod.pools_reads`: double
+hashing ``sum``, QR ``add``, every one-read method) has ONE slot block whose bags hold the ``k``
+rows of each id, summed by the kernel (no combine; a read of ``-1`` leaves a smaller bag, an
+empty slot an empty bag). The others have a slot block per read and are combined: the features
+of methods with one :meth:`~CompressionMethod.combine_key` (a unit) in one call over all their
+slots, their blocks ordered per read so that each read is one ``[B, positions, d]`` view of the
+kernel's output. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
 sequence s gives ``sequences[s]`` ``[B, L, D]`` and ``masks[s]``; empty slots are zeros.
 Categorical bags hold at most one id (per-id methods such as QR's product do not commute with
 pooling).
