@@ -99,9 +99,12 @@ MODELS: dict[str, dict[str, Any]] = {
     "mlp": quality.MODELS["mlp"],
     "autoint_plus": quality.MODELS["autoint_plus"],
     "din": quality.MODELS["din"],
-    "autoint": quality.MODELS["autoint"],  # plain AutoInt (no DNN): run when named in --models
+    # plain AutoInt (no DNN), with the paper's learned residual projection and with the identity
+    # residual it had before: run when named in --models
+    "autoint": quality.MODELS["autoint"],
+    "autoint_identity": {**quality.MODELS["autoint"], "residual": "identity"},
 }
-ISSUE_MODELS = [m for m in MODELS if m != "autoint"]  # the seven of issue 15: the default --models
+ISSUE_MODELS = [m for m in MODELS if not m.startswith("autoint") or m == "autoint_plus"]  # issue 15's seven: the default --models
 
 
 @dataclass

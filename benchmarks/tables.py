@@ -28,8 +28,11 @@ batch B, one id per feature, one thread:
   every registered method (``--methods``; built-in and installed plugins, ``exact`` included:
   the compressed layout's own overhead). Row methods run in the layout's one fused kernel
   (same fused rowwise Adagrad), computed methods also step their dense parameters with Adam.
-  A method that cannot be built at the budget is listed with its error, not dropped. Row methods
-  (hashing, double hashing, QR, adaptive) aim at ``<= 1.3x`` the time of ``per_feature``.
+  A method that cannot be built at the budget is listed with its error, not dropped. Its
+  ``compression`` is that of the layout it trains, ``served_compression`` that of the layout it
+  serves (``serving_layout()``; they differ for ``dpq``, which trains a query table, and ``lr2vq``, which
+  trains a float latent table, each serving codes).
+  Row methods (hashing, double hashing, QR, adaptive) aim at ``<= 1.3x`` the time of ``per_feature``.
 
 Every contender gets the same upstream gradient per feature (column blocks of one ``[B, F*D]``
 tensor, as a model that concatenates the embeddings hands them back). After a warm-up, the
@@ -190,15 +193,18 @@ def contenders(
     steps: dict[str, Callable[[int], None]] = {}
     exact_weights = features * rows * dim
     for method in methods:
+        config = {n: {"method": method, "budget": budget} for n in names}
         try:
-            layout = CompressedTables.from_options(schema, dict.fromkeys(names, rows), {n: {"method": method, "budget": budget} for n in names}, optimizer)
+            layout = CompressedTables.from_options(schema, dict.fromkeys(names, rows), config, optimizer)
         except ValueError as error:  # a budget below the method's minimum (MethodConfigError), a broken plugin
             compressed[method] = {"error": str(error)}
             continue
+        served = CompressedTables.from_options(schema, dict.fromkeys(names, rows), config).serving_layout()
         compressed[method] = {
             "parameters": layout.num_parameters(),
             "memory_bytes": layout.memory_bytes(),
             "compression": round(exact_weights / layout.num_parameters(), 2),
+            "served_compression": round(exact_weights / served.num_parameters(), 2),
             "kernel_reads": len(layout.methods[names[0]].kernel_reads()),  # type: ignore[operator]  # 0: a computed method
             "pools_reads": bool(layout.methods[names[0]].kernel_reads() and layout.methods[names[0]].pools_reads()),  # type: ignore[operator]
         }

@@ -45,17 +45,23 @@ def criteo_csv(path: Path, rows: int, seed: int, one_class: bool = False) -> Pat
     return path
 
 
-def test_train_with_a_named_schema_warns_and_evaluate_on_one_class(tmp_path: Path, cli_main) -> None:  # type: ignore[no-untyped-def]
+def write_run(tmp_path: Path, data: dict[str, str], min_count: int) -> Path:
+    """``tmp_path/run.yaml``: one epoch of a small MLP on ``data`` with the Criteo schema, into ``tmp_path/run``."""
     config = {
-        "data": {"train": str(criteo_csv(tmp_path / "train.csv", 115, 0)), "test": str(criteo_csv(tmp_path / "test.csv", 60, 1))},
-        "schema": {"name": "criteo", "min_count": 10, "embedding_dim": 4},
+        "data": data,
+        "schema": {"name": "criteo", "min_count": min_count, "embedding_dim": 4},
         "model": {"name": "mlp", "hidden": [8]},
         "trainer": {"epochs": 1, "progress": False},
         "batching": {"batch_size": 64},
         "run_dir": str(tmp_path / "run"),
     }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
+    return tmp_path / "run.yaml"
+
+
+def test_train_with_a_named_schema_warns_and_evaluate_on_one_class(tmp_path: Path, cli_main) -> None:  # type: ignore[no-untyped-def]
+    data = {"train": str(criteo_csv(tmp_path / "train.csv", 115, 0)), "test": str(criteo_csv(tmp_path / "test.csv", 60, 1))}
+    result = cli_main("train", "--config", str(write_run(tmp_path, data, min_count=10)))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "recsys-embed: warning: table group 'C1': its vocabulary" in result.stderr and "keeps " in result.stderr
     assert "test AUC 0." in result.stdout
@@ -76,15 +82,7 @@ def criteo_tsv(path: Path, rows: int, seed: int) -> Path:
 
 def test_a_reader_key_reads_the_original_criteo_tsv_once_into_parquet(tmp_path: Path, cli_main) -> None:  # type: ignore[no-untyped-def]
     train, test = criteo_tsv(tmp_path / "day_0.txt", 300, 0), criteo_tsv(tmp_path / "day_1.txt", 100, 1)
-    config = {
-        "data": {"train": str(train), "test": str(test), "reader": "criteo"},
-        "schema": {"name": "criteo", "min_count": 1, "embedding_dim": 4},
-        "model": {"name": "mlp", "hidden": [8]},
-        "trainer": {"epochs": 1, "progress": False},
-        "batching": {"batch_size": 64},
-        "run_dir": str(tmp_path / "run"),
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    write_run(tmp_path, {"train": str(train), "test": str(test), "reader": "criteo"}, min_count=1)
     result = cli_main("train", "--config", str(tmp_path / "run.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test AUC 0." in result.stdout

@@ -109,7 +109,7 @@ def test_expected_collision_rate_matches_a_measured_uniform_stream(num_values: i
 
 def test_layout_collision_rate_counts_every_value_and_probe_in_the_shared_table() -> None:
     schema = Schema([FeatureSpec("a"), FeatureSpec("b"), FeatureSpec("c", kind="sequence", table="b", max_len=2)])
-    config = MultiplexedConfig(rows=8000, chunk_dim=4, table_probes={"b": 2})
+    config = MultiplexedConfig(rows=8000, chunk_dim=4, probes=1, table_probes={"b": 2})
     tables = MultiplexedTables(schema, config, vocab_sizes={"a": 3000, "b": 2000})
     keys = torch.cat([tables.rows_for("a", torch.arange(3000)).reshape(-1), tables.rows_for("b", torch.arange(2000)).reshape(-1)])
     measured = (torch.bincount(keys, minlength=8000)[keys] > 1).float().mean().item()

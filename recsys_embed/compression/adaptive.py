@@ -44,6 +44,25 @@ from recsys_embed.hashing import bucket_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 
+def frequent_option(options: Mapping[str, Any], num_ids: int, where: str) -> int | None:
+    """``F``, how many of the most frequent ids (the ids ``< F``) get more storage, from the option
+    ``frequent`` or ``frequent_fraction`` (``F = round(fraction * n)``); ``None`` if neither is given.
+
+    >>> frequent_option({"frequent_fraction": 0.1}, 1000, "adaptive"), frequent_option({}, 1000, "adaptive")
+    (100, None)
+    """
+    if "frequent" in options and "frequent_fraction" in options:
+        raise MethodConfigError(f"{where}: give 'frequent' or 'frequent_fraction', not both, got {dict(options)}")
+    if "frequent" in options:
+        return option(options, "frequent", 0, int, where)
+    if "frequent_fraction" in options:
+        fraction = option(options, "frequent_fraction", 0.0, float, where)
+        if not 0 <= fraction < 1:
+            raise MethodConfigError(f"{where}: frequent_fraction must lie in [0, 1), got {fraction}")
+        return round(fraction * num_ids)
+    return None
+
+
 @register_compression("adaptive")
 class AdaptiveHashing(CompressionMethod):
     """``[F + H, D]`` rows: ids below ``F`` read their own row, the rest a hashed one of the last ``H``.
@@ -64,16 +83,7 @@ class AdaptiveHashing(CompressionMethod):
         where = "adaptive"
         check_options(options, ["frequent", "frequent_fraction", "rows", "salt"], where)
         salt = option(options, "salt", where, str, where)
-        if "frequent" in options and "frequent_fraction" in options:
-            raise MethodConfigError(f"{where}: give 'frequent' or 'frequent_fraction', not both, got {dict(options)}")
-        frequent: int | None = None
-        if "frequent" in options:
-            frequent = option(options, "frequent", 0, int, where)
-        elif "frequent_fraction" in options:
-            fraction = option(options, "frequent_fraction", 0.0, float, where)
-            if not 0 <= fraction < 1:
-                raise MethodConfigError(f"{where}: frequent_fraction must lie in [0, 1), got {fraction}")
-            frequent = round(fraction * num_ids)
+        frequent = frequent_option(options, num_ids, where)
         check_sizing(options, "rows", budget, where)
         if budget is None:
             if frequent is None:

@@ -206,6 +206,8 @@ class CompressedTables(TableLayout):
         self.row_features = [f.name for f in self.features if methods[f.table].kernel_tables()]  # type: ignore[index]
         self.pooled = {u.features[0] for u in units if u.pooled}  # features whose reads the kernel sums: no combine
         self.optimizer = optimizer or TableOptimizer()
+        for method in methods.values():
+            method.use_table_optimizer(self.optimizer)
         self.kernel = None if not tables else FusedTables(
             rows=[r for *_, r, _ in tables],
             dims=[d for *_, d in tables],
@@ -228,6 +230,7 @@ class CompressedTables(TableLayout):
                     methods[g].initialize(j, weight)
         self.to(device or "cpu")
         self._memo = BatchMemo()
+        self._regularization: torch.Tensor | None = None  # the methods' loss terms of the latest forward
 
     @classmethod
     def from_options(
@@ -255,11 +258,13 @@ class CompressedTables(TableLayout):
 
     def forward(self, kjt: KeyedJaggedTensor) -> Embeddings:
         if kjt.lengths().numel() == 0:
+            self._regularization = None
             return empty_embeddings(self.features, self.dims, kjt.values().device)
         inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
         ids, full = self._slot_ids(inputs)
         batch = next(iter(ids.values())).numel() // self.slots[self.features[0].name]
         kernel_vectors = self._kernel_vectors(ids, full, batch)
+        computed = self._computed_vectors(ids, batch)
         out = Embeddings()
         for spec in self.features:
             slots, dim = self.slots[spec.name], self.dims[spec.name]
@@ -269,9 +274,8 @@ class CompressedTables(TableLayout):
             if spec.name in kernel_vectors:
                 vectors = kernel_vectors[spec.name].reshape(shape)
             else:
-                method: CompressionMethod = self.methods[spec.table]  # type: ignore[index,assignment]
                 grid = ids[spec.name].view(slots, batch).T
-                vectors = method.lookup(grid.clamp(min=0).reshape(-1)).reshape(shape)
+                vectors = computed[spec.name].reshape(shape)
             present = None if grid is None else (grid >= 0 if spec.is_sequence else grid.squeeze(1) >= 0)
             if not full and not pooled and present is not None and not bool(present.all()):
                 vectors = vectors * present.unsqueeze(-1).to(vectors.dtype)
@@ -279,6 +283,8 @@ class CompressedTables(TableLayout):
                 out.sequences[spec.name], out.masks[spec.name] = vectors, present.contiguous()  # type: ignore[union-attr]
             else:
                 out.pooled[spec.name] = vectors
+        terms = [t for t in (m.regularization_loss() for m in self.methods.values()) if t is not None]  # type: ignore[operator]
+        self._regularization = torch.stack(terms).sum() if terms else None
         return out
 
     def _slot_ids(self, inputs: BatchInputs) -> tuple[dict[str, torch.Tensor], bool]:
@@ -295,6 +301,20 @@ class CompressedTables(TableLayout):
             }, True
         grids = {f.name: inputs.slot_rows(f.name).squeeze(-1) for f in self.features}  # [B] or [B, L]
         return {name: grid.reshape(grid.shape[0], -1).T.reshape(-1) for name, grid in grids.items()}, False
+
+    def _computed_vectors(self, ids: Mapping[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+        """Feature -> ``[B, P, D]`` of the features whose group has a computed method: one
+        :meth:`~CompressionMethod.lookup_many` per table group, for all the features reading it."""
+        readers: dict[str, list[FeatureSpec]] = {}
+        for spec in self.features:
+            if spec.name not in self.row_features:
+                readers.setdefault(spec.table, []).append(spec)  # type: ignore[arg-type]
+        out = {}
+        for group, specs in readers.items():
+            grids = [ids[s.name].view(self.slots[s.name], batch).T.clamp(min=0).reshape(-1) for s in specs]
+            for spec, vectors in zip(specs, self.methods[group].lookup_many(grids)):  # type: ignore[operator]
+                out[spec.name] = vectors.view(batch, self.slots[spec.name], self.dims[spec.name])
+        return out
 
     def _kernel_vectors(self, ids: Mapping[str, torch.Tensor], full: bool, batch: int) -> dict[str, torch.Tensor]:
         """Row feature -> its vectors, ``[B, P * D]`` or ``[B, P, D]`` (slots not yet masked), from one
@@ -365,6 +385,10 @@ class CompressedTables(TableLayout):
     def num_ids(self, group: str) -> int:
         return group_size(self.rows, group, LAYOUT)
 
+    def regularization_loss(self) -> torch.Tensor | None:
+        """The methods' loss terms (:meth:`~CompressionMethod.regularization_loss`) of the latest forward, or ``None``."""
+        return self._regularization
+
     def group_parameters(self, group: str) -> int:
         """Weights stored for table group ``group``: its kernel rows (a shared table counts for the
         first group that reads it) plus the method's own."""
@@ -381,6 +405,10 @@ class CompressedTables(TableLayout):
             sizes = dict(zip(self.kernel.table_names, self.kernel.table_bytes()))
             kernel = sum(sizes[f"{group}/{j}"] for j in range(len(method.kernel_tables())))
         return kernel + method.memory_bytes()
+
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """The methods' own param groups (:meth:`~CompressionMethod.dense_parameters`)."""
+        return [group for method in self.methods.values() for group in method.dense_parameters()]  # type: ignore[operator]
 
     def num_parameters(self) -> int:
         return sum(self.group_parameters(g) for g in self.methods)

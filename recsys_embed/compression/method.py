@@ -15,7 +15,7 @@ Two kinds, told apart by :meth:`CompressionMethod.kernel_tables`:
   where none) into the vector ``[..., D]``. A method whose combine is the sum of its reads says
   so (:meth:`~CompressionMethod.pools_reads`), and the kernel pools the ``k`` rows of an id as
   one bag instead.
-* **computed methods** (ROBE, TT-Rec, DHE): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
+* **computed methods** (ROBE, TT-Rec, DHE, LPT): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
   computes ``[N, D]`` from their own parameters, which the dense optimizer trains.
 
 Sizing: ``from_options(n, D, options, budget)``: ``options`` are the method's hyper-parameters
@@ -23,6 +23,9 @@ from the run config; ``budget`` (or ``None``) is the number of weights (fp32 par
 method may store, from a config's ``budget`` (bytes, or a fraction of the exact table:
 :func:`budget_parameters`); a method sizes itself to at most that many weights, or raises
 :class:`MethodConfigError` stating its minimum.
+
+Training: a method with a loss term of its own (LR²VQ's commitment) returns it from
+:meth:`~CompressionMethod.regularization_loss`; the layout adds up the methods' terms of each forward.
 
 Accounting: :meth:`~CompressionMethod.num_parameters` and :meth:`~CompressionMethod.memory_bytes`
 count the method's own tensors (dense parameters with the dense optimizer's Adam moments,
@@ -42,6 +45,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from recsys_embed.tables.base import TableOptimizer
 
 ADAM_MOMENTS = 2  # the dense optimizer (Adam) keeps two moments per parameter
 
@@ -165,6 +170,22 @@ class CompressionMethod(nn.Module, abc.ABC):
         """Computed methods: vectors ``[N, dim]`` of ids ``[N]``."""
         raise NotImplementedError(f"{self._name()} is a row method: the layout reads its kernel tables")
 
+    def lookup_many(self, ids: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Computed methods: the vectors of several id tensors of one forward (every feature that
+        reads the group), ``[N_i] -> [N_i, dim]`` each. Default: one :meth:`lookup` each; a method
+        whose backward updates its storage (LPT) reads them in one call, so it updates once a step."""
+        return [self.lookup(i) for i in ids]
+
+    def dense_parameters(self) -> list[dict[str, Any]]:
+        """Param groups of the method's own parameters with their own settings (the layout's
+        :meth:`~recsys_embed.tables.TableLayout.dense_parameters`), e.g. a step size without weight
+        decay. Default: none; the dense optimizer trains them at its defaults."""
+        return []
+
+    def use_table_optimizer(self, optimizer: TableOptimizer) -> None:
+        """The layout's table optimizer (lr, eps), given by the layout that holds the method, for a
+        method that updates its own rows in backward as the fused kernel does (LPT). Default: ignored."""
+
     # ---- accounting and reporting -----------------------------------------------------------
 
     def num_parameters(self) -> int:
@@ -188,6 +209,12 @@ class CompressionMethod(nn.Module, abc.ABC):
         """Whether the first ``dim`` columns of the vectors still embed each id on their own (Matryoshka
         prefixes). Default: yes; QR's ``concat`` puts only the quotient table there for ``dim <= D/2``."""
         return True
+
+    def regularization_loss(self) -> torch.Tensor | None:
+        """A training-loss term of the lookups since the last call (a VQ commitment), handed out once;
+        ``None``: nothing to add. The layout collects it after each forward and gives it to the
+        trainer through the layout contract's ``regularization_loss()``. Default: ``None``."""
+        return None
 
     def finalize(self) -> None:
         """Post-training step (quantize, prune, ...); called once training ends. Default: nothing."""

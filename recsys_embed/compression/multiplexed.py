@@ -33,7 +33,8 @@ from recsys_embed.tables.accounting import expected_collision_rate
 @register_compression("multiplexed")
 class Multiplexed(CompressionMethod):
     """``k`` hashed probes into a ``[M, D / k]`` pool, concatenated. Options: ``rows`` (or a budget),
-    ``probes`` (k, default 1), ``shared`` (a pool name other groups may name too), ``salt``.
+    ``probes`` (k; default 2 where the dim splits into two chunks of a multiple of 4, else 1: the
+    multiplexed layout's default, see :class:`~recsys_embed.tables.MultiplexedConfig`), ``shared`` (a pool name other groups may name too), ``salt``.
 
     >>> from recsys_embed.compression import CompressedTables
     >>> from recsys_embed.features import FeatureSpec, Schema
@@ -56,7 +57,7 @@ class Multiplexed(CompressionMethod):
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> Multiplexed:
         check_options(options, ["rows", "probes", "shared", "salt"], "multiplexed")
-        probes = option(options, "probes", 1, int, "multiplexed")
+        probes = option(options, "probes", 2 if dim % 8 == 0 else 1, int, "multiplexed")
         shared = options.get("shared")
         if shared is not None and not isinstance(shared, str):
             raise MethodConfigError(f"multiplexed: option 'shared' must be a pool name (str), got {shared!r}")

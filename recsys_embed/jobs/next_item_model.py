@@ -183,6 +183,15 @@ class NextItemModel(nn.Module):
         return self.model.score_next(items, mask, vectors)
 
     @torch.no_grad()
+    def query_vectors(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Queries ``[B, D]`` of jagged histories whose inner products with the item rows are the
+        next-item scores (retrieval over the item table); models with such a state only (SASRec)."""
+        if not hasattr(self.model, "query"):
+            raise ValueError(f"{type(self.model).__name__} scores items through more than an inner product; it has no query vectors")
+        _, items, mask = self.embed(self.item_vectors(), values, lengths, self.model.config.max_len)
+        return self.model.query(items, mask)
+
+    @torch.no_grad()
     def evaluate(self, split: NextItemSplit) -> dict[str, float]:
         """HR@k, NDCG@k, MRR@k of ``split``'s targets (:func:`evaluate_next_item`), in eval mode."""
         was_training = self.training

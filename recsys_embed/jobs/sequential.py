@@ -289,6 +289,7 @@ def train_sequential(
         baseline = {name: evaluate_next_item(lambda _, lengths: popularity.score_next(lengths.numel()), split, config.protocol, rows, counts)
                     for name, split in (("valid", data.valid), ("test", data.test))}
         name = sequential_name(config.model)
+        model.tables = model.tables.serving_layout()  # what is served (a codebook method's codes, a pruned table's kept rows)
         save_model(run.staging / "model", pipeline, model, dict(config.layout), {"name": name, **asdict(config.model)},
                    task=TASK, task_settings={"feature": FEATURE, "exclude_history": config.exclude_history})
         train_items = data.train[FEATURE].list.len()
