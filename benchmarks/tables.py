@@ -9,7 +9,10 @@ batch B, one id per feature, one thread:
   ``FusedTables`` configures it, fbgemm's own bounds check off (the prepared ids are in range;
   our layouts check every id against its own table instead);
 * ``raw_tbe_two_reads``: the packed kernel reading two rows per id (``2F`` slots) from a table
-  of the budget's rows: the floor of a two-table method (QR, double hashing) at the budget;
+  of the budget's rows: the floor of a two-table method that combines its reads (QR ``mult``);
+* ``raw_tbe_bag_of_two``: the same rows read as one bag of two rows per id (``F`` slots, the kernel
+  sums them): the floor of a two-table method whose reads the kernel pools (double hashing
+  ``sum``, QR ``add``: ``CompressionMethod.pools_reads``);
 * ``torchrec_fused_ebc``: torchrec's ``FusedEmbeddingBagCollection`` (F tables, fused
   ``RowWiseAdagrad``: the same fbgemm kernel, unpacked, with fbgemm's default bounds check) from a
   ``KeyedJaggedTensor`` to per-feature tensors (``KeyedTensor.to_dict()``): the candidate
@@ -125,6 +128,8 @@ def contenders(
     two_reads = raw_tbe(1, budget_rows, 2 * features)
     two_ids = [torch.randint(0, budget_rows, (2 * features * batch,), generator=gen) for _ in range(batches)]
     two_offsets, two_grad = torch.arange(2 * features * batch + 1), torch.randn(batch, 2 * features * dim, generator=gen)
+    bag_of_two = raw_tbe(1, budget_rows, features)
+    bag_offsets = torch.arange(0, 2 * features * batch + 1, 2)
     per_feature = PerFeatureTables(schema, dict.fromkeys(names, rows), optimizer)
     per_feature_sgd = PerFeatureTables(schema, dict.fromkeys(names, rows), TableOptimizer("sgd", lr=LR))
     multiplexed = MultiplexedTables(schema, MultiplexedConfig.from_budget(features * rows * dim, chunk_dim=dim, probes=1), optimizer)
@@ -168,6 +173,9 @@ def contenders(
     def two_reads_step(i: int) -> None:
         two_reads(two_ids[i % batches], two_offsets).backward(two_grad)
 
+    def bag_of_two_step(i: int) -> None:
+        bag_of_two(two_ids[i % batches], bag_offsets).backward(grad)
+
     def bag_loop(opt_cls: type[torch.optim.Optimizer]) -> Callable[[int], None]:
         bags = nn.ModuleList(nn.EmbeddingBag(rows, dim, mode="sum", sparse=True) for _ in names)
         opt = opt_cls(bags.parameters(), lr=LR)
@@ -198,6 +206,7 @@ def contenders(
             "compression": round(exact_weights / layout.num_parameters(), 2),
             "served_compression": round(exact_weights / served.num_parameters(), 2),
             "kernel_reads": len(layout.methods[names[0]].kernel_reads()),  # type: ignore[operator]  # 0: a computed method
+            "pools_reads": bool(layout.methods[names[0]].kernel_reads() and layout.methods[names[0]].pools_reads()),  # type: ignore[operator]
         }
         steps[f"compressed_{method}"] = dense_step(layout)
 
@@ -205,6 +214,7 @@ def contenders(
         "raw_tbe": raw_step,
         "raw_tbe_packed": packed_step,
         "raw_tbe_two_reads": two_reads_step,
+        "raw_tbe_bag_of_two": bag_of_two_step,
         "torchrec_fused_ebc": fused_ebc_step,
         "per_feature": ours(per_feature),
         "per_feature_sgd": ours(per_feature_sgd),
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             info["time_vs_per_feature"] = round(cpu[name] / cpu["per_feature"], 3)
             info["time_vs_multiplexed"] = round(cpu[name] / cpu["multiplexed"], 3)
             info["wall_time_vs_per_feature"] = round(wall[name] / wall["per_feature"], 3)
-            floor = {1: "raw_tbe_packed", 2: "raw_tbe_two_reads"}.get(info["kernel_reads"])
+            floor = {1: "raw_tbe_packed", 2: "raw_tbe_bag_of_two" if info["pools_reads"] else "raw_tbe_two_reads"}.get(info["kernel_reads"])
             if floor is not None:  # the bare kernel making the same reads per id
                 info["kernel_floor"], info["time_vs_kernel_floor"] = floor, round(cpu[name] / cpu[floor], 3)
     result = {

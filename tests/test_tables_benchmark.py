@@ -24,7 +24,7 @@ def test_tables_benchmark_writes_results(tmp_path: Path) -> None:
     built = {m for m, info in result["compression"].items() if "error" not in info}
     assert {"exact", "hashing", "qr"} <= built
     assert set(result["contenders"]) == {
-        "raw_tbe", "raw_tbe_packed", "raw_tbe_two_reads", "torchrec_fused_ebc", "per_feature", "per_feature_sgd", "multiplexed", "embedding_bag_sgd", "embedding_bag_adagrad",
+        "raw_tbe", "raw_tbe_packed", "raw_tbe_two_reads", "raw_tbe_bag_of_two", "torchrec_fused_ebc", "per_feature", "per_feature_sgd", "multiplexed", "embedding_bag_sgd", "embedding_bag_adagrad",
     } | {f"compressed_{m}" for m in built}
     for method in built:
         info = result["compression"][method]
@@ -33,6 +33,7 @@ def test_tables_benchmark_writes_results(tmp_path: Path) -> None:
         assert method in run.stdout
     assert "per_feature / compressed_hashing" in result["ratios"]
     assert result["compression"]["qr"]["kernel_floor"] == "raw_tbe_two_reads" and result["compression"]["hashing"]["kernel_floor"] == "raw_tbe_packed"
+    assert result["compression"]["double_hashing"]["kernel_floor"] == "raw_tbe_bag_of_two"  # its sum: one bag of two rows
     assert all(c["lookups_per_s"] > 0 for c in result["contenders"].values())
     assert "raw_tbe / per_feature" in result["ratios"] and "raw_tbe / per_feature" in run.stdout
     assert out.with_suffix(".png").stat().st_size > 1000

@@ -111,6 +111,9 @@ class AdaptiveHashing(CompressionMethod):
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         return parts[0]
 
+    def pools_reads(self) -> bool:
+        return True  # one read: the kernel's bag of one row is the vector
+
     def collision_rate(self) -> float:
         tail = self.num_ids - self.frequent
         return tail / self.num_ids * expected_collision_rate(tail, self.rows)

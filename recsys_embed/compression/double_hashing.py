@@ -84,12 +84,21 @@ class DoubleHashing(CompressionMethod):
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
         h = hash_int_torch(ids, self.seed)
-        high, low = (h >> 32) & 0xFFFFFFFF, h & 0xFFFFFFFF
-        return torch.stack([high % self.table_rows[0], low % self.table_rows[1]])
+        rows = torch.empty((2, ids.numel()), dtype=torch.int64, device=ids.device)  # no stack: written in place
+        torch.remainder((h >> 32) & 0xFFFFFFFF, self.table_rows[0], out=rows[0])
+        torch.remainder(h & 0xFFFFFFFF, self.table_rows[1], out=rows[1])
+        return rows
 
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         first, second = parts
         return first + second if self.combine_mode == "sum" else torch.cat([first, second], dim=-1)
+
+    def pools_reads(self) -> bool:
+        """``sum``: the kernel sums the two rows of an id in one bag (no combine)."""
+        return self.combine_mode == "sum"
+
+    def combine_key(self) -> tuple[str, str]:
+        return ("double_hashing", self.combine_mode)
 
     def supports_prefix(self, dim: int) -> bool:
         """``concat``: a prefix within the first half is the hashing trick with ``M1`` rows, not the pair: no."""

@@ -38,5 +38,8 @@ class ExactTable(CompressionMethod):
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         return parts[0]
 
+    def pools_reads(self) -> bool:
+        return True  # one read: the kernel's bag of one row is the vector
+
     def details(self) -> str:
         return f"{self.num_ids:,} rows"

@@ -61,6 +61,9 @@ class HashingTrick(CompressionMethod):
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         return parts[0]
 
+    def pools_reads(self) -> bool:
+        return True  # one read: the kernel's bag of one row is the vector
+
     def collision_rate(self) -> float:
         return expected_collision_rate(self.num_ids, self.rows)
 

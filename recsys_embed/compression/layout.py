@@ -8,9 +8,15 @@ its fused optimizer); computed methods are ordinary modules the dense optimizer 
 
 Forward, for a batch ``kjt``: each output slot's id (``-1``: empty bag or padding;
 :meth:`~recsys_embed.tables.inputs.BatchInputs.slot_rows`) goes to its group's method; a row
-method's ``k`` kernel rows are read in one kernel call for all groups (slot block = (feature,
-kernel table), ``P`` slots of ``B`` bags: ``P = 1`` categorical, ``L`` sequence) and combined,
-a computed method looks its ids up. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
+method's ``k`` kernel rows are read in one kernel call for all groups (``P`` slots of ``B`` bags
+per feature: ``P = 1`` categorical, ``L`` sequence) and a computed method looks its ids up. A
+method whose combine is the sum of its reads (:meth:`~CompressionMethod.pools_reads`: double
+hashing ``sum``, QR ``add``, every one-read method) has ONE slot block whose bags hold the ``k``
+rows of each id, summed by the kernel (no combine; a read of ``-1`` leaves a smaller bag, an
+empty slot an empty bag). The others have a slot block per read and are combined: the features
+of methods with one :meth:`~CompressionMethod.combine_key` (a unit) in one call over all their
+slots, their blocks ordered per read so that each read is one ``[B, positions, d]`` view of the
+kernel's output. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
 sequence s gives ``sequences[s]`` ``[B, L, D]`` and ``masks[s]``; empty slots are zeros.
 Categorical bags hold at most one id (per-id methods such as QR's product do not commute with
 pooling).
@@ -71,13 +77,40 @@ EXACT = "exact"
 
 @dataclasses.dataclass(frozen=True)
 class _Block:
-    """``slots`` kernel slots (one per position) of feature ``feature`` for read ``part`` of its
-    method, from kernel table ``table``; output columns ``slots * dim``."""
+    """``slots`` kernel slots (one per position) of feature ``feature`` for the reads ``parts`` of
+    its method, from kernel table ``table``; output columns ``slots * dim``. One read: a one-row
+    bag per slot. Several (a method that :meth:`~CompressionMethod.pools_reads`): one bag of
+    ``len(parts)`` rows per slot, summed by the kernel. ``starts``: the first row of each read's
+    table in the kernel's packed physical table (set once the kernel is built)."""
 
     feature: str
-    part: int
+    parts: tuple[int, ...]
     table: int
     slots: int
+    dim: int
+    starts: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unit:
+    """Features whose vectors come out of the kernel together: one pooled feature (the kernel
+    sums its reads), or the features of methods that combine alike
+    (:meth:`~CompressionMethod.combine_key`; one :meth:`~CompressionMethod.combine` call over
+    all their slots), or one feature whose method combines on its own (``batched=False``)."""
+
+    features: tuple[str, ...]
+    pooled: bool
+    batched: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """Consecutive kernel output columns ``[B, positions * dim]``: read ``part`` of every feature
+    of unit ``unit`` (``positions``: their slots in all; a pooled unit: its sums)."""
+
+    unit: int
+    part: int
+    positions: int
     dim: int
 
 
@@ -130,26 +163,67 @@ class CompressedTables(TableLayout):
         dim_rank = {d: i for i, d in enumerate(dict.fromkeys(d for *_, d in tables))}
         tables.sort(key=lambda t: dim_rank[t[3]])
         index = {(g, j): i for i, (g, j, _, _) in enumerate(tables)}
-        blocks = []
-        for f in self.features:
+        # features -> units -> kernel blocks. A pooled feature: one block, a bag of its k reads per
+        # slot. Other row features: one block per read, units of features whose methods combine
+        # alike; blocks are ordered (physical table, unit, read, feature), so each read of a unit
+        # is one run of columns, a [B, positions, d] view of the kernel's output.
+        units: list[_Unit] = []
+        batched_units: dict[Any, int] = {}
+        keyed: list[tuple[tuple[int, int, int, int], _Block]] = []
+        for at, f in enumerate(self.features):
             method = methods[f.table]  # type: ignore[index]
-            for read, j in enumerate(method.kernel_reads()):
-                table_dim = method.kernel_tables()[j][1]
-                blocks.append(_Block(f.name, read, index[(self.owner[f.table], j)], self.slots[f.name], table_dim))  # type: ignore[index]
-        self.blocks = sorted(blocks, key=lambda b: b.table)
+            reads = [index[(self.owner[f.table], j)] for j in method.kernel_reads()]  # type: ignore[index]
+            if not reads:
+                continue
+            widths = [method.kernel_tables()[j][1] for j in method.kernel_reads()]
+            pooled, key = method.pools_reads(), method.combine_key()
+            if pooled and len(set(widths)) != 1:
+                raise PluginError(
+                    f"table group {f.table!r}: compression method {method.method_name!r} pools its reads "
+                    f"in one bag, but they have different dims {widths}; a bag sums rows of one dim"
+                )
+            if pooled or key is None:
+                unit = len(units)
+                units.append(_Unit((f.name,), pooled, False))
+            else:
+                unit = batched_units.setdefault((key, tuple(widths), f.embedding_dim), len(units))
+                if unit == len(units):
+                    units.append(_Unit((), False, True))
+                units[unit] = dataclasses.replace(units[unit], features=(*units[unit].features, f.name))
+            if pooled:
+                keyed.append(((dim_rank[widths[0]], unit, 0, at), _Block(f.name, tuple(range(len(reads))), reads[0], self.slots[f.name], widths[0])))
+            else:
+                keyed += [((dim_rank[w], unit, r, at), _Block(f.name, (r,), t, self.slots[f.name], w)) for r, (t, w) in enumerate(zip(reads, widths))]
+        keyed.sort(key=lambda kb: kb[0])
+        blocks = [b for _, b in keyed]
+        segments: list[_Segment] = []
+        for (_, unit, part, _), b in keyed:
+            if segments and (segments[-1].unit, segments[-1].part) == (unit, part):
+                segments[-1] = dataclasses.replace(segments[-1], positions=segments[-1].positions + b.slots)
+            else:
+                segments.append(_Segment(unit, part, b.slots, b.dim))
+        self.units, self.segments = units, segments
         self.row_features = [f.name for f in self.features if methods[f.table].kernel_tables()]  # type: ignore[index]
+        self.pooled = {u.features[0] for u in units if u.pooled}  # features whose reads the kernel sums: no combine
         self.optimizer = optimizer or TableOptimizer()
         for method in methods.values():
             method.use_table_optimizer(self.optimizer)
         self.kernel = None if not tables else FusedTables(
             rows=[r for *_, r, _ in tables],
             dims=[d for *_, d in tables],
-            slot_tables=[b.table for b in self.blocks for _ in range(b.slots)],
+            slot_tables=[b.table for b in blocks for _ in range(b.slots)],
             optimizer=self.optimizer,
             init_scale=init_scale,
             device=device,
             table_names=[f"{g}/{j}" for g, j, _, _ in tables],
         )
+        if self.kernel is not None:  # each read's table's first row in its packed physical table
+            reads_of = {f: [index[(self.owner[f_.table], j)] for j in methods[f_.table].kernel_reads()]  # type: ignore[index]
+                        for f_ in self.features for f in [f_.name]}
+            blocks = [dataclasses.replace(b, starts=tuple(self.kernel.row_offsets[reads_of[b.feature][p]] for p in b.parts))
+                      for b in blocks]
+        self.blocks = blocks
+        self._full: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (batch, offsets, row starts) of the last full batch
         if self.kernel is not None:
             with torch.no_grad():
                 for (g, j, _, _), weight in zip(tables, self.kernel.weights()):
@@ -189,21 +263,24 @@ class CompressedTables(TableLayout):
         inputs = self._memo.get(kjt, lambda k: batch_inputs(k, self.features, self.rows))
         ids, full = self._slot_ids(inputs)
         batch = next(iter(ids.values())).numel() // self.slots[self.features[0].name]
-        parts = self._kernel_parts(ids, full)
+        kernel_vectors = self._kernel_vectors(ids, full, batch)
         computed = self._computed_vectors(ids, batch)
         out = Embeddings()
         for spec in self.features:
             slots, dim = self.slots[spec.name], self.dims[spec.name]
-            method: CompressionMethod = self.methods[spec.table]  # type: ignore[index,assignment]
-            grid = ids[spec.name].view(slots, batch).T  # [B, P]
-            vectors = method.combine(parts[spec.name]) if spec.name in parts else computed[spec.name]
-            if not spec.is_sequence:
-                grid, vectors = grid.squeeze(1), vectors.reshape(batch, dim)
-            present = grid >= 0
-            if not full and not bool(present.all()):
+            shape = (batch, slots, dim) if spec.is_sequence else (batch, dim)
+            pooled = spec.name in self.pooled  # the kernel summed the reads (an empty slot: an empty bag, zeros)
+            grid = None if full and not spec.is_sequence else ids[spec.name].view(slots, batch).T  # [B, P]
+            if spec.name in kernel_vectors:
+                vectors = kernel_vectors[spec.name].reshape(shape)
+            else:
+                grid = ids[spec.name].view(slots, batch).T
+                vectors = computed[spec.name].reshape(shape)
+            present = None if grid is None else (grid >= 0 if spec.is_sequence else grid.squeeze(1) >= 0)
+            if not full and not pooled and present is not None and not bool(present.all()):
                 vectors = vectors * present.unsqueeze(-1).to(vectors.dtype)
             if spec.is_sequence:
-                out.sequences[spec.name], out.masks[spec.name] = vectors, present.contiguous()
+                out.sequences[spec.name], out.masks[spec.name] = vectors, present.contiguous()  # type: ignore[union-attr]
             else:
                 out.pooled[spec.name] = vectors
         terms = [t for t in (m.regularization_loss() for m in self.methods.values()) if t is not None]  # type: ignore[operator]
@@ -213,7 +290,9 @@ class CompressedTables(TableLayout):
     def _slot_ids(self, inputs: BatchInputs) -> tuple[dict[str, torch.Tensor], bool]:
         """Feature -> the ids of its output slots, slot-major ``[P * B]`` (``-1``: empty), and
         whether every slot holds one id (then they are views of the kernel inputs, no copy)."""
-        full = bool((inputs.offsets.diff() == 1).all()) and inputs.indices.numel() == inputs.offsets.numel() - 1
+        full = inputs.one_per_bag or (
+            inputs.indices.numel() == inputs.offsets.numel() - 1 and bool((inputs.offsets.diff() == 1).all())
+        )
         if full:
             batch = inputs.indices.numel() // sum(self.slots.values())
             return {
@@ -237,8 +316,9 @@ class CompressedTables(TableLayout):
                 out[spec.name] = vectors.view(batch, self.slots[spec.name], self.dims[spec.name])
         return out
 
-    def _kernel_parts(self, ids: Mapping[str, torch.Tensor], full: bool) -> dict[str, list[torch.Tensor]]:
-        """Feature -> the rows its method's kernel tables gave, ``[B(, L), d_j]`` each, in one kernel call."""
+    def _kernel_vectors(self, ids: Mapping[str, torch.Tensor], full: bool, batch: int) -> dict[str, torch.Tensor]:
+        """Row feature -> its vectors, ``[B, P * D]`` or ``[B, P, D]`` (slots not yet masked), from one
+        kernel call: a pooled feature's bag sums, the others combined per unit."""
         if self.kernel is None:
             return {}
         rows = {}
@@ -246,18 +326,52 @@ class CompressedTables(TableLayout):
             method = self.methods[self.schema[name].table]  # type: ignore[index]
             flat = ids[name]  # [P * B], slot-major
             rows[name] = method.kernel_rows(flat) if full else torch.where((flat >= 0)[None], method.kernel_rows(flat.clamp(min=0)), -1)
-        flat = torch.cat([rows[b.feature][b.part] for b in self.blocks])
-        present = flat >= 0
-        if bool(present.all()):
-            out = self.kernel(flat, torch.arange(flat.numel() + 1, device=flat.device), validated=True)
-        else:
-            out = self.kernel(flat[present], offsets_of(present.to(torch.int64)), validated=True)
-        batch = out.shape[0]
-        parts: dict[str, list[torch.Tensor]] = {name: [out] * r.shape[0] for name, r in rows.items()}
-        for block, columns in zip(self.blocks, split_columns(out, [b.slots * b.dim for b in self.blocks])):
-            sequence = block.feature in self.sequences
-            parts[block.feature][block.part] = columns.reshape((batch, block.slots, block.dim) if sequence else (batch, block.dim))
-        return parts
+        # the kernel's ids: per block [P * B, len(parts)] (a bag per slot), runs of one bag width in one copy
+        runs: list[tuple[int, list[torch.Tensor]]] = []
+        for b in self.blocks:
+            r = rows[b.feature]
+            read = r[b.parts[0]][:, None] if len(b.parts) == 1 else (r if len(b.parts) == r.shape[0] else r[list(b.parts)]).T
+            if runs and runs[-1][0] == len(b.parts):
+                runs[-1][1].append(read)
+            else:
+                runs.append((len(b.parts), [read]))
+        pieces = [torch.cat(reads).view(-1) for _, reads in runs]
+        flat = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+        offsets, starts = self._full_bags(batch, flat.device)
+        if bool(flat.min() >= 0):
+            out = self.kernel(flat + starts, offsets, packed=True)
+        else:  # bags of the rows present (a slot of no row: an empty bag, zeros)
+            present = flat >= 0
+            counts = [p.view(-1, k).sum(1) for (k, _), p in zip(runs, present.split([x.numel() for x in pieces]))]
+            out = self.kernel((flat + starts)[present], offsets_of(torch.cat(counts)), packed=True)
+        parts: dict[int, dict[int, torch.Tensor]] = {}
+        vectors: dict[str, torch.Tensor] = {}
+        for seg, columns in zip(self.segments, split_columns(out, [s.positions * s.dim for s in self.segments])):
+            unit = self.units[seg.unit]
+            if unit.pooled:
+                vectors[unit.features[0]] = columns
+            else:
+                shape = (batch, seg.positions, seg.dim) if unit.batched or unit.features[0] in self.sequences else (batch, seg.dim)
+                parts.setdefault(seg.unit, {})[seg.part] = columns.view(shape)
+        for u, unit_parts in parts.items():
+            unit = self.units[u]
+            method = self.methods[self.schema[unit.features[0]].table]  # type: ignore[index]
+            combined = method.combine([unit_parts[j] for j in range(len(unit_parts))])
+            if len(unit.features) == 1:
+                vectors[unit.features[0]] = combined
+            else:  # one combine for all the unit's slots, split per feature (adjacent gradients pass through)
+                widths = [self.slots[f] * self.dims[f] for f in unit.features]
+                vectors.update(zip(unit.features, split_columns(combined.reshape(batch, -1), widths)))
+        return vectors
+
+    def _full_bags(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a batch of ``batch`` samples whose every read holds a row: the bag offsets (``len(parts)``
+        rows per bag of a block) and, per kernel id, the first row of its table in the packed physical table."""
+        if self._full is None or self._full[0] != batch or self._full[1].device != device:
+            lengths = torch.tensor([len(b.parts) for b in self.blocks for _ in range(b.slots)], device=device)
+            starts = torch.cat([torch.tensor(b.starts, device=device).repeat(b.slots * batch) for b in self.blocks])
+            self._full = (batch, offsets_of(lengths.repeat_interleave(batch)), starts)
+        return self._full[1], self._full[2]
 
     # ---- contract -------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ Two kinds, told apart by :meth:`CompressionMethod.kernel_tables`:
   layout's one fused fbgemm kernel (packed with every other group's tables, trained by its fused
   optimizer). Per id they give the row read in each table, ``kernel_rows(ids)`` ``[k, N]`` (``-1``:
   none), and :meth:`~CompressionMethod.combine` turns the ``k`` rows read ``[..., d_j]`` (zeros
-  where none) into the vector ``[..., D]``.
+  where none) into the vector ``[..., D]``. A method whose combine is the sum of its reads says
+  so (:meth:`~CompressionMethod.pools_reads`), and the kernel pools the ``k`` rows of an id as
+  one bag instead.
 * **computed methods** (ROBE, TT-Rec, DHE, LPT): ``kernel_tables() == []``; :meth:`~CompressionMethod.lookup`
   computes ``[N, D]`` from their own parameters, which the dense optimizer trains.
 
@@ -133,6 +135,24 @@ class CompressionMethod(nn.Module, abc.ABC):
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Row methods: the ``k`` rows read ``[..., d_j]`` (zeros where none) to vectors ``[..., dim]``."""
         raise NotImplementedError(f"{self._name()} keeps no kernel tables")
+
+    def pools_reads(self) -> bool:
+        """Row methods: whether :meth:`combine` is the plain sum of the ``k`` reads (all of one dim),
+        so the layout may read them as ONE bag of ``k`` rows that the fused kernel sums (its
+        backward hands each row the bag's gradient, as the sum's would), instead of ``k`` one-row
+        slots and a combine: half the kernel slots for ``k = 2``, no combine in forward or backward.
+        The reads' tables must share one dim (the kernel then packs them together). A read of
+        ``-1`` leaves a bag of fewer rows. Default: ``False`` (``k`` slots, :meth:`combine`)."""
+        return False
+
+    def combine_key(self) -> Any:
+        """Row methods that do not pool their reads: a hashable that methods share only when their
+        :meth:`combine` is the same function (no parameters of their own, same kind of reads), or
+        ``None``. The layout combines the reads of all features whose methods share a key (and
+        read widths and dim) in ONE call, on parts ``[B, positions, d_j]`` holding every slot of
+        those features: a few large element-wise ops in forward and backward instead of a few per
+        feature. Default: ``None``, :meth:`combine` per feature on ``[B(, L), d_j]``."""
+        return None
 
     def share_key(self) -> str | None:
         """Row methods of several table groups with the same key share their kernel tables (feature

@@ -84,6 +84,9 @@ class Multiplexed(CompressionMethod):
     def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         return parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=-1)
 
+    def combine_key(self) -> str:
+        return "multiplexed"  # the k probes concatenated
+
     def collision_rate(self) -> float:
         return expected_collision_rate(self.num_ids, self.rows) ** self.probes
 

@@ -192,15 +192,20 @@ class FusedTables(nn.Module):
             for weight in self.tbe.split_embedding_weights():
                 weight.uniform_(-init_scale, init_scale)
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False, packed: bool = False) -> torch.Tensor:
         """Bag sums ``[B, sum of slot dims]`` of ``indices`` ``[N]`` (int64, relative to each slot's
         table) in bags ``offsets`` ``[S * B + 1]`` (int64 or int32). ``validated=True``: the caller guarantees
-        well-formed offsets and ids in ``[0, rows)`` of their tables, and the checks are skipped."""
+        well-formed offsets and ids in ``[0, rows)`` of their tables, and the checks are skipped.
+        ``packed=True``: the ids are already rows of the slot's packed physical table (its table's
+        ``row_offsets`` added by the caller, unchecked): a bag may then sum rows of every table packed
+        with the slot's (one dim), e.g. the two tables of a method whose reads are summed."""
         self._require_storage("forward")
         slots = self.slot_shifts.numel()
         bags = offsets.numel() - 1
         if bags % slots:
             raise ValueError(f"offsets must hold S * B + 1 entries for S = {slots} slots, got {offsets.numel()}")
+        if packed:
+            return self.tbe(indices, offsets)
         if not validated:
             self._check(indices, offsets)
         if self.shifted and indices.numel():  # table-relative ids -> rows of the packed physical table

@@ -46,12 +46,14 @@ class BatchInputs:
     """One batch's kernel inputs. ``masks``: sequence -> ``[B, L]`` bool (pooled: kept lengths ``[B]``).
     ``places``: feature -> ``(start, present, bags)``: its ids are ``indices[start:]``, one per
     True of ``present`` (``[k, B]`` categorical, ``[L, k, B]`` sequence, row-major; ``None`` for a
-    pooled sequence), and ``bags`` ``[B]`` its bag lengths (``None`` for a sequence)."""
+    pooled sequence), and ``bags`` ``[B]`` its bag lengths (``None`` for a sequence).
+    ``one_per_bag``: known to hold one id in every bag (the usual CTR batch), no check needed."""
 
     indices: torch.Tensor
     offsets: torch.Tensor
     masks: dict[str, torch.Tensor]
     places: dict[str, tuple[int, torch.Tensor | None, torch.Tensor | None]]
+    one_per_bag: bool = False
 
     def slot_rows(self, feature: str) -> torch.Tensor:
         """The kernel row each output slot of ``feature`` read: ``[B, k]`` (pooled) or ``[B, L, k]``
@@ -102,7 +104,7 @@ def batch_inputs(
         for name in names:
             places[name] = (start, present.expand(probes[name], batch), None)
             start += probes[name] * batch
-        return BatchInputs(single.reshape(-1), torch.arange(single.numel() + 1, device=single.device), {}, places)
+        return BatchInputs(single.reshape(-1), torch.arange(single.numel() + 1, device=single.device), {}, places, one_per_bag=True)
     by_key = kjt.to_dict()
     ids, lengths, masks, places, start = [], [], {}, {}, 0
     for spec in features:
