@@ -36,7 +36,7 @@ SCHEMA = Schema([
 VOCAB = {"a": 6_001, "b": 1_300}
 BATCH, STEPS = 16, 4
 OPTIMIZER = TableOptimizer("rowwise_adagrad", lr=0.3)
-MULTIPLEXED = MultiplexedConfig(rows=20_011, chunk_dim=4, table_probes={"a": 2})  # an uneven split
+MULTIPLEXED = MultiplexedConfig(rows=20_011, chunk_dim=4, probes=1, table_probes={"a": 2})  # an uneven split
 
 
 def multiplexed() -> MultiplexedTables:

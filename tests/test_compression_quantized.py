@@ -87,7 +87,7 @@ def test_pooled_sequences_and_multiplexed_tables_are_served_too() -> None:
     pooled = trained(pool_sequences=True)
     assert torch.allclose(quantize(pooled, 16)(batch()).pooled["hist"], pooled(batch()).pooled["hist"], atol=1e-2)
     torch.manual_seed(0)
-    mux = MultiplexedTables(item_schema(), MultiplexedConfig(rows=64, chunk_dim=8, table_probes={"item_id": 2}))
+    mux = MultiplexedTables(item_schema(), MultiplexedConfig(rows=64, chunk_dim=8, probes=1, table_probes={"item_id": 2}))
     out, source = quantize(mux, 8)(batch()), mux(batch())
     assert torch.allclose(out.pooled["item_id"], source.pooled["item_id"], atol=1e-3)
     assert quantize(mux, 8).memory_bytes() == 64 * (8 + 4)  # one shared table: 64 rows of 8 codes + scale/bias

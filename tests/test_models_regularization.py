@@ -80,7 +80,7 @@ def test_row_vectors_are_the_rows_the_lookups_name(layout: str) -> None:
     (pooled, sequence positions, probes side by side); empty bags and padding read nothing."""
     torch.manual_seed(0)
     if layout == "multiplexed":
-        tables = MultiplexedTables(SCHEMA, MultiplexedConfig(rows=50, chunk_dim=4, table_probes={"item": 2}))
+        tables = MultiplexedTables(SCHEMA, MultiplexedConfig(rows=50, chunk_dim=4, probes=1, table_probes={"item": 2}))
         weights = {4: tables.table_weights()["shared"]}
     else:
         tables = PerFeatureTables(SCHEMA, {"user": 6, "item": 10})

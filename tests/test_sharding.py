@@ -32,7 +32,7 @@ SCHEMA = Schema([
 
 
 def test_multiplexed_layout_is_one_torchrec_table_read_by_every_slot() -> None:
-    tables = MultiplexedTables(SCHEMA, MultiplexedConfig(rows=101, chunk_dim=4, table_probes={"a": 2}))
+    tables = MultiplexedTables(SCHEMA, MultiplexedConfig(rows=101, chunk_dim=4, probes=1, table_probes={"a": 2}))
     _, names, positions = slot_features(tables)
     assert names == ["a#0", "a#1", "b#0"] + [f"hist_a@{p}#{j}" for p in range(3) for j in range(2)]
     assert positions == {"hist_a": [3, 5, 7]}  # probe 0 of each position
@@ -64,7 +64,7 @@ def test_refuses_what_it_cannot_shard() -> None:
 
 
 @pytest.mark.parametrize("make", [
-    lambda storage: MultiplexedTables(SCHEMA, MultiplexedConfig(rows=101, chunk_dim=4, table_probes={"a": 2}), storage=storage),
+    lambda storage: MultiplexedTables(SCHEMA, MultiplexedConfig(rows=101, chunk_dim=4, probes=1, table_probes={"a": 2}), storage=storage),
     lambda storage: PerFeatureTables(SCHEMA, {"a": 30, "b": 7}, storage=storage),
 ], ids=["multiplexed", "per_feature"])
 def test_a_layout_without_storage_has_the_input_side_only(make) -> None:
