@@ -141,13 +141,100 @@ def test_bad_input_is_a_clear_error() -> None:
     dhe = CompressedTables.from_options(
         Schema([FeatureSpec("item_id", embedding_dim=8)]), {"item_id": ROWS}, {"item_id": {"method": "dhe", "hashes": 16, "budget": 0.5}}
     )
-    with pytest.raises(ValueError, match="'compressed' has no kernel rows to quantize"):
+    with pytest.raises(ValueError, match=r"table group\(s\) 'item_id' \(dhe\) use a computed method \(no rows\)"):
         quantize(dhe, 8)
     with pytest.raises(IndexError):
         quantized(kjt_from_ids({"item_id": torch.tensor([ROWS]), "hist": torch.zeros(1, 3, dtype=torch.long),
                                 "user_id": torch.tensor([0])}, padding_id=0))  # fmt: skip
     with pytest.raises(RuntimeError, match="idx < num_rows"):  # the kernel's own check, per table
         quantized.kernel(torch.tensor([ROWS, 0, 0, 0, 0]), torch.arange(6))  # 5 slots: item_id, hist x 3, user_id
+
+
+COMPRESSED = {
+    "hashing": {"method": "hashing", "budget": 0.5},
+    "qr_mult": {"method": "qr", "combine": "mult", "budget": 0.3},
+    "qr_add": {"method": "qr", "combine": "add", "budget": 0.3},
+    "double_hashing_sum": {"method": "double_hashing", "combine": "sum", "budget": 0.5},
+    "adaptive": {"method": "adaptive", "frequent": 10, "budget": 0.5},
+    "mixed_dims": {"method": "mixed_dims", "sizes": [20, 30], "dims": [16, 8]},
+    "multiplexed": {"method": "multiplexed", "shared": "pool", "rows": 20, "probes": 2},  # user_id shares the pool
+}
+
+
+def trained_compressed(spec: dict[str, object]) -> CompressedTables:
+    """``item_id`` (pooled and a sequence) compressed by ``spec``, ``user_id`` hashed: random rows of different ranges."""
+    torch.manual_seed(0)
+    user = {"method": "multiplexed", "shared": "pool", "rows": 20, "probes": 1} if spec["method"] == "multiplexed" else {"method": "hashing", "rows": 5}
+    tables = CompressedTables.from_options(item_schema(), {"item_id": ROWS, "user_id": 7}, {"item_id": spec, "user_id": user})
+    with torch.no_grad():
+        for weight in tables.kernel.weights():
+            weight.copy_(torch.randn_like(weight) * torch.rand(weight.shape[0], 1) * 3)
+        for param in tables.methods.parameters():  # mixed_dims' projections: trained, not the start values
+            param.mul_(-2.0)
+    return tables
+
+
+def all_ids() -> object:
+    """Every item id pooled, and in the sequence (with padding slots)."""
+    hist = torch.stack([torch.arange(ROWS), torch.zeros(ROWS, dtype=torch.long), torch.arange(ROWS).flip(0)], dim=1)
+    return kjt_from_ids({"item_id": torch.arange(ROWS), "hist": hist, "user_id": torch.arange(ROWS) % 7}, padding_id=0)
+
+
+@pytest.mark.parametrize("bits", [16, 8])
+@pytest.mark.parametrize("name", sorted(COMPRESSED))
+def test_compressed_layouts_of_row_methods_quantize_within_the_row_bounds(name: str, bits: int) -> None:
+    """Every kernel row within its bound; the outputs (pooled and sequences, every combine) those of
+    the fp32 layout on the dequantized rows; sum-combines within the sum of their rows' bounds."""
+    tables = trained_compressed(COMPRESSED[name])
+    quantized = quantize(tables, bits)
+    for source, served in zip(tables.kernel.weights(), quantized.kernel.weights()):
+        assert bool(((served - source).abs().amax(1) <= bound(source, bits)).all())
+    with torch.no_grad():
+        fp32, out = tables(all_ids()), quantized(all_ids())
+    reference = CompressedTables.from_state(item_schema(), *tables.export_state())
+    with torch.no_grad():
+        for weight, served in zip(reference.kernel.weights(), quantized.kernel.weights()):
+            weight.copy_(served)
+    expected = reference(all_ids())
+    for key in fp32.pooled:
+        assert out.pooled[key].dtype == torch.float32
+        assert torch.allclose(out.pooled[key], expected.pooled[key], atol=1e-4, rtol=1e-5), key
+    assert torch.allclose(out.sequences["hist"], expected.sequences["hist"], atol=1e-4, rtol=1e-5)
+    assert torch.equal(out.masks["hist"], fp32.masks["hist"])
+    assert (out.pooled["item_id"] - fp32.pooled["item_id"]).abs().max() > 0  # it did quantize
+    if name in ("hashing", "qr_add", "double_hashing_sum", "adaptive"):  # the output is the sum of k rows
+        reads = len(tables.methods["item_id"].kernel_reads())
+        worst = max(float(bound(w, bits).max()) for w in tables.kernel.weights())
+        assert float((out.pooled["item_id"] - fp32.pooled["item_id"]).abs().max()) <= reads * worst
+        assert float((out.sequences["hist"] - fp32.sequences["hist"]).abs().max()) <= reads * worst
+    assert quantized.memory_bytes() < tables.memory_bytes()
+    assert quantized.memory_bytes() < sum(w.numel() * 4 for w in tables.kernel.weights()) + sum(
+        t.numel() * 4 for t in tables.quantization_tensors().values()
+    )
+    tensors, config = quantized.export_state()
+    config = json.loads(json.dumps(config))
+    copy = layout_class(config["layout"]).from_state(item_schema(), tensors, config)
+    again = copy(all_ids())
+    assert all(torch.equal(out.pooled[k], again.pooled[k]) for k in out.pooled)
+    assert torch.equal(out.sequences["hist"], again.sequences["hist"])
+
+
+def test_mixed_dims_projections_travel_in_fp32_and_are_the_trained_ones() -> None:
+    tables = trained_compressed(COMPRESSED["mixed_dims"])
+    quantized = quantize(tables, 8)
+    trained_projection = tables.methods["item_id"].projections[0]
+    assert torch.equal(quantized.source.methods["item_id"].projections[0], trained_projection)
+    tensors, config = quantized.export_state()
+    assert config["source_tensors"] == ["method/item_id/projections.0"]
+    assert tensors["method/item_id/projections.0"].dtype == torch.float32
+    assert quantized.memory_bytes() == quantized.kernel.memory_bytes() + trained_projection.numel() * 4
+
+
+def test_compressed_layouts_of_computed_methods_are_refused_naming_group_and_method() -> None:
+    tables = CompressedTables.from_options(item_schema(), {"item_id": ROWS, "user_id": 7},
+                                           {"item_id": {"method": "robe", "budget": 0.5}, "user_id": {"method": "hashing", "rows": 5}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"table group\(s\) 'item_id' \(robe\) use a computed method \(no rows\)"):
+        quantize(tables, 8)
 
 
 def test_docstring_example() -> None:
@@ -216,6 +303,35 @@ def test_python_quantize_model_artifact_round_trip_is_exact_and_inference_only(t
         assert torch.equal(loaded.model(batch), again.model(batch))
     with pytest.raises(ValueError, match="inference-only"):
         loaded.model.train()
+
+
+def test_quantize_model_takes_an_artifact_whose_tables_are_compressed_with_qr(tmp_path: Path) -> None:
+    from recsys_embed.jobs.cli import main
+    from recsys_embed.jobs.model_io import load_model
+    from recsys_embed.jobs.quantize import quantize_model
+
+    assert main(["synth", "ctr", "--out", str(tmp_path / "data"), "--rows", "2000"]) == 0
+    config = {
+        "data": {"train": str(tmp_path / "data"), "test": str(tmp_path / "data")},
+        "layout": {"name": "per_feature", "compression": {"item_id": {"method": "qr", "budget": 0.2}}},
+        "model": {"name": "mlp", "hidden": [16]},
+        "trainer": {"epochs": 1, "progress": False},
+        "batching": {"batch_size": 500},
+        "run_dir": str(tmp_path / "run"),
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
+    model = tmp_path / "run" / "model"
+    report = quantize_model(model, tmp_path / "int8", bits=8)
+    assert report.bytes_after < report.bytes_before
+    manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert manifest["layout_state"]["layout"] == "quantized" and manifest["layout_state"]["source"]["layout"] == "compressed"
+    assert manifest["layout_state"]["source"]["methods"]["item_id"]["method"] == "qr"
+    fp32, int8, again = load_model(model), load_model(tmp_path / "int8"), load_model(tmp_path / "int8")
+    batch = next(iter(fp32.pipeline.batches(str(tmp_path / "data"), batch_size=256)))
+    with torch.no_grad():
+        assert torch.equal(int8.model(batch), again.model(batch))
+        assert torch.allclose(int8.model(batch), fp32.model(batch), atol=0.02)
 
 
 def test_quantize_subprocess_entry_point(trained_artifact: tuple[Path, Path], tmp_path: Path) -> None:

@@ -124,7 +124,11 @@ class CompressedTables(TableLayout):
         methods: table group -> method; groups not named keep an exact table.
         optimizer: the fused kernel's optimizer (row methods).
         init_scale: kernel rows start uniform in ``[-init_scale, init_scale]`` (a method may re-initialize its tables).
+        storage: ``False`` builds the input side and the methods only, the kernel on the meta device
+            (no rows allocated, no forward until a kernel replaces it: post-training quantization).
     """
+
+    packed_reads = True  # forward reads the kernel with rows of its packed tables (kernel(..., packed=True))
 
     def __init__(
         self,
@@ -134,6 +138,7 @@ class CompressedTables(TableLayout):
         optimizer: TableOptimizer | None = None,
         init_scale: float = 0.05,
         device: torch.device | str | None = None,
+        storage: bool = True,
     ) -> None:
         super().__init__()
         methods = dict(methods or {})
@@ -214,7 +219,7 @@ class CompressedTables(TableLayout):
             slot_tables=[b.table for b in blocks for _ in range(b.slots)],
             optimizer=self.optimizer,
             init_scale=init_scale,
-            device=device,
+            device=device if storage else "meta",
             table_names=[f"{g}/{j}" for g, j, _, _ in tables],
         )
         if self.kernel is not None:  # each read's table's first row in its packed physical table
@@ -224,11 +229,11 @@ class CompressedTables(TableLayout):
                       for b in blocks]
         self.blocks = blocks
         self._full: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (batch, offsets, row starts) of the last full batch
-        if self.kernel is not None:
+        if self.kernel is not None and storage:
             with torch.no_grad():
                 for (g, j, _, _), weight in zip(tables, self.kernel.weights()):
                     methods[g].initialize(j, weight)
-        self.to(device or "cpu")
+        (self if storage else self.methods).to(device or "cpu")  # a meta kernel stays there
         self._memo = BatchMemo()
         self._regularization: torch.Tensor | None = None  # the methods' loss terms of the latest forward
 
@@ -457,24 +462,75 @@ class CompressedTables(TableLayout):
         """The plain lookup copy of the current vectors (:meth:`CompactTables.copy_of`), e.g. for Matryoshka prefixes."""
         return CompactTables.copy_of(self)
 
-    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors ``kernel/<table>.<state>`` and ``method/<group>/<name>``; the config names each
-        group's method with its options (and the package of a third-party method)."""
-        tensors = {} if self.kernel is None else {f"kernel/{k}": v for k, v in self.kernel.state_tensors().items()}
+    def quantization_source(self) -> tuple[FusedTables, dict[str, Any]]:
+        """The fused kernel (every row method's tables) and :meth:`state_config`, for post-training
+        quantization; ``ValueError`` naming the groups whose method computes its vectors (no rows)."""
+        computed = [f"{g!r} ({m.method_name})" for g, m in self.methods.items() if not m.kernel_tables()]  # type: ignore[operator]
+        if computed or self.kernel is None:
+            raise ValueError(
+                f"compressed tables: post-training quantization quantizes kernel rows, but table group(s) "
+                f"{', '.join(computed)} use a computed method (no rows); quantize a compressed layout whose "
+                "methods all keep rows (exact, hashing, double_hashing, qr, adaptive, mixed_dims, multiplexed)"
+            )
+        return self.kernel, self.state_config()
+
+    def quantization_tensors(self) -> dict[str, torch.Tensor]:
+        """The methods' own tensors ``method/<group>/<name>`` (e.g. mixed_dims' projections), kept in fp32."""
+        return {f"method/{group}/{k}": v for group, method in self.methods.items() for k, v in method.export_state()[0].items()}  # type: ignore[operator]
+
+    def state_config(self) -> dict[str, Any]:
+        """The JSON-ready config of :meth:`export_state`: each group's method with its options (and
+        the package of a third-party method), the id counts, the kernel's optimizer."""
+        return self._state_config({g: m.export_state()[1] for g, m in self.methods.items()})  # type: ignore[operator]
+
+    def _state_config(self, method_configs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         configs = {}
-        for group, method in self.methods.items():
-            own, config = method.export_state()  # type: ignore[operator]
-            tensors.update({f"method/{group}/{k}": v for k, v in own.items()})
-            package = provider(type(method))
+        for group, config in method_configs.items():
+            package = provider(type(self.methods[group]))
             configs[group] = {**config, **({"package": package} if package else {})}
-        config = {
+        return {
             "layout": LAYOUT,
             "num_embeddings": dict(self.rows),
-            "optimizer": dataclasses.asdict(self.kernel.current_optimizer() if self.kernel is not None else self.optimizer),
+            "optimizer": dataclasses.asdict(self.kernel.current_optimizer() if self.kernel is not None and self.kernel.has_storage else self.optimizer),
             "init_scale": self.init_scale,
             "methods": configs,
         }
-        return tensors, config
+
+    def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors ``kernel/<table>.<state>`` and ``method/<group>/<name>``; config :meth:`state_config`."""
+        tensors = {} if self.kernel is None else {f"kernel/{k}": v for k, v in self.kernel.state_tensors().items()}
+        configs = {}
+        for group, method in self.methods.items():
+            own, configs[group] = method.export_state()  # type: ignore[operator]
+            tensors.update({f"method/{group}/{k}": v for k, v in own.items()})
+        return tensors, self._state_config(configs)
+
+    @classmethod
+    def from_config(
+        cls,
+        schema: Schema,
+        config: Mapping[str, Any],
+        device: torch.device | str | None = None,
+        storage: bool = True,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+    ) -> CompressedTables:
+        """The layout of the :meth:`state_config` ``config``: fresh kernel rows (none: ``storage=False``),
+        the methods from their options, or from their own ``tensors`` (``method/<group>/<name>``) when
+        given. A method that is not installed is an ``UnknownMethodError`` naming the package the config recorded."""
+        check_layout(config, LAYOUT)
+        methods = {}
+        for group, spec in config["methods"].items():
+            cls_ = method_class(spec["method"], spec.get("package"))
+            options = {k: v for k, v in spec.items() if k != "package"}
+            ids, dim = int(config["num_embeddings"][group]), schema.tables[group][0].embedding_dim
+            if tensors is None:
+                methods[group] = cls_.from_options(ids, dim, {k: v for k, v in options.items() if k != "method"}, None)
+            else:
+                prefix = f"method/{group}/"
+                own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+                methods[group] = cls_.from_state(ids, dim, own, options)
+        optimizer = TableOptimizer(**config["optimizer"])
+        return cls(schema, config["num_embeddings"], methods, optimizer, config.get("init_scale", 0.05), device=device, storage=storage)
 
     @classmethod
     def from_state(
@@ -486,15 +542,7 @@ class CompressedTables(TableLayout):
     ) -> CompressedTables:
         """The layout :meth:`export_state` described: same outputs, same optimizer state. A method
         that is not installed is an ``UnknownMethodError`` naming the package the artifact recorded."""
-        check_layout(config, LAYOUT)
-        methods = {}
-        for group, spec in config["methods"].items():
-            prefix = f"method/{group}/"
-            own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            cls_ = method_class(spec["method"], spec.get("package"))
-            options = {k: v for k, v in spec.items() if k != "package"}
-            methods[group] = cls_.from_state(int(config["num_embeddings"][group]), schema.tables[group][0].embedding_dim, own, options)
-        tables = cls(schema, config["num_embeddings"], methods, TableOptimizer(**config["optimizer"]), config.get("init_scale", 0.05))
+        tables = cls.from_config(schema, config, tensors=tensors)
         if tables.kernel is not None:
             kernel = {k[len("kernel/"):]: v for k, v in tensors.items() if k.startswith("kernel/")}
             tables.kernel.load_state_tensors(kernel, source=f"{LAYOUT} state")

@@ -13,11 +13,15 @@ multiple of :func:`pad_multiple` (4; 8 for int2, as fbgemm's quantizer packs cod
 error, are unchanged) and the layer drops them from the output. ``memory_bytes()`` is the buffer
 the kernel allocated: codes, scales, biases and padding, each table rounded up to 128 bytes.
 
-Which layouts: those whose rows all live in one fused kernel (per_feature, multiplexed:
-:meth:`~recsys_embed.tables.TableLayout.quantization_source`); the quantized layout keeps their
-input side (id checks, hashing, slots, sequence masks) and replaces the kernel, so the outputs
-are the source's :class:`~recsys_embed.tables.Embeddings`, pooled and sequence features alike.
-A layout with computed or compressed storage, or one already quantized, is refused.
+Which layouts: those whose rows all live in one fused kernel (per_feature, multiplexed, and
+compressed layouts whose every method keeps rows: exact, hashing, double_hashing, qr, adaptive,
+mixed_dims, multiplexed; :meth:`~recsys_embed.tables.TableLayout.quantization_source`); the
+quantized layout keeps their input side (id checks, hashing, slots, sequence masks, a method's
+combine) and replaces the kernel, so the outputs are the source's
+:class:`~recsys_embed.tables.Embeddings`, pooled and sequence features alike. A compressed
+layout's methods keep their own small tensors in fp32 (mixed_dims' projections:
+:meth:`~recsys_embed.tables.TableLayout.quantization_tensors`). A layout with computed storage
+(a compressed group of robe, tt_rec, dhe, dpq, lpt, lr2vq, ...), or one already quantized, is refused.
 
 Example::
 
@@ -100,17 +104,27 @@ class QuantizedKernel(nn.Module):
     table's fused rows by name (:func:`quantize_rows`).
     """
 
-    def __init__(self, geometry: FusedTables, bits: int, fused: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, geometry: FusedTables, bits: int, fused: Mapping[str, torch.Tensor], packed: bool = False) -> None:
         super().__init__()
         self.bits = check_bits(bits)
         self.rows, self.dims = list(geometry.rows), list(geometry.dims)
         self.slot_tables, self.table_names = list(geometry.slot_tables), list(geometry.table_names)
         self.stored_dims = [padded_dim(d, bits) for d in self.dims]
         self._check(fused)
+        # packed: the geometry's physical tables (runs of one dim, table t from row row_offsets[t]),
+        # for callers whose ids are rows of the packed table (``forward(..., packed=True)``)
+        self.packed = packed
+        self.physical = list(geometry.physical) if packed else list(range(len(self.rows)))
+        self.row_offsets = list(geometry.row_offsets) if packed else [0] * len(self.rows)
+        members = [[t for t, p in enumerate(self.physical) if p == q] for q in range(max(self.physical, default=-1) + 1)]
+        names = [self.table_names[m[0]] if len(m) == 1 else "+".join(self.table_names[t] for t in m) for m in members]
+        shifts = [self.row_offsets[t] for t in self.slot_tables]
+        self.register_buffer("slot_shifts", torch.tensor(shifts, dtype=torch.int64), persistent=False)
+        self.shifted = any(shifts)
         self.tbe = IntNBitTableBatchedEmbeddingBagsCodegen(
-            embedding_specs=[(n, r, d, SPARSE_TYPES[bits], EmbeddingLocation.HOST)
-                             for n, r, d in zip(self.table_names, self.rows, self.stored_dims)],
-            feature_table_map=self.slot_tables,
+            embedding_specs=[(n, sum(self.rows[t] for t in m), self.stored_dims[m[0]], SPARSE_TYPES[bits], EmbeddingLocation.HOST)
+                             for n, m in zip(names, members)],
+            feature_table_map=[self.physical[t] for t in self.slot_tables],
             pooling_mode=PoolingMode.SUM,
             device="cpu",  # its default is the current CUDA device
             bounds_check_mode=BoundsCheckMode.FATAL,
@@ -118,9 +132,9 @@ class QuantizedKernel(nn.Module):
         )  # fmt: skip
         self.tbe.initialize_weights()
         split = SCALE_BIAS_BYTES if bits < 16 else 0
+        physical = [torch.cat([fused[self.table_names[t]] for t in m]) for m in members]
         self.tbe.assign_embedding_weights([
-            (fused[n][:, : fused[n].shape[1] - split], fused[n][:, fused[n].shape[1] - split :] if split else None)
-            for n in self.table_names
+            (rows[:, : rows.shape[1] - split], rows[:, rows.shape[1] - split :] if split else None) for rows in physical
         ])  # fmt: skip
         # the output columns of each slot's real dims, dropping its pad columns
         starts = accumulate((self.stored_dims[t] for t in self.slot_tables), initial=0)
@@ -139,18 +153,28 @@ class QuantizedKernel(nn.Module):
         codes = self.stored_dims[table] * self.bits // 8
         return codes + (SCALE_BIAS_BYTES if self.bits < 16 else 0)
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False) -> torch.Tensor:
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, validated: bool = False, packed: bool = False) -> torch.Tensor:
         """fp32 bag sums ``[B, sum of slot dims]`` of table-relative ``indices`` ``[N]`` in bags ``offsets``
-        ``[S * B + 1]``. fbgemm checks every id against its own table, ``validated`` or not (the
-        argument keeps :class:`FusedTables`' call): an id outside is its ``RuntimeError``; the layouts
-        raise ``IndexError`` naming the feature before the kernel sees the batch."""
-        out = self.tbe(indices, offsets.to(indices.dtype))
+        ``[S * B + 1]`` (bags of any number of rows, summed). fbgemm checks every id against its own
+        table (its packed table for a ``packed`` kernel), ``validated`` or not (the argument keeps
+        :class:`FusedTables`' call): an id outside is its ``RuntimeError``; the layouts raise
+        ``IndexError`` naming the feature before the kernel sees the batch. ``packed=True`` (a kernel
+        built ``packed``): the ids are rows of the slot's packed table, as :class:`FusedTables` takes them."""
+        offsets = offsets.to(indices.dtype)
+        if packed and not self.packed:
+            raise ValueError("QuantizedKernel: packed ids need a kernel built with packed=True (the geometry's packed tables)")
+        if self.shifted and not packed and indices.numel():  # table-relative ids -> rows of the packed table
+            bags = offsets.numel() - 1
+            per_slot = offsets[:: bags // self.slot_shifts.numel()].diff()
+            indices = indices + torch.repeat_interleave(self.slot_shifts, per_slot, output_size=indices.numel())
+        out = self.tbe(indices, offsets)
         return out.index_select(1, self.keep) if self.padded else out
 
     def _fused(self, table: int) -> torch.Tensor:
         """Table ``table``'s fused rows ``[rows, row bytes]`` uint8 (codes, then scale and bias), as the kernel holds them."""
-        weight, scale_bias = self.tbe.split_embedding_weights()[table]
-        return weight if scale_bias is None else torch.cat([weight, scale_bias], dim=1)
+        weight, scale_bias = self.tbe.split_embedding_weights()[self.physical[table]]
+        rows = slice(self.row_offsets[table], self.row_offsets[table] + self.rows[table])
+        return weight[rows] if scale_bias is None else torch.cat([weight[rows], scale_bias[rows]], dim=1)
 
     def fused_rows(self) -> dict[str, torch.Tensor]:
         """Table name -> a copy of its fused rows (:func:`quantize_rows`' format)."""
@@ -179,16 +203,28 @@ class QuantizedTables(TableLayout):
 
     ``source_config`` is the trained layout's state config (its ``from_config(schema, config,
     storage=False)`` builds the input side, whose fp32 kernel the quantized one replaces); ``fused``
-    the fused rows of each table by name (:func:`quantize_rows`). Outputs, shapes and id checks
-    are the source's. :func:`quantize` builds one from a trained layout.
+    the fused rows of each table by name (:func:`quantize_rows`); ``source_tensors`` the source's
+    own small tensors that are not rows (:meth:`~recsys_embed.tables.TableLayout.quantization_tensors`,
+    e.g. mixed_dims' projections), kept in fp32 and given to ``from_config(..., tensors=...)``.
+    Outputs, shapes and id checks are the source's. :func:`quantize` builds one from a trained layout.
     """
 
-    def __init__(self, schema: Schema, source_config: Mapping[str, Any], bits: int, fused: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        source_config: Mapping[str, Any],
+        bits: int,
+        fused: Mapping[str, torch.Tensor],
+        source_tensors: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.source_config = dict(source_config)
         source_class: Any = layout_class(self.source_config["layout"])
-        self.source = source_class.from_config(schema, self.source_config, "cpu", storage=False)
-        self.source.kernel = QuantizedKernel(self.source.kernel, bits, fused)
+        extra = {"tensors": dict(source_tensors)} if source_tensors else {}
+        self.source = source_class.from_config(schema, self.source_config, "cpu", storage=False, **extra)
+        self.source_tensor_names = sorted(source_tensors or {})
+        self.source.kernel = QuantizedKernel(self.source.kernel, bits, fused, packed=bool(getattr(self.source, "packed_reads", False)))
+        self.source.requires_grad_(False)  # a method's own tensors (mixed_dims' projections) serve, never train
         self.features = self.source.features
         self.bits = self.kernel.bits
         super().train(False)
@@ -224,11 +260,16 @@ class QuantizedTables(TableLayout):
         return CompactTables.copy_of(self)
 
     def num_parameters(self) -> int:
-        return self.kernel.num_parameters()
+        return self.kernel.num_parameters() + sum(t.numel() for t in self._source_tensors().values())
 
     def memory_bytes(self) -> int:
-        """The quantized rows as allocated (codes, fp16 scales and biases, pad columns, table alignment)."""
-        return self.kernel.memory_bytes()
+        """The quantized rows as allocated (codes, fp16 scales and biases, pad columns, table alignment),
+        plus the source's own fp32 tensors (:meth:`quantization_tensors`)."""
+        return self.kernel.memory_bytes() + sum(t.numel() * t.element_size() for t in self._source_tensors().values())
+
+    def _source_tensors(self) -> dict[str, torch.Tensor]:
+        """The source's non-row tensors, as it holds them now."""
+        return self.source.quantization_tensors() if self.source_tensor_names else {}
 
     def summary(self) -> str:
         """Per table: rows, dim (stored dim with padding), bits, bytes per row, and the ratio to fp32 rows."""
@@ -247,8 +288,14 @@ class QuantizedTables(TableLayout):
         )
 
     def export_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors: each table's fused rows (uint8) by name; config: the bits and the source's state config."""
-        return self.kernel.fused_rows(), {"layout": LAYOUT, "bits": self.bits, "source": self.source_config}
+        """Tensors: each table's fused rows (uint8) by name, and the source's own tensors (fp32, named
+        in the config's ``source_tensors``); config: the bits and the source's state config."""
+        tensors: dict[str, torch.Tensor] = self.kernel.fused_rows()
+        own = {k: v.detach().cpu().clone() for k, v in self._source_tensors().items()}
+        config: dict[str, Any] = {"layout": LAYOUT, "bits": self.bits, "source": self.source_config}
+        if own:
+            config["source_tensors"] = sorted(own)
+        return {**tensors, **own}, config
 
     @classmethod
     def from_state(
@@ -262,7 +309,9 @@ class QuantizedTables(TableLayout):
         check_layout(config, LAYOUT)
         if torch.device(device or "cpu").type != "cpu":
             raise ValueError(f"quantized tables run on the CPU only, got device {device!r}")
-        return cls(schema, config["source"], config["bits"], tensors)
+        names = set(config.get("source_tensors", ()))
+        fused = {k: v for k, v in tensors.items() if k not in names}
+        return cls(schema, config["source"], config["bits"], fused, {k: v for k, v in tensors.items() if k in names})
 
 
 def quantize(layout: TableLayout, bits: int) -> QuantizedTables:
@@ -271,4 +320,8 @@ def quantize(layout: TableLayout, bits: int) -> QuantizedTables:
     bits = check_bits(bits)
     kernel, config = layout.quantization_source()
     fused = {name: quantize_rows(weight, bits) for name, weight in zip(kernel.table_names, kernel.weights())}
-    return QuantizedTables(Schema(features=list(layout.features)), config, bits, fused)
+    own = {k: v.detach().cpu().clone() for k, v in layout.quantization_tensors().items()}
+    clash = sorted(set(own) & set(fused))
+    if clash:
+        raise ValueError(f"quantize: the layout's own tensors {clash} have the names of kernel tables")
+    return QuantizedTables(Schema(features=list(layout.features)), config, bits, fused, own)

@@ -38,7 +38,7 @@ class QuantizeReport:
 def quantize_model(artifact_in: str | Path, artifact_out: str | Path, bits: int) -> QuantizeReport:
     """Load ``artifact_in``, quantize its tables' rows to ``bits`` (2, 4, 8 or 16) and save the
     model as ``artifact_out`` (another directory: the fp32 artifact stays). ``ValueError`` for other
-    bits, tables already quantized, or a layout with no kernel rows (computed or compressed storage)."""
+    bits, tables already quantized, or a layout with no kernel rows (computed storage, a compressed group of a computed method)."""
     bits = check_bits(bits)
     if Path(artifact_out).resolve() == Path(artifact_in).resolve():
         raise ValueError(f"quantize: the output {artifact_out} is the input; keep the fp32 artifact (write another directory)")

@@ -18,7 +18,7 @@ Abstract (every layout implements): ``forward``, ``shapes``, ``num_parameters``,
 ``features`` attribute. Hooks with defaults (a layout overrides what differs):
 ``regularization_loss``, ``dense_parameters``, ``fused_parameters``, ``training_views``,
 ``num_rows`` / ``rows_read`` (mini-batch aware L2), ``table_vectors``, ``compact``,
-``check_prefix`` (Matryoshka), ``serving_layout``, ``quantization_source``, ``has_search_stage`` / ``search_stage`` and ``kernel_slots`` (sharding).
+``check_prefix`` (Matryoshka), ``serving_layout``, ``quantization_source`` / ``quantization_tensors``, ``has_search_stage`` / ``search_stage`` and ``kernel_slots`` (sharding).
 A layout registers its name with :func:`recsys_embed.tables.registry.register_layout`; its
 ``export_state()`` config names it under ``"layout"``, which is how an artifact finds the
 class again.
@@ -198,9 +198,16 @@ class TableLayout(nn.Module, abc.ABC):
         ``from_config(schema, config, storage=False)`` rebuilds its input side. Default: refused,
         the layout's storage is not one kernel of rows."""
         raise ValueError(
-            f"layout {self._name()!r} has no kernel rows to quantize (computed, compressed or derived storage); "
-            "post-training quantization takes a per_feature or multiplexed layout"
+            f"layout {self._name()!r} has no kernel rows to quantize (computed or derived storage); "
+            "post-training quantization takes a per_feature, multiplexed or compressed (row methods) layout"
         )
+
+    def quantization_tensors(self) -> dict[str, torch.Tensor]:
+        """For post-training quantization: the layout's own small tensors that are not kernel rows
+        (a compressed layout's methods', e.g. mixed_dims' projections), kept in fp32 beside the
+        quantized rows and given back as ``from_config(schema, config, storage=False, tensors=...)``.
+        Default: none."""
+        return {}
 
     def has_search_stage(self) -> bool:
         """Whether training ends with :meth:`search_stage` (which needs validation data). Default: no."""
