@@ -219,6 +219,25 @@ def test_compressed_layouts_of_row_methods_quantize_within_the_row_bounds(name: 
     assert torch.equal(out.sequences["hist"], again.sequences["hist"])
 
 
+def test_compressed_kernels_keep_the_packed_tables_and_pad_int2_rows() -> None:
+    """qr's two tables of one dim share a packed fbgemm table (the layout reads rows of it, ``packed=True``);
+    table-relative ids read the same rows; dim 12 pads to 16 at int2 and the pad columns are dropped."""
+    schema = Schema([FeatureSpec("item_id", embedding_dim=12), FeatureSpec("user_id", embedding_dim=8)])
+    torch.manual_seed(0)
+    tables = CompressedTables.from_options(schema, {"item_id": ROWS, "user_id": 7},
+                                           {"item_id": {"method": "qr", "combine": "add", "budget": 0.3}})  # fmt: skip
+    kernel = quantize(tables, 2).kernel
+    assert kernel.packed and kernel.physical == [0, 0, 1] and kernel.stored_dims == [16, 16, 8]
+    ids = torch.tensor([1 for _ in kernel.slot_tables])
+    offsets = torch.arange(ids.numel() + 1)
+    rows = ids + torch.tensor([kernel.row_offsets[t] for t in kernel.slot_tables])
+    assert torch.equal(kernel(ids, offsets), kernel(rows, offsets, packed=True))
+    assert kernel(ids, offsets).shape == (1, 12 + 8)  # qr add: one bag of both rows per item slot
+    out = quantize(tables, 2)(kjt_from_ids({"item_id": torch.tensor([3, 49]), "user_id": torch.tensor([0, 6])}))
+    with torch.no_grad():
+        assert torch.allclose(out.pooled["item_id"], tables(kjt_from_ids({"item_id": torch.tensor([3, 49]), "user_id": torch.tensor([0, 6])})).pooled["item_id"], atol=0.05)
+
+
 def test_mixed_dims_projections_travel_in_fp32_and_are_the_trained_ones() -> None:
     tables = trained_compressed(COMPRESSED["mixed_dims"])
     quantized = quantize(tables, 8)

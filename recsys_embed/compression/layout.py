@@ -21,6 +21,10 @@ sequence s gives ``sequences[s]`` ``[B, L, D]`` and ``masks[s]``; empty slots ar
 Categorical bags hold at most one id (per-id methods such as QR's product do not commute with
 pooling).
 
+Post-training quantization (:func:`recsys_embed.compression.quantized.quantize`) takes it when
+every group's method keeps rows: the kernel's rows are quantized, the methods (and their own
+tensors, e.g. mixed_dims' projections, in fp32) serve as trained; a computed method is refused.
+
 Run configs name it as a per-feature layout with a ``compression`` key
 (``layout: {name: per_feature, compression: {item_id: {method: qr, budget: 0.1}}}``);
 artifacts name it ``compressed``.
