@@ -84,3 +84,24 @@ def cli(*argv: str) -> CliResult:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in argv])
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def train_small(root: Path, rows: int, batch_size: int, **changes: Any) -> Path:
+    """``recsys-embed synth ctr`` of ``rows`` rows into ``root/data``, then one quiet epoch of
+    ``train`` on it (the test split is the same data) into ``root/run``; ``changes`` are
+    top-level config keys (``model`` defaults to an MLP of 16, a ``trainer`` mapping is merged).
+    Returns the saved model's folder."""
+    from recsys_embed.jobs.cli import main
+
+    assert main(["synth", "ctr", "--rows", str(rows), "--out", str(root / "data"), "--row-group-size", "1000"]) == 0
+    config: dict[str, Any] = {
+        "data": {"train": str(root / "data"), "test": str(root / "data")},
+        "model": {"name": "mlp", "hidden": [16]},
+        "trainer": {"epochs": 1, "progress": False, **changes.pop("trainer", {})},
+        "batching": {"batch_size": batch_size},
+        "run_dir": str(root / "run"),
+        **changes,
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "--config", str(root / "run.yaml")]) == 0
+    return root / "run" / "model"

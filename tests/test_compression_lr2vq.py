@@ -21,6 +21,8 @@ from recsys_embed.compression.lr2vq import serving_bytes
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables import kjt_from_ids, layout_class
 
+from hostile import train_small
+
 N, D = 2000, 16
 
 
@@ -212,23 +214,8 @@ def test_a_trained_run_saves_codes_not_the_latent(tmp_path: Path) -> None:
     model is the served state, and evaluating it gives the test metrics the run reported."""
     import json
 
-    import yaml
-
-    from recsys_embed.jobs.cli import main
-
-    assert main(["synth", "ctr", "--out", str(tmp_path / "data"), "--rows", "3000"]) == 0
-    parquet = next((tmp_path / "data").rglob("*.parquet")).parent
-    config = {
-        "data": {"train": str(parquet), "test": str(parquet)},
-        "layout": {"name": "per_feature", "compression": {"item_id": {"method": "lr2vq", "rank": 4, "subvectors": 2, "codewords": 16}}},
-        "model": {"name": "mlp", "hidden": [16]},
-        "trainer": {"epochs": 1, "progress": False},
-        "batching": {"batch_size": 512},
-        "run_dir": str(tmp_path / "run"),
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
-    model = tmp_path / "run" / "model"
+    layout = {"name": "per_feature", "compression": {"item_id": {"method": "lr2vq", "rank": 4, "subvectors": 2, "codewords": 16}}}
+    model = train_small(tmp_path, 3000, 512, layout=layout)
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["layout_state"]["methods"]["item_id"] == {"method": "lr2vq", "rank": 4, "subvectors": 2, "codewords": 16, "beta": 0.25, "stage": "serving"}
     tensors, _ = load_artifact(model)
@@ -237,4 +224,4 @@ def test_a_trained_run_saves_codes_not_the_latent(tmp_path: Path) -> None:
     reported = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     from recsys_embed.jobs.ctr import evaluate
 
-    assert evaluate(model, parquet)["auc"] == pytest.approx(reported["auc"], abs=1e-6)
+    assert evaluate(model, tmp_path / "data")["auc"] == pytest.approx(reported["auc"], abs=1e-6)

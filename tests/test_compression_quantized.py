@@ -16,11 +16,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-import yaml
 
 from recsys_embed.compression import CompressedTables, QuantizedTables, quantize, quantized as quantized_module
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables import MultiplexedConfig, MultiplexedTables, PerFeatureTables, kjt_from_ids, layout_class
+
+from hostile import train_small
 
 CliMain = Callable[..., subprocess.CompletedProcess]  # the cli_main fixture (conftest.py)
 ROWS = 50
@@ -264,20 +265,9 @@ def test_docstring_example() -> None:
 @pytest.fixture(scope="module")
 def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny DIN (sequences through the tables) trained on a real synthetic Parquet dataset."""
-    from recsys_embed.jobs.cli import main
-
     root = tmp_path_factory.mktemp("ptq")
-    assert main(["synth", "ctr", "--rows", "4000", "--out", str(root / "data"), "--row-group-size", "1000"]) == 0
-    config = {
-        "data": {"train": str(root / "data"), "test": str(root / "data")},
-        "model": {"name": "din", "hidden": [16], "attention_hidden": [8]},
-        "trainer": {"epochs": 1, "lr": 0.003, "progress": False},
-        "batching": {"batch_size": 1024},
-        "run_dir": str(root / "run"),
-    }
-    (root / "run.yaml").write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(root / "run.yaml")]) == 0
-    return root / "run" / "model", root / "data"
+    model = train_small(root, 4000, 1024, model={"name": "din", "hidden": [16], "attention_hidden": [8]}, trainer={"lr": 0.003})
+    return model, root / "data"
 
 
 def test_cli_quantize_then_evaluate_and_score(trained_artifact: tuple[Path, Path], tmp_path: Path, cli_main: CliMain) -> None:
@@ -325,22 +315,11 @@ def test_python_quantize_model_artifact_round_trip_is_exact_and_inference_only(t
 
 
 def test_quantize_model_takes_an_artifact_whose_tables_are_compressed_with_qr(tmp_path: Path) -> None:
-    from recsys_embed.jobs.cli import main
     from recsys_embed.jobs.model_io import load_model
     from recsys_embed.jobs.quantize import quantize_model
 
-    assert main(["synth", "ctr", "--out", str(tmp_path / "data"), "--rows", "2000"]) == 0
-    config = {
-        "data": {"train": str(tmp_path / "data"), "test": str(tmp_path / "data")},
-        "layout": {"name": "per_feature", "compression": {"item_id": {"method": "qr", "budget": 0.2}}},
-        "model": {"name": "mlp", "hidden": [16]},
-        "trainer": {"epochs": 1, "progress": False},
-        "batching": {"batch_size": 500},
-        "run_dir": str(tmp_path / "run"),
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(tmp_path / "run.yaml")]) == 0
-    model = tmp_path / "run" / "model"
+    layout = {"name": "per_feature", "compression": {"item_id": {"method": "qr", "budget": 0.2}}}
+    model = train_small(tmp_path, 2000, 500, layout=layout)
     report = quantize_model(model, tmp_path / "int8", bits=8)
     assert report.bytes_after < report.bytes_before
     manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
