@@ -55,7 +55,8 @@ def main(steps: int = 20, batch_size: int = 256) -> list[float]:
 
     # --- the three lines: one shared table for all three columns, a tenth of the parameters ---
     schema = Schema([FeatureSpec(name, embedding_dim=DIM) for name in VOCAB], label=None)
-    model.tables = MultiplexedTables(schema, MultiplexedConfig.from_budget(before // 10, chunk_dim=DIM), vocab_sizes=VOCAB)
+    # two probes (the default) of DIM / 2 each: every feature keeps its dim DIM
+    model.tables = MultiplexedTables(schema, MultiplexedConfig.from_budget(before // 10, chunk_dim=DIM // 2), vocab_sizes=VOCAB)
     model.embed = lambda ids: model.tables(kjt_from_ids(ids)).concat_pooled()
     # ------------------------------------------------------------------------------------------
 
