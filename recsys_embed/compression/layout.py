@@ -58,7 +58,8 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys_embed.compression.method import CompressionMethod, budget_parameters
-from recsys_embed.compression.registry import PluginError, compression_methods, method_class, plugin_origin, provider
+from recsys_embed.compression.checks import build_method, check_compression, check_groups, check_method
+from recsys_embed.compression.registry import PluginError, method_class, provider
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.base import (
     Embeddings,
@@ -149,7 +150,7 @@ class CompressedTables(TableLayout):
         self.schema = schema
         self.features: list[FeatureSpec] = schema.sparse_features
         groups = list(schema.tables)
-        _check_groups(methods, groups, "compression")
+        check_groups(methods, groups, "compression")
         missing = [g for g in groups if g not in num_embeddings]
         if missing:
             raise ValueError(f"num_embeddings has no id count for table group(s) {missing}")
@@ -159,7 +160,7 @@ class CompressedTables(TableLayout):
             if g not in methods:
                 methods[g] = method_class(EXACT)(self.rows[g], self.group_dims[g])
             methods[g].group = g
-            _check_method(g, methods[g], self.rows[g], self.group_dims[g])
+            check_method(g, methods[g], self.rows[g], self.group_dims[g])
         self.methods = nn.ModuleDict({g: methods[g] for g in groups})  # type: ignore[misc]
         self.dims = {f.name: f.embedding_dim for f in self.features}
         self.slots = {f.name: f.max_len if f.is_sequence else 1 for f in self.features}  # output slots per sample
@@ -253,14 +254,14 @@ class CompressedTables(TableLayout):
         """The layout a run config's ``compression`` mapping (table group -> ``{method: name,
         budget: fraction or bytes, **options}``) describes, with fresh weights."""
         check_compression(compression, where)
-        _check_groups(compression, list(schema.tables), where)
+        check_groups(compression, list(schema.tables), where)
         methods = {}
         for group, spec in compression.items():
             at = f"{where}.{group}"
             options = {k: v for k, v in spec.items() if k not in ("method", "budget")}
             ids, dim = int(num_embeddings[group]), schema.tables[group][0].embedding_dim
             budget = None if spec.get("budget") is None else budget_parameters(spec["budget"], ids, dim, at)
-            methods[group] = _call_method(spec["method"], at, lambda c: c.from_options(ids, dim, options, budget))
+            methods[group] = build_method(spec["method"], at, lambda c: c.from_options(ids, dim, options, budget))
         return cls(schema, num_embeddings, methods, optimizer)
 
     # ---- forward --------------------------------------------------------------------------
@@ -553,17 +554,6 @@ class CompressedTables(TableLayout):
         return tables.to(device or "cpu")
 
 
-def check_compression(compression: Any, where: str) -> None:
-    """A ``compression`` config's shape and method names (before any data is read): a mapping of
-    table group -> ``{method: name, ...}`` whose names are installed (``UnknownMethodError`` lists them)."""
-    if not isinstance(compression, Mapping):
-        raise ValueError(f"{where}: expected a mapping of table group -> {{method: ..., ...}}, got {compression!r}")
-    for group, spec in compression.items():
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("method"), str):
-            raise ValueError(f"{where}.{group}: expected a mapping with 'method' (one of {compression_methods()}), got {spec!r}")
-        method_class(spec["method"])
-
-
 def _table_owners(methods: Mapping[str, CompressionMethod], groups: list[str]) -> dict[str, str]:
     """Group -> the group whose kernel tables it reads: itself, or the first group of its share key."""
     first: dict[str, str] = {}
@@ -577,52 +567,3 @@ def _table_owners(methods: Mapping[str, CompressionMethod], groups: list[str]) -
                 f"{methods[owner[g]].kernel_tables()} and {methods[g].kernel_tables()}; give both the same rows and dims"
             )
     return owner
-
-
-def _check_groups(named: Mapping[str, Any], groups: list[str], where: str) -> None:
-    unknown = [g for g in named if g not in groups]
-    if unknown:
-        raise ValueError(f"{where}: no table group(s) {unknown}; the schema's table groups are {groups}")
-
-
-def _call_method(name: str, where: str, build: Any) -> CompressionMethod:
-    """``build(method_class(name))``; an exception other than our ``ValueError`` from a third-party
-    method is a :class:`PluginError` naming the plugin, not a traceback deep in the layout."""
-    cls = method_class(name)
-    try:
-        return build(cls)
-    except ValueError as error:
-        raise type(error)(f"{where}: {error}") from error
-    except Exception as error:  # third-party code: name it
-        raise PluginError(f"{where}: compression method {name!r} ({plugin_origin(name)}) failed: {type(error).__name__}: {error}") from error
-
-
-def _check_method(group: str, method: CompressionMethod, num_ids: int, dim: int) -> None:
-    """Probe a method with two ids: its outputs must be ``[2, dim]`` (a :class:`PluginError` naming the method otherwise)."""
-    name = method.method_name
-
-    def fail(what: str) -> PluginError:
-        return PluginError(f"table group {group!r}: compression method {name!r} ({plugin_origin(name)}) {what}")
-
-    if (method.num_ids, method.dim) != (num_ids, dim):
-        raise fail(f"was built for {method.num_ids} ids of dim {method.dim}, the group has {num_ids} ids of dim {dim}")
-    ids = torch.tensor([0, num_ids - 1])
-    try:
-        with torch.no_grad():
-            tables, reads = method.kernel_tables(), method.kernel_reads()
-            if tables:
-                rows = method.kernel_rows(ids)
-                if tuple(rows.shape) != (len(reads), 2) or rows.dtype != torch.int64:
-                    raise fail(f"kernel_rows gave {rows.dtype} {tuple(rows.shape)}, expected int64 {(len(reads), 2)}")
-                bad = [r for r, j in enumerate(reads) if bool(((rows[r] < -1) | (rows[r] >= tables[j][0])).any())]
-                if bad:
-                    raise fail(f"kernel_rows gave rows outside the kernel tables for read(s) {bad} (sizes {tables})")
-                out = method.combine([torch.zeros(2, tables[j][1]) for j in reads])
-            else:
-                out = method.lookup(ids)
-    except PluginError:
-        raise
-    except Exception as error:
-        raise fail(f"failed on a probe of 2 ids: {type(error).__name__}: {error}") from error
-    if tuple(out.shape) != (2, dim):
-        raise fail(f"gave vectors of shape {tuple(out.shape)} for 2 ids, expected (2, {dim})")

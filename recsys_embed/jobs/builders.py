@@ -16,7 +16,7 @@ from torch import nn
 
 from recsys_embed import models
 from recsys_embed.compression import CompressedTables
-from recsys_embed.compression.layout import check_compression
+from recsys_embed.compression.checks import check_compression
 from recsys_embed.jobs.config import from_mapping
 from recsys_embed.features import Schema
 from recsys_embed.tables import (
