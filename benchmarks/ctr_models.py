@@ -251,7 +251,8 @@ def selection_rules(runs: list[dict[str, Any]], settings: Settings) -> dict[str,
 
     out = {}
     for rule in RULES:
-        decided = [(kept(r, rule), kept(r, "auc")) for r in runs if kept(r, rule) is not None]
+        pairs = [(kept(r, rule), kept(r, "auc")) for r in runs]
+        decided = [(k, a) for k, a in pairs if k is not None]
         out[rule] = {
             "runs": len(decided),
             "undecided": len(runs) - len(decided),

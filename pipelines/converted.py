@@ -51,13 +51,16 @@ def converted(reader: str | Mapping[str, Any], source: str | Path, folder: Path,
     tmp = temp_sibling(out)
     with writing(out, tmp):
         writer = None
-        for chunk in frame.collect_batches(chunk_size=ROW_GROUP_ROWS):  # streaming: bounded memory
-            table = chunk.to_arrow()
-            writer = writer or pq.ParquetWriter(tmp, table.schema, write_page_checksum=True)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        try:
+            for chunk in frame.collect_batches(chunk_size=ROW_GROUP_ROWS):  # streaming: bounded memory
+                table = chunk.to_arrow()
+                writer = writer or pq.ParquetWriter(tmp, table.schema, write_page_checksum=True)
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        finally:  # a bad line raises mid-file: the file is closed before writing() removes it
+            if writer is not None:
+                writer.close()
         if writer is None:
             raise DataError(f"{source}: the {stamp['reader']} reader found no rows")
-        writer.close()
         tmp.replace(out)
     write_text(stamp_path, json.dumps(stamp, indent=2))
     return out
