@@ -263,7 +263,7 @@ def probed(probes: int) -> str:
 def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """The compressed groups (ids per group) and, per contender, the layout: every registered method
     but ``exact`` at ``budget: 0.1`` on each group of at least ``min_ids`` ids (LPT / ALPT at int8
-    instead), and the one-row floor."""
+    instead), QR's other combines, and the one-row floor."""
     exact = Pipeline(ctr_schema(settings.embedding_dim)).fit(splits["train"]).num_embeddings
     big = {g: n for g, n in exact.items() if n >= settings.min_ids}
 
@@ -274,6 +274,8 @@ def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str,
     # low-precision training is sized by its bits (int8: a bit over 1/4 of the exact weights), not by a budget
     layouts["lpt int8"] = compressed({"method": "lpt", "bits": 8})
     layouts["alpt int8"] = compressed({"method": "lpt", "bits": 8, "learned_step": True})
+    for combine in ("add", "concat"):  # QR's other combines (``qr`` itself is the default, mult)
+        layouts[f"qr {combine}"] = compressed({"method": "qr", "combine": combine, "budget": settings.compression_budget})
     layouts["floor: one hashed row"] = compressed({"method": "hashing", "rows": 1})
     return big, layouts
 

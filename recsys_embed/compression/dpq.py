@@ -11,7 +11,8 @@ so after training an id costs ``S`` bytes and the table ``n S + 4 K D`` bytes (`
 Training (DPQ-VQ, keys and values shared): every id has a query ``Q[i]`` ``[D]`` (a full table,
 uniform in ``[-0.05, 0.05]``); its code in sub-space ``s`` is the nearest codeword, ``c(i, s) =
 argmin_k ||Q[i, s] - C[s, k]||``, and the output is that codeword with the straight-through
-estimator: the task gradient of the output goes to the query unchanged. The codebook and commitment
+estimator: the task gradient of the output goes to the query unchanged. A lookup searches each
+distinct id of its batch once. The codebook and commitment
 losses of VQ, ``||sg(Q) - C[c]||^2 + beta ||Q - sg(C[c])||^2`` averaged over a lookup's ids (those
 whose output gets a gradient: padding zeroed by the layout does not count), enter through the same
 estimator's backward (their gradients, not a loss term), so a table dropped into any model trains
@@ -194,7 +195,8 @@ class ProductQuantized(CompressionMethod):
         if self.serving:
             return self.codeword_vectors(self.codes.index_select(0, ids))
         queries = self.queries.index_select(0, ids)
-        vectors = self.codeword_vectors(self.codes_of(queries, ids))
+        distinct, inverse = torch.unique(ids, return_inverse=True)  # search each id once: a batch repeats ids
+        vectors = self.codeword_vectors(self.codes_of(self.queries.detach().index_select(0, distinct), distinct)[inverse])
         if not (self.training and torch.is_grad_enabled()):
             return vectors
         return _StraightThrough.apply(queries, vectors, self.commitment)

@@ -29,7 +29,8 @@ keeps a float latent table ``z`` ``[n, r]`` (dense gradient, trained by the dens
 the codebooks and projection); :meth:`~LowRankVQ.finalize` (the layout's ``serving_layout()``)
 assigns every id its nearest codewords and drops ``z``: the state saved after training is the uint8
 codes ``[n, m]``, the codebooks ``[m, K, s]`` and ``P`` (buffers, no optimizer state). A training
-lookup of ``N`` ids assigns them (``N K r`` squared differences, in chunks); a served one gathers.
+lookup of ``N`` ids, ``U`` of them distinct, assigns each distinct id once (``U K r`` squared
+differences, in chunks); a served one gathers.
 
 Init: ``z`` uniform in ``[-0.05, 0.05]`` like an exact table, ``P`` ``N(0, 1 / r)`` (a vector starts
 with an exact row's variance), each codebook from the sub-vectors of ``K`` distinct random ids.
@@ -162,7 +163,8 @@ class LowRankVQ(CompressionMethod):
         if self.latent is None:
             return self.quantized(self.codes.index_select(0, ids)) @ self.projection
         z = self.latent.index_select(0, ids)
-        q = self.quantized(self.assign(z))
+        distinct, inverse = torch.unique(ids, return_inverse=True)  # assign each id once: a batch repeats ids
+        q = self.quantized(self.assign(self.latent.index_select(0, distinct))[inverse])
         if torch.is_grad_enabled():
             if self.training and len(ids):
                 distance = lambda a, b: (a - b).pow(2).sum(1).mean()  # noqa: E731
