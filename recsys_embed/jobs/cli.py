@@ -1,4 +1,4 @@
-"""``recsys-embed``: synth, demo, train, evaluate, score, recommend, compression, quantize.
+"""``recsys-embed``: synth, demo, train, evaluate, score, recommend, compression, quantize, binarize.
 
 Bad input (a ``ValueError``, our :mod:`recsys_embed.errors` among them) and a file that cannot
 be read or written (an ``OSError``: missing, no permission, disk full) end with one line
@@ -81,6 +81,14 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--model", required=True, help="artifact directory written by train/demo")
     quantize.add_argument("--bits", type=int, required=True, help="bits per stored value: 16 (fp16), 8, 4 or 2 (int, row-wise)")
     quantize.add_argument("--output", required=True, help="artifact directory to write")
+    binarize = sub.add_parser("binarize", help="binary codes (BEBR) of a saved model's table rows, for Hamming retrieval")
+    binarize.add_argument("--model", required=True, help="artifact directory (a sequential model's: its item table by default)")
+    binarize.add_argument("--output", required=True, help="artifact directory to write (codes + binarizer)")
+    binarize.add_argument("--group", default=None, help="the table group to binarize (required for a CTR model)")
+    binarize.add_argument("--steps", type=int, default=1, help="residual binarization steps T")
+    binarize.add_argument("--bits", type=int, default=None, help="bits per step m, a multiple of 8 (default: the table's dim)")
+    binarize.add_argument("--iterations", type=int, default=300, help="Adam steps of the binarizer")
+    binarize.add_argument("--seed", type=int, default=0)
     for batch in (score, recommend):
         batch.add_argument("--input", required=True, help="Parquet file, directory or glob")
         batch.add_argument("--output", required=True, help="output directory (one file per input file and _manifest.json)")
@@ -159,6 +167,17 @@ def _run(args: argparse.Namespace) -> int:
         print(quantize_model(args.model, args.output, args.bits).summary())
         return 0
 
+    if args.command == "binarize":
+        from recsys_embed.jobs.binarize import binarize_artifact
+
+        if Path(args.output).resolve() == Path(args.model).resolve():
+            raise ValueError(f"binarize: the output {args.output} is the input model; write another directory")
+        codes = binarize_artifact(args.model, args.group, steps=args.steps, bits=args.bits, iterations=args.iterations, seed=args.seed)
+        codes.save(args.output)
+        rows, row_bytes = codes.codes.shape
+        print(f"binarized {rows:,} rows of dim {codes.binarizer.dim} into {codes.bits_per_item} bits each ({row_bytes} bytes, "
+              f"{row_bytes / (4 * codes.binarizer.dim):.3g} of fp32); saved to {args.output}")
+        return 0
     if args.command == "demo":
         report = jobs.demo(jobs.DemoConfig(rows=args.rows, data_dir=args.data_dir, run_dir=args.run_dir, model=args.model, seed=args.seed,
                                        batch_size=args.batch_size))
