@@ -260,10 +260,22 @@ def probed(probes: int) -> str:
     return "multiplexed" if probes == 1 else f"multiplexed_{probes}_probes"
 
 
-def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+def contender(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=JSON`` (a compression spec) -> ``(NAME, spec)``."""
+    name, _, spec = text.partition("=")
+    try:
+        value = json.loads(spec)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=JSON, a compression spec ({err})") from None
+    if not name or not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=JSON with a JSON object")
+    return name, value
+
+
+def part3_layouts(settings: Settings, splits: dict[str, str], extra: dict[str, dict[str, Any]]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """The compressed groups (ids per group) and, per contender, the layout: every registered method
     but ``exact`` at ``budget: 0.1`` on each group of at least ``min_ids`` ids (LPT / ALPT at int8
-    instead), QR's other combines, and the one-row floor."""
+    instead), QR's other combines, the one-row floor, and the ``extra`` specs by name."""
     exact = Pipeline(ctr_schema(settings.embedding_dim)).fit(splits["train"]).num_embeddings
     big = {g: n for g, n in exact.items() if n >= settings.min_ids}
 
@@ -277,6 +289,7 @@ def part3_layouts(settings: Settings, splits: dict[str, str]) -> tuple[dict[str,
     for combine in ("add", "concat"):  # QR's other combines (``qr`` itself is the default, mult)
         layouts[f"qr {combine}"] = compressed({"method": "qr", "combine": combine, "budget": settings.compression_budget})
     layouts["floor: one hashed row"] = compressed({"method": "hashing", "rows": 1})
+    layouts.update({name: compressed(spec) for name, spec in extra.items()})
     return big, layouts
 
 
@@ -381,6 +394,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3])
     parser.add_argument("--min-ids", type=int, default=defaults.min_ids, help="part 3: groups with fewer ids stay exact")
     parser.add_argument("--methods", nargs="+", default=None, help="part 3: only these contenders")
+    parser.add_argument("--contenders", nargs="+", default=[], type=contender, metavar="NAME=JSON",
+                        help='part 3: more contenders, each a compression spec for the big groups, e.g. \'alpt 0.01={"method": "lpt", "learned_step": true, "step_lr": 0.01}\'')  # fmt: skip
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS), help="part 1 contenders")
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/quality"), help="run folders of the trainings")
@@ -442,13 +457,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if settings.part2_model in result["part1"]["models"]:
             part2["exact_vocabulary"] = result["part1"]["models"][settings.part2_model]
     if 3 in args.parts:
-        groups, layouts = part3_layouts(settings, splits)
+        groups, layouts = part3_layouts(settings, splits, dict(args.contenders))
         part3 = result["part3"]
         part3.update({"model": settings.part2_model, "budget": settings.compression_budget, "compressed_groups": groups})
         methods = part3.setdefault("methods", {})
         model = MODELS[settings.part2_model]
         for name, layout in layouts.items():
-            if args.methods is None or name in args.methods:
+            if args.methods is None or name in args.methods or name in dict(args.contenders):
                 done(methods, name, lambda: run(f"compression_{name.split(':')[0].replace(' ', '_')}", settings, splits, args.work_dir, model, layout))
     result["environment"]["load_average_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["environment"]["invocation_wall_s"] = round(time.perf_counter() - start, 1)

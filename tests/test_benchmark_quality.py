@@ -53,7 +53,7 @@ def test_targets_compare_the_named_pairs() -> None:
 def test_quality_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "quality.json"
     args = ["--smoke", "--models", "mlp", "din_sum_pooling", "--budgets", "10", "--probes", "1", "2", "--methods", "qr", "floor: one hashed row",
-            "--data-dir", str(tmp_path / "data"),
+            "--contenders", 'hashing 64={"method": "hashing", "rows": 64}', "--data-dir", str(tmp_path / "data"),
             "--work-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
     run = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -76,7 +76,8 @@ def test_quality_benchmark_smoke_writes_results(tmp_path: Path) -> None:
     assert result["part2"]["exact_vocabulary"] == models["mlp"]
     assert "| 1/10 |" in run.stdout and "| mlp |" in run.stdout
     part3 = result["part3"]
-    assert set(part3["methods"]) == {"qr", "floor: one hashed row"} and part3["compressed_groups"]
+    assert set(part3["methods"]) == {"qr", "floor: one hashed row", "hashing 64"} and part3["compressed_groups"]
+    assert part3["methods"]["hashing 64"]["layout"]["compression"] == dict.fromkeys(part3["compressed_groups"], {"method": "hashing", "rows": 64})
     qr = part3["methods"]["qr"]
     assert set(qr["layout"]["compression"]) == set(part3["compressed_groups"]) and qr["table_parameters"] < models["mlp"]["table_parameters"]
     assert part3["methods"]["floor: one hashed row"]["table_parameters"] < qr["table_parameters"]
