@@ -1,12 +1,15 @@
-"""Binary codes for retrieval (BEBR's recurrent binarization) on a trained SASRec's item table:
-recall@10 of Hamming search against exact float inner-product search, and queries per second.
+"""Binary codes for retrieval (BEBR's recurrent binarization) on a trained SASRec's or BERT4Rec's
+item embeddings: recall@10 of Hamming search against exact float inner-product search, and queries per second.
 
-A SASRec is trained for ``--train-seconds`` on ``--data`` (``Beauty``: ``../shared/data/sequential/
-Beauty.txt``, read in place; ``synthetic``: the library's synthetic sequences of ``--users`` users),
-then its item table ``[items, D]`` is binarized (:func:`~recsys_embed.jobs.binarize.binarize_artifact`)
-for each ``T x m`` of ``--codes``, and an untrained binarizer (random projections, 0 iterations) for
-reference. The queries are the model's states after the test users' histories (their inner products
-with the item rows are the model's scores), so the exact top 10 is the model's own top 10.
+A ``--model`` (SASRec, or BERT4Rec with ``benchmarks/sequential.py``'s Beauty settings) is trained
+for ``--train-seconds`` on ``--data`` (``Beauty``: ``../shared/data/sequential/Beauty.txt``, read in
+place; ``synthetic``: the library's synthetic sequences of ``--users`` users), then its retrieval
+rows ``[items, D']`` (``NextItemModel.retrieval_vectors``: SASRec's item table, D' = D; BERT4Rec's
+``[e_i, b_i]`` with the output bias, D' = D + 1) are binarized
+(:func:`~recsys_embed.jobs.binarize.binarize_artifact`) for each ``T x m`` of ``--codes``, and an
+untrained binarizer (random projections, 0 iterations) for reference. The queries are
+``NextItemModel.query_vectors`` of the users' histories (their inner products with the retrieval
+rows are the model's scores), so the exact top 10 is the model's own top 10.
 
 Per code: recall@10 of (a) Hamming top 10 (queries binarized by the same binarizer; faiss
 ``IndexBinaryFlat``), (b) Hamming top ``--candidates`` reranked by the float query's inner
@@ -14,10 +17,10 @@ product with the decoded item rows, (c) as (b) with the Hamming search over the 
 alone (``prefix(1)``); code bytes per item, binarizer bytes, fit seconds, reconstruction error. Speed, one thread, ``--timing-queries``
 queries: faiss ``IndexBinaryFlat`` against faiss ``IndexFlatIP`` (exact float) on the item table
 and on ``--scale-items`` random rows of the same widths (speed only). Writes
-``benchmarks/results/binary_retrieval.json`` and ``.png``.
+``benchmarks/results/binary_retrieval.json`` and ``.png`` (``binary_retrieval_bert4rec.*`` for BERT4Rec).
 
-    python benchmarks/binary_retrieval.py [--data Beauty|synthetic] [--train-seconds 120]
-        [--codes 1x64,2x64,4x64,2x32] [--scale-items 1000000]
+    python benchmarks/binary_retrieval.py [--model sasrec|bert4rec] [--data Beauty|synthetic]
+        [--train-seconds 120] [--codes 1x64,2x64,4x64,2x32] [--scale-items 1000000]
     python benchmarks/binary_retrieval.py --smoke --out /tmp/binary.json     # tiny, for the tests
 """
 
@@ -41,7 +44,7 @@ from recsys_embed.features import FIRST_VALUE_ID
 from recsys_embed.jobs.binarize import binarize_artifact
 from recsys_embed.jobs.next_item_model import NextItemSplit
 from recsys_embed.jobs.sequential import SequentialConfig, encode_histories, train_sequential
-from recsys_embed.models import SASRecConfig
+from recsys_embed.models import BERT4RecConfig, SASRecConfig
 from recsys_embed.pipelines.readers import read_user_lines
 from recsys_embed.pipelines.synthetic.seq import write_sequences
 
@@ -55,6 +58,14 @@ def events_of(args: argparse.Namespace, work: Path) -> pl.DataFrame:
         write_sequences(work / "seq", users=args.users, seed=args.seed, progress=False)
         return pl.read_parquet(work / "seq")
     return read_user_lines(args.data_dir / f"{args.data}.txt").collect()
+
+
+def model_config(args: argparse.Namespace) -> SASRecConfig | BERT4RecConfig:
+    """The ``--model`` to train: SASRec as before; BERT4Rec as ``benchmarks/sequential.py`` trains it on Beauty."""
+    if args.model == "sasrec":
+        return SASRecConfig(max_len=args.max_len, dim=args.dim, num_layers=2, num_heads=1, dropout=0.2)
+    return BERT4RecConfig(max_len=args.max_len, dim=args.dim, num_layers=2, num_heads=2, dropout=0.1, mask_prob=0.2,
+                          last_item_prob=0.2)  # fmt: skip
 
 
 def queries_per_second(search, queries: np.ndarray, rounds: int = 3) -> float:
@@ -79,12 +90,12 @@ def speed(items: np.ndarray, codes: np.ndarray, queries: np.ndarray, query_codes
 
 def measure(args: argparse.Namespace, work: Path) -> dict:
     events = events_of(args, work)
-    model = SASRecConfig(max_len=args.max_len, dim=args.dim, num_layers=2, num_heads=1, dropout=0.2)
-    config = SequentialConfig(model, epochs=args.epochs, max_seconds=args.train_seconds, eval_every=args.eval_every,
+    config = SequentialConfig(model_config(args), epochs=args.epochs, max_seconds=args.train_seconds, eval_every=args.eval_every,
                               checkpoints=False, progress=False, seed=args.seed)  # fmt: skip
     report = train_sequential(events, config, work / "run")
+    print(f"{args.model}: test NDCG@10 {report.test['ndcg@10']:.4f} (popularity {report.popularity_test['ndcg@10']:.4f})", flush=True)
     next_item = report.recommender.model
-    items = next_item.item_vectors().detach()[FIRST_VALUE_ID:]
+    items = next_item.retrieval_vectors()[FIRST_VALUE_ID:]
     histories = (events.sort("user_id", "timestamp").group_by("user_id", maintain_order=True)
                  .agg(pl.col("item_id").slice(0, pl.len() - 1))["item_id"])  # fmt: skip
     values, lengths = encode_histories(report.recommender.lookup, histories)
@@ -122,8 +133,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         print(f"{name:>9}: {codes.bits_per_item:>3} bits/item  recall@10 hamming {row['recall@10_hamming']:.3f}  "
               f"reranked {row['recall@10_reranked']:.3f} (step 1's bits: {row['recall@10_first_step_reranked']:.3f})  "
               f"qps binary {row['speed_item_table']['binary_qps']:,.0f} float {row['speed_item_table']['float_qps']:,.0f}", flush=True)
-    return {"model": {"test": report.test, "items": len(items), "dim": items.shape[1], "queries": len(queries),
-                      "random_recall@10": K / len(items)}, "codes": codes_out}  # fmt: skip
+    return {"model": {"name": args.model, "test": report.test, "popularity_test": report.popularity_test, "items": len(items),
+                      "dim": items.shape[1], "queries": len(queries), "random_recall@10": K / len(items)},
+            "codes": codes_out}  # fmt: skip
 
 
 def plot(result: dict, path: Path) -> None:
@@ -150,13 +162,15 @@ def plot(result: dict, path: Path) -> None:
     right.bar(labels, qps, color=["gray", *["C0"] * len(scaled)])
     right.set_yscale("log")
     right.set_ylabel(f"queries/s over {scaled[0][key]['items']:,} items (1 thread)")
-    fig.suptitle(f"binary codes of SASRec's item table ({result['config']['data']}, {result['model']['items']:,} items x {result['model']['dim']})")
+    name = {"sasrec": "SASRec's item table", "bert4rec": "BERT4Rec's item rows [e_i, b_i]"}[result["model"]["name"]]
+    fig.suptitle(f"binary codes of {name} ({result['config']['data']}, {result['model']['items']:,} items x {result['model']['dim']})")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("sasrec", "bert4rec"), default="sasrec")
     parser.add_argument("--data", default="Beauty", help="'synthetic' or a file stem under --data-dir (one user per line)")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--users", type=int, default=20_000, help="synthetic users")
@@ -173,8 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic data, to check the script runs")
-    parser.add_argument("--out", type=Path, default=RESULTS / "binary_retrieval.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/binary_retrieval[_bert4rec].json")
     args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / ("binary_retrieval.json" if args.model == "sasrec" else f"binary_retrieval_{args.model}.json")
     if args.smoke:
         args.data, args.users, args.dim, args.max_len, args.epochs, args.train_seconds = "synthetic", 300, 16, 10, 1, 0.0
         args.codes, args.iterations, args.candidates, args.timing_queries, args.scale_items = "1x16,2x16", 20, 20, 50, 2000

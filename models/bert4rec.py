@@ -6,7 +6,10 @@ learned position embeddings (layer-normed, as BERT), trained by Cloze: random it
 sequence are replaced by a learned mask vector and predicted from both sides. The output layer
 is tied to the item table: ``logits = GELU(h W_p + b_p) E^T + b`` with ``E [V, D]`` every row of
 the item table. To recommend, the mask vector is appended after the history (the oldest item
-dropped when the history is full) and its prediction scores every item.
+dropped when the history is full) and its prediction scores every item. For retrieval (maximum
+inner product search) the bias joins the inner product by the standard augmentation:
+``score(e_i) = t . e_i + b_i = [t, 1] . [e_i, b_i]`` with ``t = GELU(h W_p + b_p)``, ``h`` the
+state at the appended mask (:meth:`BERT4Rec.query`, :meth:`BERT4Rec.retrieval_items`, D + 1 wide).
 
 The model owns no item table: it takes the item embeddings ``[B, L, D]`` and mask ``[B, L]``
 of a table layout's sequence feature (left-aligned, oldest first) and, for the output layer,
@@ -78,7 +81,8 @@ def cloze_mask(real: torch.Tensor, mask_prob: float, generator: torch.Generator 
 class BERT4Rec(nn.Module):
     """``forward(items [B, L, D], mask [B, L], masked [B, L]) -> hidden [B, L, D]``;
     ``logits(hidden [..., D], item_vectors [V, D]) -> [..., V]``; ``rows`` is V (the output bias);
-    ``training_loss`` and ``score_next`` as every sequential model (see ``next_item_ranking``).
+    ``training_loss``, ``score_next``, ``query`` and ``retrieval_items`` as every sequential model
+    (see ``next_item_ranking``).
 
     Example::
 
@@ -89,6 +93,9 @@ class BERT4Rec(nn.Module):
         >>> scores = model.score_next(table[history], history != 0, table)
         >>> scores.shape, rank_of(scores, torch.tensor([6, 13]), exclude=history).shape
         (torch.Size([2, 22]), torch.Size([2]))
+        >>> queries, rows = model.query(table[history], history != 0), model.retrieval_items(table)  # [2, 9], [22, 9]
+        >>> torch.allclose(queries @ rows[2:].T, scores[:, 2:], atol=1e-5)
+        True
         >>> masked = cloze_mask(history != 0, 0.3, torch.Generator().manual_seed(0))
         >>> model.cloze_loss(table[history], history != 0, masked, history, table).shape
         torch.Size([])
@@ -128,8 +135,7 @@ class BERT4Rec(nn.Module):
 
     def logits(self, hidden: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """Scores of every id from hidden states: ``[..., D] -> [..., V]`` (output layer tied to the item table)."""
-        if item_vectors.shape != (self.rows, self.config.dim):
-            raise ValueError(f"item_vectors must be [{self.rows}, {self.config.dim}], got {tuple(item_vectors.shape)}")
+        self._check_table(item_vectors)
         return F.linear(self.transform(hidden), item_vectors, self.output_bias)
 
     def cloze_loss(
@@ -161,14 +167,35 @@ class BERT4Rec(nn.Module):
         """Scores of the next item after each history ``[B, L, D]`` (mask ``[B, L]``),
         ``[B, V]``; the padding and out-of-vocabulary ids score ``-inf``. Rank them with
         :func:`recsys_embed.models.rank_of`."""
+        scores = self.logits(self.next_state(items, mask), item_vectors)
+        scores[:, :FIRST_ITEM_ID] = float("-inf")
+        return scores
+
+    def next_state(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The hidden state ``h [B, D]`` at the mask appended after each history ``[B, L, D]``
+        (mask ``[B, L]``, :func:`append_mask`): what predicts the next item."""
         inputs, real, position = append_mask(items, mask, self.config.max_len)
         masked = torch.zeros_like(real)
         rows = torch.arange(inputs.shape[0], device=inputs.device)
         masked[rows, position] = True
-        hidden = self(inputs, real, masked)[rows, position]
-        scores = self.logits(hidden, item_vectors)
-        scores[:, :FIRST_ITEM_ID] = float("-inf")
-        return scores
+        return self(inputs, real, masked)[rows, position]
+
+    def query(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Retrieval queries ``[t, 1]`` ``[B, D + 1]``, ``t = GELU(h W_p + b_p)`` of the state ``h`` at
+        the appended mask (:meth:`next_state`): their inner products with :meth:`retrieval_items`
+        are the next-item scores ``t . e_i + b_i``."""
+        t = self.transform(self.next_state(items, mask))
+        return torch.cat([t, t.new_ones(t.shape[0], 1)], dim=1)
+
+    def retrieval_items(self, item_vectors: torch.Tensor) -> torch.Tensor:
+        """The rows ``[e_i, b_i]`` ``[V, D + 1]`` :meth:`query` is searched against: each item's
+        vector ``item_vectors [V, D]`` and its output bias."""
+        self._check_table(item_vectors)
+        return torch.cat([item_vectors, self.output_bias[:, None].to(item_vectors.dtype)], dim=1)
+
+    def _check_table(self, item_vectors: torch.Tensor) -> None:
+        if item_vectors.shape != (self.rows, self.config.dim):
+            raise ValueError(f"item_vectors must be [{self.rows}, {self.config.dim}], got {tuple(item_vectors.shape)}")
 
 
 def append_mask(items: torch.Tensor, mask: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -31,6 +31,11 @@ class SequentialModel(Protocol):
     ``training_loss(items [B, L, D], mask [B, L], ids [B, L], item_vectors [V, D]) -> []``;
     ``score_next(items [B, L, D], mask [B, L], item_vectors [V, D]) -> [B, V]`` (ids 0 and 1
     score ``-inf``). Sequences are left-aligned: items oldest first, padding after them.
+
+    Retrieval form (maximum inner product search): ``query(items [B, L, D], mask [B, L]) -> [B, D']``
+    and ``retrieval_items(item_vectors [V, D]) -> [V, D']`` whose inner products are the next-item
+    scores, ``query(items, mask) @ retrieval_items(item_vectors).T == score_next(items, mask,
+    item_vectors)`` on the item ids (2..V-1).
     """
 
     config: Any
@@ -41,6 +46,10 @@ class SequentialModel(Protocol):
     ) -> torch.Tensor: ...
 
     def score_next(self, items: torch.Tensor, mask: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor: ...
+
+    def query(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+
+    def retrieval_items(self, item_vectors: torch.Tensor) -> torch.Tensor: ...
 
 
 def check_items(items: torch.Tensor, rows: int, what: str) -> None:

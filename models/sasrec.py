@@ -139,16 +139,20 @@ class SASRec(nn.Module):
         """Scores of the next item after each history ``[B, L, D]`` (left-aligned, mask
         ``[B, L]``, ``L <= max_len``), ``[B, V]``; the padding and out-of-vocabulary ids score
         ``-inf``. An empty history scores from the position-0 state of no item."""
-        self._check_table(item_vectors)
-        scores = self.query(items, mask) @ item_vectors.T
+        scores = self.query(items, mask) @ self.retrieval_items(item_vectors).T
         scores[:, :FIRST_ITEM_ID] = float("-inf")
         return scores
 
     def query(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The state ``[B, D]`` at each history's last real position (``items [B, L, D]``, ``mask [B, L]``):
-        the next item's score is its inner product with the item's vector (a query for retrieval)."""
+        """The state ``h [B, D]`` at each history's last real position (``items [B, L, D]``, ``mask [B, L]``):
+        the next item's score is ``h . e``, its inner product with the item's vector (a query for retrieval)."""
         last = (mask.sum(1) - 1).clamp(min=0)
         return self(items, mask)[torch.arange(items.shape[0], device=items.device), last]
+
+    def retrieval_items(self, item_vectors: torch.Tensor) -> torch.Tensor:
+        """The rows ``[V, D]`` :meth:`query` is searched against: the item table itself (D' = D)."""
+        self._check_table(item_vectors)
+        return item_vectors
 
     def _check_table(self, item_vectors: torch.Tensor) -> None:
         if item_vectors.shape != (self.rows, self.config.dim):

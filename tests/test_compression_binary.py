@@ -1,6 +1,7 @@
 """Binary codes for retrieval (recsys_embed.compression.binary, .retrieval): shapes, packing, the
 straight-through gradients, determinism, memory accounting, the artifact round trip, faiss Hamming
-search, and binary retrieval over a trained SASRec's item table against exact float retrieval."""
+search, binary retrieval over a trained SASRec's item table against exact float retrieval, and
+which rows a saved model's codes hold (a sequential model's retrieval rows, or a named table group's)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -20,10 +22,11 @@ from recsys_embed.compression.binary import BinaryCodes, RecurrentBinarizer, bin
 from recsys_embed.compression.retrieval import BinaryIndex, exact_top_k, recall_at_k, rerank
 from recsys_embed.errors import ArtifactError
 from recsys_embed.features import FIRST_VALUE_ID
+from recsys_embed.jobs import binarize as binarize_job
 from recsys_embed.jobs.binarize import binarize_artifact
 from recsys_embed.jobs.sequential import SequentialConfig, encode_histories, train_sequential
-from recsys_embed.models import SASRecConfig
-from test_sequential import cycle_events, one_thread  # noqa: F401 (one_thread: an autouse fixture)
+from recsys_embed.models import BERT4RecConfig, SASRecConfig
+from test_sequential import TINY_MODEL, TINY_SASREC, cycle_events, one_thread, random_next_item  # noqa: F401 (one_thread: an autouse fixture)
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="the [retrieval] extra (faiss-cpu) is not installed")
 
@@ -199,21 +202,22 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0.05 < hamming < reranked and reranked > 0.3, lines
 
 
-def test_bert4rec_has_no_query_vectors_and_a_ctr_artifact_needs_a_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from recsys_embed.jobs import binarize as binarize_job
-    from recsys_embed.jobs.next_item_model import NextItemModel
-    from recsys_embed.models import BERT4Rec, BERT4RecConfig
-    from recsys_embed.pipelines.derived import sequence_schema
-    from recsys_embed.tables import PerFeatureTables
+@pytest.mark.parametrize(("config", "extra"), [(TINY_MODEL, 1), (TINY_SASREC, 0)], ids=["bert4rec", "sasrec"])
+def test_a_sequential_artifact_binarizes_its_retrieval_rows_and_a_named_group_its_table(
+    config: BERT4RecConfig | SASRecConfig, extra: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    next_item = random_next_item(config, rows=20)
+    monkeypatch.setattr(binarize_job, "load_model", lambda path: SimpleNamespace(task="sequential", model=next_item))
+    options = {"steps": 2, "bits": 16, "iterations": 5}
+    codes = binarize_artifact(tmp_path / "model", **options)  # BERT4Rec: [e_i, b_i], the output bias coded too
+    assert codes.binarizer.dim == config.dim + extra and codes.codes.shape == (20 - FIRST_VALUE_ID, 4)
+    np.testing.assert_array_equal(codes.codes, binarize(next_item.retrieval_vectors()[FIRST_VALUE_ID:], **options).codes)
+    table = binarize_artifact(tmp_path / "model", group="items", **options)
+    assert table.binarizer.dim == config.dim
+    np.testing.assert_array_equal(table.codes, binarize(next_item.item_vectors().detach()[FIRST_VALUE_ID:], **options).codes)
 
-    schema = sequence_schema(max_len=6, embedding_dim=16)
-    model = NextItemModel(PerFeatureTables(schema, {"items": 20}), BERT4Rec(BERT4RecConfig(max_len=6, dim=16, num_heads=1), 20), schema, "items")
-    with pytest.raises(ValueError, match="no query vectors"):
-        model.query_vectors(torch.tensor([2, 3]), torch.tensor([2]))
 
-    class Loaded:
-        task = "ctr"
-
-    monkeypatch.setattr(binarize_job, "load_model", lambda path: Loaded())
+def test_a_ctr_artifact_needs_a_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(binarize_job, "load_model", lambda path: SimpleNamespace(task="ctr"))
     with pytest.raises(ValueError, match="name the table group"):
-        binarize_job.binarize_artifact(tmp_path / "model")
+        binarize_artifact(tmp_path / "model")

@@ -1,6 +1,7 @@
 """The sequential job: pipeline item ids, leave-one-out without leaks, learning beyond popularity,
 per_feature and multiplexed item tables, artifact round trip, run configs, MovieLens end to end,
-resume after SIGKILL, and the example script."""
+resume after SIGKILL, the example script, and the retrieval form (query and item vectors) of
+each model."""
 
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from safetensors.torch import load_file
 
 import recsys_embed.jobs.sequential
 from recsys_embed.checkpoint import load_state
-from recsys_embed.features import OOV_ID
-from recsys_embed.jobs.next_item_model import RankingProtocol, evaluate_next_item
+from recsys_embed.features import FIRST_VALUE_ID, OOV_ID
+from recsys_embed.jobs.builders import build_sequential_model
+from recsys_embed.jobs.next_item_model import NextItemModel, RankingProtocol, evaluate_next_item
 from recsys_embed.models import BERT4RecConfig, Popularity, SASRecConfig
+from recsys_embed.pipelines.derived import sequence_schema
+from recsys_embed.tables import PerFeatureTables
 from recsys_embed.jobs.sequential import (
     FEATURE,
     SequentialConfig,
@@ -42,6 +46,7 @@ from recsys_embed.jobs.sequential import (
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_sequential.py"
 TINY_MODEL = BERT4RecConfig(max_len=10, dim=32, num_layers=1, num_heads=2, dropout=0.0)
+TINY_SASREC = SASRecConfig(max_len=10, dim=32, num_layers=1, num_heads=2, dropout=0.0)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -71,6 +76,16 @@ def cycle_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SequentialRepor
     run_dir = tmp_path_factory.mktemp("cycle")
     config = SequentialConfig(TINY_MODEL, epochs=8, batch_size=8, lr=3e-3, progress=False)
     return train_sequential(cycle_events(), config, run_dir), run_dir
+
+
+def random_next_item(config: BERT4RecConfig | SASRecConfig, rows: int = 40, seed: int = 0) -> NextItemModel:
+    """An untrained next-item model over ``rows`` random item rows (random output biases where the model has them), in eval mode."""
+    torch.manual_seed(seed)
+    schema = sequence_schema(max_len=config.sequence_len, embedding_dim=config.dim)
+    model = NextItemModel(PerFeatureTables(schema, {"items": rows}), build_sequential_model(config, rows), schema, "items")
+    if hasattr(model.model, "output_bias"):
+        torch.nn.init.normal_(model.model.output_bias.data)
+    return model.eval()
 
 
 def decode(data, ids: torch.Tensor | np.ndarray) -> list:
@@ -359,3 +374,18 @@ def _flatten(tree: object, prefix: str = "") -> Iterator[tuple[str, object]]:
             yield from _flatten(value, f"{prefix}.{index}")
     else:
         yield prefix, tree
+
+
+@pytest.mark.parametrize(("config", "extra"), [(TINY_MODEL, 1), (TINY_SASREC, 0)], ids=["bert4rec", "sasrec"])
+def test_query_vectors_times_retrieval_vectors_are_the_next_item_scores(config: BERT4RecConfig | SASRecConfig, extra: int) -> None:
+    model = random_next_item(config)
+    lengths = torch.tensor([3, 0, 14, 1, 10])  # 14 > max_len: the most recent 10 are read
+    values = torch.randint(FIRST_VALUE_ID, model.rows, (int(lengths.sum()),), generator=torch.Generator().manual_seed(1))
+    queries, items = model.query_vectors(values, lengths), model.retrieval_vectors()
+    assert queries.shape == (5, config.dim + extra) and items.shape == (model.rows, config.dim + extra)
+    scores = model.score_next(values, lengths)
+    assert torch.isneginf(scores[:, :FIRST_VALUE_ID]).all()
+    torch.testing.assert_close(queries @ items.T[:, FIRST_VALUE_ID:], scores[:, FIRST_VALUE_ID:])
+    if extra:  # BERT4Rec: [t, 1] . [e_i, b_i], the output bias as the last column
+        assert (queries[:, -1] == 1).all() and torch.equal(items[:, -1], model.model.output_bias.detach())
+    assert torch.equal(items[:, : config.dim], model.item_vectors().detach())  # SASRec: the table itself

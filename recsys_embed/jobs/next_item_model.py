@@ -184,12 +184,17 @@ class NextItemModel(nn.Module):
 
     @torch.no_grad()
     def query_vectors(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Queries ``[B, D]`` of jagged histories whose inner products with the item rows are the
-        next-item scores (retrieval over the item table); models with such a state only (SASRec)."""
-        if not hasattr(self.model, "query"):
-            raise ValueError(f"{type(self.model).__name__} scores items through more than an inner product; it has no query vectors")
+        """Retrieval queries ``[B, D']`` of jagged histories (the model's ``query``): their inner
+        products with :meth:`retrieval_vectors` are the next-item scores of :meth:`score_next`."""
         _, items, mask = self.embed(self.item_vectors(), values, lengths, self.model.config.max_len)
         return self.model.query(items, mask)
+
+    @torch.no_grad()
+    def retrieval_vectors(self) -> torch.Tensor:
+        """The item side of retrieval ``[V, D']`` (the model's ``retrieval_items`` of :meth:`item_vectors`;
+        rows as the table's: items from ``FIRST_VALUE_ID`` on). SASRec: the table (D' = D);
+        BERT4Rec: ``[e_i, b_i]`` with the output bias (D' = D + 1)."""
+        return self.model.retrieval_items(self.item_vectors())
 
     @torch.no_grad()
     def evaluate(self, split: NextItemSplit) -> dict[str, float]:
