@@ -32,7 +32,7 @@ def test_shapes_dtypes_and_the_step() -> None:
     int8 = LowPrecision.from_options(50, 8, {}, None)
     int16 = LowPrecision.from_options(50, 8, {"bits": 16, "max_abs": 2.0}, None)
     assert int8.codes.dtype == torch.int8 and int16.codes.dtype == torch.int16
-    assert float(int8.step) == pytest.approx(1 / 127) and float(int16.step) == pytest.approx(2 / 32767)
+    assert float(int8.step) == pytest.approx(0.5 / 127) and float(int16.step) == pytest.approx(2 / 32767)
     assert int8.lookup(torch.tensor([0, 49, 49])).shape == (3, 8)
     assert int8.lookup_many([torch.tensor([1, 2]), torch.tensor([3])])[1].shape == (1, 8)
 
