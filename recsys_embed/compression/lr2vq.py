@@ -29,8 +29,8 @@ keeps a float latent table ``z`` ``[n, r]`` (dense gradient, trained by the dens
 the codebooks and projection); :meth:`~LowRankVQ.finalize` (the layout's ``serving_layout()``)
 assigns every id its nearest codewords and drops ``z``: the state saved after training is the uint8
 codes ``[n, m]``, the codebooks ``[m, K, s]`` and ``P`` (buffers, no optimizer state). A training
-lookup of ``N`` ids, ``U`` of them distinct, assigns each distinct id once (``U K r`` squared
-differences, in chunks); a served one gathers.
+lookup of ``N`` ids, ``U`` of them distinct, assigns each distinct id once (a GEMM of ``U K r``
+products, in chunks); a served one gathers.
 
 Init: ``z`` uniform in ``[-0.05, 0.05]`` like an exact table, ``P`` ``N(0, 1 / r)`` (a vector starts
 with an exact row's variance), each codebook from the sub-vectors of ``K`` distinct random ids.
@@ -69,6 +69,7 @@ from recsys_embed.compression.registry import register_compression
 WHERE = "lr2vq"
 MAX_CODEWORDS = 256  # codes are uint8
 CHUNK = 1 << 22  # floats of distances computed at once when assigning codes
+TIE = 1e-5  # relative gap below which two codewords' GEMM distances are compared element-wise
 STAGES = ("training", "serving")
 
 
@@ -146,13 +147,26 @@ class LowRankVQ(CompressionMethod):
     # ---- codes ----------------------------------------------------------------------------
 
     def assign(self, z: torch.Tensor) -> torch.Tensor:
-        """The nearest codeword of each sub-vector, ``[N, m]`` int64, of latent rows ``z`` ``[N, r]``:
-        squared distances computed element-wise (no GEMM: the same codes whatever the batch), first
-        index on ties."""
-        z = z.detach().view(-1, self.subvectors, 1, self.subdim)
-        step = max(1, CHUNK // (self.subvectors * self.codewords * self.subdim))
-        books = self.codebooks.detach()
-        return torch.cat([(part - books).pow(2).sum(-1).argmin(-1) for part in z.split(step)])
+        """The nearest codeword of each sub-vector, ``[N, m]`` int64, of latent rows ``z`` ``[N, r]``,
+        first index on ties, the same codes whatever the batch: distances ``||c||^2 - 2 z.c`` by a
+        batched GEMM, and the sub-vectors whose two best lie within ``TIE`` of their scale (where
+        the GEMM's rounding could order them by batch) settled by element-wise squared differences."""
+        z = z.detach().view(-1, self.subvectors, self.subdim)
+        books = self.codebooks.detach()  # [m, K, s]
+        if self.codewords == 1:
+            return torch.zeros(z.shape[:2], dtype=torch.int64, device=z.device)
+        norms = books.pow(2).sum(-1)  # [m, K]
+        top = norms.max(-1).values[:, None]  # [m, 1]
+        codes = []
+        for part in z.split(max(1, CHUNK // (self.subvectors * self.codewords))):
+            sub = part.transpose(0, 1)  # [m, n, s]
+            best = torch.baddbmm(norms[:, None, :], sub, books.transpose(1, 2), alpha=-2).topk(2, -1, largest=False)  # [m, n, 2]
+            code = best.indices[..., 0]
+            close = (best.values[..., 1] - best.values[..., 0]) <= TIE * (sub.pow(2).sum(-1) + top)  # [m, n]
+            j, i = close.nonzero(as_tuple=True)
+            code[j, i] = (sub[j, i][:, None, :] - books[j]).pow(2).sum(-1).argmin(-1)
+            codes.append(code.T)
+        return torch.cat(codes) if codes else torch.zeros(0, self.subvectors, dtype=torch.int64, device=z.device)
 
     def quantized(self, codes: torch.Tensor) -> torch.Tensor:
         """The codewords ``[N, r]`` of codes ``[N, m]``: ``concat_j C_j[codes[:, j]]``."""
