@@ -2,7 +2,8 @@
 
 Reads a file of one user per line, ``user_id item_id item_id ...`` (e.g. Amazon Beauty.txt of
 the SASRec/ICLRec repositories), or writes synthetic sequences; leave-one-out split, full
-ranking with the history excluded, validation every ``--eval-every`` steps, the best model kept.
+ranking with the history excluded, validation every ``--eval-every`` steps, the best model kept;
+then recommendations for one user, and 64-bit binary codes (BEBR) of the item rows for retrieval.
 
     python examples/train_sequential.py [--data Beauty.txt] [--model sasrec|bert4rec] [--minutes 30]
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys_embed.features import FIRST_VALUE_ID
+from recsys_embed.jobs.binarize import binarize_artifact
 from recsys_embed.jobs.sequential import SequentialConfig, load_sequential, scan_parquet_events, train_sequential
 from recsys_embed.pipelines.readers import read_user_lines
 from recsys_embed.pipelines.synthetic.seq import write_sequences
@@ -37,3 +40,8 @@ recommender = load_sequential(Path(args.run_dir) / "model")  # raw item ids in a
 first = events.filter(pl.col("user_id") == pl.col("user_id").first()).sort("timestamp").collect()["item_id"].to_list()
 (items,), (scores,) = recommender.recommend([first], k=5)  # one list per history, best first
 print(f"recommended after {first[-5:]}: {items} (scores {[round(s, 2) for s in scores]})")
+
+# retrieval: the model's scores are inner products of query_vectors [B, D'] with these item rows [V, D']
+items = recommender.model.retrieval_vectors()[FIRST_VALUE_ID:]  # past the padding and out-of-vocabulary rows
+codes = binarize_artifact(Path(args.run_dir) / "model", steps=2, bits=32)  # 2 x 32 bits an item, for Hamming search
+print(f"retrieval rows {tuple(items.shape)}; binary codes {codes.codes.shape[1]} bytes an item (fp32: {4 * items.shape[1]})")

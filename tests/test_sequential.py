@@ -306,6 +306,8 @@ def test_example_script_trains_and_prints_the_summary(tmp_path: Path) -> None:
         out, err = run.communicate(timeout=180)
         assert run.returncode == 0, err[-2000:]
         assert f"{model} test NDCG@10 " in out and "(popularity " in out and "saved to " in out and "recommended after " in out
+        width = 65 if model == "bert4rec" else 64  # BERT4Rec's rows carry its output bias
+        assert re.search(rf"retrieval rows \(\d+, {width}\); binary codes 8 bytes an item \(fp32: {4 * width}\)", out), out
 
 
 RESUME_SCRIPT = Path(__file__).with_name("sequential_resume_script.py")
