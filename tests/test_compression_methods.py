@@ -147,6 +147,10 @@ def test_memory_accounting_is_exact(name: str) -> None:
     item = next(line for line in lines if line.startswith("item_id"))
     assert CONFIGS[name]["method"] in item and f"{tables.group_bytes('item_id'):,}" in item
     assert f"{exact / tables.group_parameters('item_id'):.1f}x" in item
+    stored = tables.group_bytes("item_id")
+    words = item.split()
+    at = words.index(f"{stored:,}")  # then bytes per id and bits per value
+    assert words[at + 1 : at + 3] == [f"{stored / IDS['item_id']:.1f}", f"{8 * stored / exact:.2f}"], item
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -67,7 +67,7 @@ def install_plugin_package(site: Path) -> None:
 def test_example_plugin_runs() -> None:
     run = subprocess.run([sys.executable, str(EXAMPLES / "compression_plugin.py")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert re.search(r"item_id\s+5,000\s+16 signed_hashing\s+8,000\s+96,000\s+10\.0x", run.stdout), run.stdout
+    assert re.search(r"item_id\s+5,000\s+16 signed_hashing\s+8,000\s+96,000\s+19\.2\s+9\.60\s+10\.0x", run.stdout), run.stdout
     loss, guess = map(float, re.search(r"final training loss (\d\.\d+) \(a constant guess: (\d\.\d+)\)", run.stdout).groups())  # type: ignore[union-attr]
     assert loss < 0.6 * guess
     assert "identical outputs True" in run.stdout

@@ -429,17 +429,20 @@ class CompressedTables(TableLayout):
         return kernel + sum(m.memory_bytes() for m in self.methods.values())  # type: ignore[misc]
 
     def summary(self) -> str:
-        """One line per table group: method, parameters, bytes, compression ratio (exact fp32
-        weights / stored weights) and, for hashing methods, the expected collision rate."""
-        head = f"{'table group':<20} {'ids':>10} {'dim':>4} {'method':<14} {'parameters':>12} {'bytes':>13} {'ratio':>7} {'collisions':>10}"
+        """One line per table group: method, parameters, bytes, bytes per id and bits per value
+        (``8 bytes / (ids dim)``; codebooks, scales and optimizer state included), compression ratio
+        (exact fp32 weights / stored weights) and, for hashing methods, the expected collision rate."""
+        head = (f"{'table group':<20} {'ids':>10} {'dim':>4} {'method':<14} {'parameters':>12} {'bytes':>13} {'bytes/id':>9} "
+                f"{'bits/value':>10} {'ratio':>7} {'collisions':>10}")  # fmt: skip
         lines = [head, "-" * len(head)]
         for group, method in self.methods.items():
             params = self.group_parameters(group)
             rate = method.collision_rate()  # type: ignore[operator]
-            ratio = self.rows[group] * self.group_dims[group] / max(params, 1)
+            ids, dim, stored = self.rows[group], self.group_dims[group], self.group_bytes(group)
+            ratio = ids * dim / max(params, 1)
             lines.append(
-                f"{group:<20} {self.rows[group]:>10,} {self.group_dims[group]:>4} {method.method_name:<14} {params:>12,} "
-                f"{self.group_bytes(group):>13,} {ratio:>6.1f}x {'-' if rate is None else f'{rate:.4f}':>10}"
+                f"{group:<20} {ids:>10,} {dim:>4} {method.method_name:<14} {params:>12,} {stored:>13,} {stored / ids:>9.1f} "
+                f"{8 * stored / (ids * dim):>10.2f} {ratio:>6.1f}x {'-' if rate is None else f'{rate:.4f}':>10}"
             )
             shared = f" (tables shared with {self.owner[group]})" if self.owner[group] != group else ""
             lines.append(f"{'':<20} {method.details()}{shared}")  # type: ignore[operator]
