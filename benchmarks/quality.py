@@ -457,13 +457,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if settings.part2_model in result["part1"]["models"]:
             part2["exact_vocabulary"] = result["part1"]["models"][settings.part2_model]
     if 3 in args.parts:
-        groups, layouts = part3_layouts(settings, splits, dict(args.contenders))
+        extra = dict(args.contenders)
+        groups, layouts = part3_layouts(settings, splits, extra)
         part3 = result["part3"]
         part3.update({"model": settings.part2_model, "budget": settings.compression_budget, "compressed_groups": groups})
         methods = part3.setdefault("methods", {})
         model = MODELS[settings.part2_model]
         for name, layout in layouts.items():
-            if args.methods is None or name in args.methods or name in dict(args.contenders):
+            if args.methods is None or name in args.methods or name in extra:
                 done(methods, name, lambda: run(f"compression_{name.split(':')[0].replace(' ', '_')}", settings, splits, args.work_dir, model, layout))
     result["environment"]["load_average_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["environment"]["invocation_wall_s"] = round(time.perf_counter() - start, 1)

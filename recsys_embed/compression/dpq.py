@@ -59,12 +59,11 @@ import torch
 from torch import nn
 
 from recsys_embed.compression.adaptive import frequent_option
+from recsys_embed.compression.codebooks import MAX_CODEWORDS, gather_codewords, nearest_codewords
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
 
-MAX_CODEWORDS = 256  # codes are uint8
 INIT_SCALE = 0.05
-CHUNK = 8192  # ids per nearest-codeword search ([S, CHUNK, K] distances)
 OPTIONS = ["subspaces", "codewords", "tail_codewords", "frequent", "frequent_fraction", "commitment", "serving"]
 
 
@@ -172,24 +171,16 @@ class ProductQuantized(CompressionMethod):
 
     def codes_of(self, queries: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """``[N, S]`` int64: the nearest codeword of each sub-vector of ``queries`` ``[N, D]`` (ids
-        ``[N]`` say the tier), searched ``CHUNK`` ids at a time."""
-        with torch.no_grad():
-            books = self.codebooks.detach()
-            norms = books.pow(2).sum(-1)[:, None, :]  # [S, 1, K]
-            tail = torch.arange(self.codewords, device=ids.device) >= (self.tail_codewords or self.codewords)
-            codes = []
-            for at in range(0, ids.numel(), CHUNK):
-                q = queries[at : at + CHUNK].view(-1, self.subspaces, self.width).transpose(0, 1)  # [S, n, w]
-                distances = torch.baddbmm(norms, q, books.transpose(1, 2), alpha=-2)  # ||c||^2 - 2 q.c: [S, n, K]
-                if self.tail_codewords is not None:
-                    distances.masked_fill_((ids[at : at + CHUNK] >= self.frequent)[None, :, None] & tail, math.inf)
-                codes.append(distances.argmin(-1).T)
-            return torch.cat(codes) if codes else torch.zeros(0, self.subspaces, dtype=torch.int64, device=ids.device)
+        ``[N]`` say the tier: the tail's may not use codewords ``>= K_tail``)."""
+        excluded = None
+        if self.tail_codewords is not None:
+            tail = torch.arange(self.codewords, device=ids.device) >= self.tail_codewords
+            excluded = (ids >= self.frequent)[:, None] & tail  # [N, K]
+        return nearest_codewords(queries, self.codebooks, excluded)
 
     def codeword_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """``[N, D]``: the codewords of codes ``[N, S]``, concatenated."""
-        flat = codes.long() + torch.arange(self.subspaces, device=codes.device) * self.codewords
-        return self.codebooks.reshape(-1, self.width).index_select(0, flat.reshape(-1)).view(-1, self.dim)
+        return gather_codewords(self.codebooks, codes)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         if self.serving:

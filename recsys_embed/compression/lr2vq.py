@@ -63,13 +63,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from recsys_embed.compression.codebooks import MAX_CODEWORDS, gather_codewords, nearest_codewords
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
 from recsys_embed.compression.registry import register_compression
 
 WHERE = "lr2vq"
-MAX_CODEWORDS = 256  # codes are uint8
-CHUNK = 1 << 22  # floats of distances computed at once when assigning codes
-TIE = 1e-5  # relative gap below which two codewords' GEMM distances are compared element-wise
 STAGES = ("training", "serving")
 
 
@@ -147,31 +145,14 @@ class LowRankVQ(CompressionMethod):
     # ---- codes ----------------------------------------------------------------------------
 
     def assign(self, z: torch.Tensor) -> torch.Tensor:
-        """The nearest codeword of each sub-vector, ``[N, m]`` int64, of latent rows ``z`` ``[N, r]``,
-        first index on ties, the same codes whatever the batch: distances ``||c||^2 - 2 z.c`` by a
-        batched GEMM, and the sub-vectors whose two best lie within ``TIE`` of their scale (where
-        the GEMM's rounding could order them by batch) settled by element-wise squared differences."""
-        z = z.detach().view(-1, self.subvectors, self.subdim)
-        books = self.codebooks.detach()  # [m, K, s]
-        if self.codewords == 1:
-            return torch.zeros(z.shape[:2], dtype=torch.int64, device=z.device)
-        norms = books.pow(2).sum(-1)  # [m, K]
-        top = norms.max(-1).values[:, None]  # [m, 1]
-        codes = []
-        for part in z.split(max(1, CHUNK // (self.subvectors * self.codewords))):
-            sub = part.transpose(0, 1)  # [m, n, s]
-            best = torch.baddbmm(norms[:, None, :], sub, books.transpose(1, 2), alpha=-2).topk(2, -1, largest=False)  # [m, n, 2]
-            code = best.indices[..., 0]
-            close = (best.values[..., 1] - best.values[..., 0]) <= TIE * (sub.pow(2).sum(-1) + top)  # [m, n]
-            j, i = close.nonzero(as_tuple=True)
-            code[j, i] = (sub[j, i][:, None, :] - books[j]).pow(2).sum(-1).argmin(-1)
-            codes.append(code.T)
-        return torch.cat(codes) if codes else torch.zeros(0, self.subvectors, dtype=torch.int64, device=z.device)
+        """The nearest codeword of each sub-vector, ``[N, m]`` int64, of latent rows ``z`` ``[N, r]``
+        (:func:`~recsys_embed.compression.codebooks.nearest_codewords`: first index on ties, the same
+        codes whatever the batch)."""
+        return nearest_codewords(z, self.codebooks)
 
     def quantized(self, codes: torch.Tensor) -> torch.Tensor:
         """The codewords ``[N, r]`` of codes ``[N, m]``: ``concat_j C_j[codes[:, j]]``."""
-        flat = codes.long() + torch.arange(self.subvectors, device=codes.device) * self.codewords
-        return self.codebooks.view(-1, self.subdim).index_select(0, flat.view(-1)).view(-1, self.rank)
+        return gather_codewords(self.codebooks, codes)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         if self.latent is None:

@@ -7,6 +7,7 @@ Example::
 
     >>> codes = binarize_artifact("runs/beauty/model", steps=2, bits=64)  # doctest: +SKIP
     >>> codes.save("runs/beauty/item-codes")  # doctest: +SKIP
+    >>> binarize_model("runs/beauty/model", "runs/beauty/item-codes", steps=2, bits=64)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,3 +31,13 @@ def binarize_artifact(path: str | Path, group: str | None = None, **options: Any
     if loaded.task != "sequential":
         raise ValueError(f"binarize: artifact {path} is a {loaded.task!r} model; name the table group to binarize")
     return binarize(loaded.model.retrieval_vectors()[FIRST_VALUE_ID:], **options)
+
+
+def binarize_model(path: str | Path, output: str | Path, group: str | None = None, **options: Any) -> BinaryCodes:
+    """:func:`binarize_artifact` of the artifact at ``path``, its codes saved as the artifact ``output``
+    (another directory: ``ValueError`` if it is ``path``)."""
+    if Path(output).resolve() == Path(path).resolve():
+        raise ValueError(f"binarize: the output {output} is the input model; write another directory")
+    codes = binarize_artifact(path, group, **options)
+    codes.save(output)
+    return codes

@@ -168,12 +168,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "binarize":
-        from recsys_embed.jobs.binarize import binarize_artifact
+        from recsys_embed.jobs.binarize import binarize_model
 
-        if Path(args.output).resolve() == Path(args.model).resolve():
-            raise ValueError(f"binarize: the output {args.output} is the input model; write another directory")
-        codes = binarize_artifact(args.model, args.group, steps=args.steps, bits=args.bits, iterations=args.iterations, seed=args.seed)
-        codes.save(args.output)
+        codes = binarize_model(args.model, args.output, args.group, steps=args.steps, bits=args.bits, iterations=args.iterations, seed=args.seed)
         rows, row_bytes = codes.codes.shape
         print(f"binarized {rows:,} rows of dim {codes.binarizer.dim} into {codes.bits_per_item} bits each ({row_bytes} bytes, "
               f"{row_bytes / (4 * codes.binarizer.dim):.3g} of fp32); saved to {args.output}")
