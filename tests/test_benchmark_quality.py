@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import importlib.util
 import json
@@ -9,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
@@ -39,6 +42,14 @@ def test_bucket_allocation_meets_the_budget_and_keeps_small_tables() -> None:
         assert buckets["device"] == 3 and buckets["hour"] == 24
         assert buckets["user_id"] > buckets["item_id"] > 32
     assert quality.allocate_buckets(sizes, dims, 16, floor=32) == {"user_id": 32, "item_id": 32, "device": 3, "hour": 24}
+
+
+def test_a_contender_is_a_name_and_a_json_object() -> None:
+    quality = load_script()
+    assert quality.contender('alpt 0.5={"method": "lpt", "max_abs": 0.5}') == ("alpt 0.5", {"method": "lpt", "max_abs": 0.5})
+    for bad in ("lpt", 'lpt={"method": "lpt"', "lpt=[1, 2]", '={"method": "lpt"}'):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected NAME=JSON"):
+            quality.contender(bad)
 
 
 def test_targets_compare_the_named_pairs() -> None:
