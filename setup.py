@@ -1,6 +1,6 @@
-"""Builds the compiled parts, two CPU kernels for x86-64 with AVX2: AutoInt's fused field attention
-and DIN's Dice (elsewhere the package installs without them and the models run their Python
-paths). Metadata: setup.cfg."""
+"""Builds the compiled parts, three CPU kernels for x86-64 with AVX2: AutoInt's fused field
+attention, DIN's Dice and QR's row product (elsewhere the package installs without them and the
+models and QR run their Python paths). Metadata: setup.cfg."""
 
 import platform
 
@@ -18,6 +18,12 @@ if platform.machine() in ("x86_64", "AMD64"):
             extra_compile_args=["-O3", "-mavx2", "-mfma"],
         )
         for name in ("field_attention", "dice")
+    ] + [
+        CppExtension(
+            "recsys_embed.compression._row_product",
+            ["recsys_embed/compression/row_product.cpp"],
+            extra_compile_args=["-O3", "-mavx2", "-mfma"],
+        )
     ]
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}
 

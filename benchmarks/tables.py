@@ -9,7 +9,9 @@ batch B, one id per feature, one thread:
   ``FusedTables`` configures it, fbgemm's own bounds check off (the prepared ids are in range;
   our layouts check every id against its own table instead);
 * ``raw_tbe_two_reads``: the packed kernel reading two rows per id (``2F`` slots) from a table
-  of the budget's rows: the floor of a two-table method that combines its reads (QR ``mult``);
+  of the budget's rows: the floor of a two-table method that combines its reads (double hashing
+  and QR ``concat``); what QR ``mult`` would cost with its quotient table in the kernel (it keeps
+  those few rows dense and reads the kernel once per id);
 * ``raw_tbe_bag_of_two``: the same rows read as one bag of two rows per id (``F`` slots, the kernel
   sums them): the floor of a two-table method whose reads the kernel pools (double hashing
   ``sum``, QR ``add``: ``CompressionMethod.pools_reads``);
@@ -27,7 +29,8 @@ batch B, one id per feature, one thread:
   method ``<method>`` at ``--budget`` (default 0.1: a tenth of the exact table's weights), for
   every registered method (``--methods``; built-in and installed plugins, ``exact`` included:
   the compressed layout's own overhead). Row methods run in the layout's one fused kernel
-  (same fused rowwise Adagrad), computed methods also step their dense parameters with Adam.
+  (same fused rowwise Adagrad); computed methods, mixed dims' projections and QR ``mult``'s
+  quotient factors also step their dense parameters with the Trainer's (fused) Adam.
   A method that cannot be built at the budget is listed with its error, not dropped. Its
   ``compression`` is that of the layout it trains, ``served_compression`` that of the layout it
   serves (``serving_layout()``; they differ for ``dpq``, which trains a query table, and ``lr2vq``, which
@@ -75,6 +78,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys_embed.artifacts import versions
 from recsys_embed.compression import CompressedTables, budget_parameters, compression_methods, method_class
 from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.jobs.trainer import dense_optimizer
 from recsys_embed.tables.base import TableOptimizer
 from recsys_embed.tables.multiplexed import MultiplexedConfig, MultiplexedTables
 from recsys_embed.tables.per_feature import PerFeatureTables
@@ -147,12 +151,13 @@ def contenders(
         return step
 
     def dense_step(tables: CompressedTables) -> Callable[[int], None]:
-        """``ours`` plus an Adam step on the layout's dense parameters (computed methods, projections)."""
+        """``ours`` plus the Trainer's Adam step (fused) on the layout's dense parameters (computed
+        methods, projections, QR ``mult``'s quotient tables)."""
         fused = set(tables.fused_parameters())
         dense = [p for p in tables.parameters() if p.requires_grad and p not in fused]
         if not dense:
             return ours(tables)
-        opt, forward_backward = torch.optim.Adam(dense, lr=LR), ours(tables)
+        opt, forward_backward = dense_optimizer("adam", [{"params": dense, "lr": LR}]), ours(tables)
 
         def step(i: int) -> None:
             forward_backward(i)

@@ -1,6 +1,7 @@
 """What each row method promises beyond the shared harness (tests/test_compression_methods.py):
 double hashing's two independent hashes and its pair-collision rate, the adaptive hybrid's
-collision-free frequent ids, mixed dims' block geometry, projections and exact counts."""
+collision-free frequent ids, mixed dims' block geometry, projections and exact counts, QR's
+vectors, its dense quotient factors (``mult``) and the row product they go through."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ import pytest
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys_embed.compression import AdaptiveHashing, CompressedTables, DoubleHashing, MethodConfigError, MixedDimensions
+from recsys_embed.compression import (
+    AdaptiveHashing,
+    CompressedTables,
+    DoubleHashing,
+    MethodConfigError,
+    MixedDimensions,
+    QuotientRemainder,
+)
+from recsys_embed.compression.method import ADAM_MOMENTS
 from recsys_embed.compression.mixed_dims import block_sizes
+from recsys_embed.compression.row_product import KERNEL, row_product
 from recsys_embed.features import FeatureSpec, Schema
 from recsys_embed.tables.accounting import expected_collision_rate
 
@@ -187,3 +197,104 @@ def test_mixed_dims_explicit_geometry_and_errors() -> None:
         MixedDimensions.from_options(100, 8, {"sizes": [10, 90], "dims": [8, 6]}, budget=None)
     with pytest.raises(MethodConfigError, match="without 'budget'"):
         MixedDimensions.from_options(100, 8, {"sizes": [10, 90], "dims": [8, 4]}, budget=400)
+
+
+# ---- QR -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("combine", ["mult", "add", "concat"])
+def test_qr_vectors_combine_the_quotient_and_remainder_rows(combine: str) -> None:
+    n = 3000
+    tables = layout(n, {"method": "qr", "budget": 0.1, "combine": combine})
+    method = tables.methods["item_id"]
+    assert isinstance(method, QuotientRemainder)
+    m = method.remainder
+    ids = torch.tensor([0, 1, m - 1, m, m + 1, 2 * m + 5, n - 1])
+    with torch.no_grad():
+        out = tables(KeyedJaggedTensor.from_lengths_sync(["item_id"], ids, torch.ones_like(ids))).pooled["item_id"]
+    if combine == "mult":  # the remainder rows in the kernel, the quotient factors dense
+        assert [r for r, _ in method.kernel_tables()] == [m] and method.quotient.shape == (method.quotients, DIM)
+        expected = method.quotient.detach()[ids // m] * kernel_weight(tables, 0)[ids % m]
+    else:
+        quotient, remainder = kernel_weight(tables, 0)[ids // m], kernel_weight(tables, 1)[ids % m]
+        expected = quotient + remainder if combine == "add" else torch.cat([quotient, remainder], dim=1)
+    assert torch.allclose(out, expected, atol=1e-7)
+    # no two ids share both rows: every id keeps a vector of its own
+    every = tables(KeyedJaggedTensor.from_lengths_sync(["item_id"], torch.arange(n), torch.ones(n, dtype=torch.long))).pooled["item_id"]
+    assert torch.unique(every.detach(), dim=0).shape[0] == n
+
+
+def test_qr_mult_trains_its_quotient_factors_densely_and_counts_them() -> None:
+    n = 3000
+    tables = layout(n, {"method": "qr", "budget": 0.1})
+    method = tables.methods["item_id"]
+    assert isinstance(method, QuotientRemainder)
+    m = method.remainder
+    ids = torch.tensor([5, m + 5, 2 * m + 7, 5])
+    rows = kernel_weight(tables, 0)[ids % m].clone()
+    grad = torch.randn(len(ids), DIM)
+    tables(KeyedJaggedTensor.from_lengths_sync(["item_id"], ids, torch.ones_like(ids))).pooled["item_id"].backward(grad)
+    # d Q[q] = sum over the ids of quotient q of grad * R[i mod m]; the dense optimizer steps it
+    expected = torch.zeros_like(method.quotient).index_add_(0, ids // m, grad * rows)
+    assert method.quotient.grad is not None and torch.allclose(method.quotient.grad, expected, atol=1e-6)
+    assert {id(p) for p in tables.fused_parameters()}.isdisjoint({id(method.quotient)})
+    # memory: the quotient factors with their Adam moments, the kernel's remainder rows with rowwise Adagrad's momentum
+    assert method.num_parameters() == method.quotients * DIM
+    assert method.memory_bytes() == method.quotients * DIM * 4 * (1 + ADAM_MOMENTS)
+    assert tables.num_parameters() == (method.quotients + m) * DIM <= n * DIM // 10
+    assert "mult: quotient 11 x 16 (dense), remainder 289 x 16" in tables.summary()
+
+
+def test_qr_mult_one_product_over_groups_of_different_geometry() -> None:
+    """Features of several QR groups combine in one row product: each slot reads its own group's factors."""
+    schema = Schema([FeatureSpec("user_id", embedding_dim=DIM), FeatureSpec("item_id", embedding_dim=DIM),
+                     FeatureSpec("hist", kind="sequence", table="item_id", max_len=3, embedding_dim=DIM)])
+    torch.manual_seed(0)
+    tables = CompressedTables(schema, {"user_id": 500, "item_id": 2000},
+                              {"user_id": QuotientRemainder(500, DIM, remainder=30), "item_id": QuotientRemainder(2000, DIM, remainder=70)})
+    assert [u.features for u in tables.units] == [("user_id", "item_id", "hist")]
+    kjt = KeyedJaggedTensor.from_lengths_sync(["user_id", "item_id", "hist"], torch.tensor([499, 3, 1999, 71, 140, 2, 7]),
+                                              torch.tensor([1, 1, 1, 1, 2, 1]))
+    out = tables(kjt)
+    assert tables.kernel is not None
+    weights = {g: tables.kernel.weights()[tables.kernel.table_names.index(f"{g}/0")].detach() for g in ("user_id", "item_id")}
+
+    def vector(group: str, i: int) -> torch.Tensor:
+        method = tables.methods[group]
+        return method.quotient.detach()[i // method.remainder] * weights[group][i % method.remainder]  # type: ignore[operator]
+
+    assert torch.allclose(out.pooled["user_id"], torch.stack([vector("user_id", 499), vector("user_id", 3)]))
+    assert torch.allclose(out.pooled["item_id"], torch.stack([vector("item_id", 1999), vector("item_id", 71)]))
+    assert torch.allclose(out.sequences["hist"][0, :2], torch.stack([vector("item_id", 140), vector("item_id", 2)]))
+    assert torch.allclose(out.sequences["hist"][1, 0], vector("item_id", 7)) and not out.sequences["hist"][0, 2].any()
+    assert out.masks["hist"].tolist() == [[True, True, False], [True, False, False]]
+
+
+@pytest.mark.skipif(not KERNEL, reason="the compiled row product is built on x86-64 with AVX2 only")
+@pytest.mark.parametrize("dim", [16, 12, 4])
+def test_row_product_kernel_equals_the_eager_ops(dim: int) -> None:
+    """The compiled forward and backward against ``rows * table[index]`` in float64 (rows a strided
+    view, as the kernel's output columns are; a non-contiguous incoming gradient)."""
+    gen = torch.Generator().manual_seed(0)
+    out_cols = torch.randn(64, 3 * 5 * dim, generator=gen)
+    rows = out_cols.view(64, 15, dim)[:, 5:10].detach().requires_grad_()  # strides (15 * dim, dim, 1)
+    assert not rows.is_contiguous()
+    table = torch.randn(7, dim, generator=gen, requires_grad=True)
+    index = torch.randint(0, 7, (64, 5), generator=gen)
+    grad = torch.randn(5, 64, dim, generator=gen).transpose(0, 1)  # [64, 5, dim], not contiguous
+    got = row_product(rows, table, index)
+    got.backward(grad)
+    rows64, table64 = rows.detach().double().requires_grad_(), table.detach().double().requires_grad_()
+    expected = row_product(rows64, table64, index)  # float64: the eager path
+    expected.backward(grad.double())
+    assert torch.allclose(got.double(), expected, atol=1e-6)
+    assert rows.grad is not None and torch.allclose(rows.grad.double(), rows64.grad, atol=1e-6)  # type: ignore[arg-type]
+    assert table.grad is not None and torch.allclose(table.grad.double(), table64.grad, atol=1e-4)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not KERNEL, reason="the compiled row product is built on x86-64 with AVX2 only")
+def test_row_product_kernel_checks_its_inputs() -> None:
+    rows, table = torch.randn(4, 2, 8), torch.randn(3, 8)
+    with pytest.raises(RuntimeError, match=r"row_product: index must be int64 \[4, 2\]"):
+        torch.ops.recsys_embed.row_product_forward(rows, torch.zeros(4, 3, dtype=torch.long), table)
+    with pytest.raises(RuntimeError, match=r"row_product: table must be contiguous float32 \[T, 8\]"):
+        torch.ops.recsys_embed.row_product_forward(rows, torch.zeros(4, 2, dtype=torch.long), torch.randn(3, 4))

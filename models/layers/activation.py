@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from recsys_embed.models.layers.blocks import row_blocks
-from recsys_embed.models.layers.kernels import load_kernel
+from recsys_embed.kernels import load_kernel
 
 ACTIVATIONS = ("dice", "prelu", "relu", "gelu")
-DICE_KERNEL = load_kernel("_dice")
+DICE_KERNEL = load_kernel("recsys_embed.models.layers._dice")
 
 
 class Dice(nn.Module):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from recsys_embed.models.layers.kernels import load_kernel
+from recsys_embed.kernels import load_kernel
 
 MAX_FIELDS = 64
 HEAD_DIMS = (8, 16)
-KERNEL_AVAILABLE = load_kernel("_field_attention")
+KERNEL_AVAILABLE = load_kernel("recsys_embed.models.layers._field_attention")
 
 
 def fused_applies(qkv: torch.Tensor, num_heads: int) -> bool:

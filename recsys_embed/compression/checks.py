@@ -63,7 +63,7 @@ def check_method(group: str, method: CompressionMethod, num_ids: int, dim: int) 
                 bad = [r for r, j in enumerate(reads) if bool(((rows[r] < -1) | (rows[r] >= tables[j][0])).any())]
                 if bad:
                     raise fail(f"kernel_rows gave rows outside the kernel tables for read(s) {bad} (sizes {tables})")
-                out = method.combine([torch.zeros(2, tables[j][1]) for j in reads])
+                out = method.combine([torch.zeros(2, tables[j][1]) for j in reads], ids, [(method, 1)])
             else:
                 out = method.lookup(ids)
     except PluginError:

@@ -89,7 +89,7 @@ class DoubleHashing(CompressionMethod):
         torch.remainder(h & 0xFFFFFFFF, self.table_rows[1], out=rows[1])
         return rows
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         first, second = parts
         return first + second if self.combine_mode == "sum" else torch.cat([first, second], dim=-1)
 

@@ -35,7 +35,7 @@ class ExactTable(CompressionMethod):
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
         return ids[None]
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         return parts[0]
 
     def pools_reads(self) -> bool:

@@ -58,7 +58,7 @@ class HashingTrick(CompressionMethod):
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
         return bucket_torch(ids, self.seed, self.rows)[None]
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         return parts[0]
 
     def pools_reads(self) -> bool:

@@ -365,8 +365,14 @@ class CompressedTables(TableLayout):
                 parts.setdefault(seg.unit, {})[seg.part] = columns.view(shape)
         for u, unit_parts in parts.items():
             unit = self.units[u]
-            method = self.methods[self.schema[unit.features[0]].table]  # type: ignore[index]
-            combined = method.combine([unit_parts[j] for j in range(len(unit_parts))])
+            methods = [self.methods[self.schema[f].table] for f in unit.features]  # type: ignore[index]
+            grids = [ids[f].view(self.slots[f], batch).T for f in unit.features]  # [B, P] each
+            if unit.batched:
+                unit_ids = grids[0] if len(grids) == 1 else torch.cat(grids, dim=1)
+            else:
+                unit_ids = grids[0] if unit.features[0] in self.sequences else grids[0].reshape(batch)
+            runs = [(m, self.slots[f]) for m, f in zip(methods, unit.features)]
+            combined = methods[0].combine([unit_parts[j] for j in range(len(unit_parts))], unit_ids.clamp(min=0), runs)  # type: ignore[operator]
             if len(unit.features) == 1:
                 vectors[unit.features[0]] = combined
             else:  # one combine for all the unit's slots, split per feature (adjacent gradients pass through)

@@ -132,8 +132,13 @@ class CompressionMethod(nn.Module, abc.ABC):
         """Row methods: ``[k, N]`` int64, the row of each id for each of the ``k`` reads (``-1``: none)."""
         raise NotImplementedError(f"{self._name()} keeps no kernel tables")
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Row methods: the ``k`` rows read ``[..., d_j]`` (zeros where none) to vectors ``[..., dim]``."""
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
+        """Row methods: the ``k`` rows read ``[..., d_j]`` (zeros where none) to vectors ``[..., dim]``.
+        ``ids``: the id each vector is for, ``parts[0].shape[:-1]`` (``0`` in an empty slot, whose
+        vector the layout zeroes). ``runs``: ``(method, positions)`` in order along dim 1 of a
+        unit's parts ``[B, positions, d_j]`` (the features of several groups whose methods share a
+        :meth:`combine_key`), ``[(self, P)]`` for a feature combined on its own. A combine that
+        reads only ``parts`` ignores both; QR ``mult`` reads each id's quotient factor."""
         raise NotImplementedError(f"{self._name()} keeps no kernel tables")
 
     def pools_reads(self) -> bool:
@@ -147,7 +152,7 @@ class CompressionMethod(nn.Module, abc.ABC):
 
     def combine_key(self) -> Any:
         """Row methods that do not pool their reads: a hashable that methods share only when their
-        :meth:`combine` is the same function (no parameters of their own, same kind of reads), or
+        :meth:`combine` is the same function of ``(parts, ids, runs)`` (same kind of reads), or
         ``None``. The layout combines the reads of all features whose methods share a key (and
         read widths and dim) in ONE call, on parts ``[B, positions, d_j]`` holding every slot of
         those features: a few large element-wise ops in forward and backward instead of a few per

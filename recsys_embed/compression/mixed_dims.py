@@ -176,7 +176,7 @@ class MixedDimensions(CompressionMethod):
             local = torch.where(block == b, bucket_torch(ids, self.seed, self.rows[b]), local)
         return torch.full((len(self.sizes), ids.numel()), -1, dtype=torch.int64, device=ids.device).scatter_(0, block[None], local[None])
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         out = sum(parts[b] for b in self.full) if self.full else 0
         if self.projected:
             out = out + torch.cat([parts[b] for b in self.projected], dim=-1) @ torch.cat(list(self.projections))

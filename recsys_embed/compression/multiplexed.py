@@ -81,7 +81,7 @@ class Multiplexed(CompressionMethod):
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.stack([bucket_torch(ids, seed_of(f"{self.salt}/{self.group}/{j}"), self.rows) for j in range(self.probes)])
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         return parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=-1)
 
     def combine_key(self) -> str:

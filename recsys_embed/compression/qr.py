@@ -10,22 +10,34 @@ is per id: DLRM's ``qr_embedding_bag`` pools each table before combining, which 
 only for one-id bags.
 
 Budget: the largest ``m`` with ``m + ceil(n / m)`` rows within it; the fewest rows any ``m``
-gives is about ``2 sqrt(n)``, less is a clear error. With ``mult`` the quotient table starts
-near 1 (``1 + U(-s, s)``) so the product starts as small as an exact table's rows.
+gives is about ``2 sqrt(n)``, less is a clear error.
+
+Storage. ``add`` and ``concat``: both tables in the fused kernel (``add`` reads an id's two rows
+as one bag the kernel sums). ``mult``: the remainder table in the fused kernel, one read per id
+like an exact table; the quotient table (``ceil(n / m)`` rows: about ``1 / budget`` of them at a
+budget) is a dense parameter that the dense optimizer trains, applied to the kernel's rows by
+:func:`~recsys_embed.compression.row_product.row_product` (one pass each way). A second kernel
+read per id costs the fused kernel about 0.4x an exact table's step at the tables benchmark's
+shape; the product with a small table costs a tenth of that. The quotient rows start near 1
+(``1 + U(-0.05, 0.05)``) so the product starts as small as an exact table's rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
+from recsys_embed.compression.row_product import row_product
 
 COMBINES = ("mult", "add", "concat")
+QUOTIENT_INIT = 0.05  # mult: quotient rows start uniform in [1 - QUOTIENT_INIT, 1 + QUOTIENT_INIT]
 
 
 def fewest_rows(num_ids: int) -> int:
@@ -50,44 +62,10 @@ def remainder_rows(num_ids: int, rows: int) -> int:
     return m
 
 
-class _Product(torch.autograd.Function):
-    """``a * b`` whose backward writes both gradients side by side in one buffer ``[B, 2, ...]``."""
-
-    @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
-        return a * b
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = ctx.saved_tensors
-        both = grad.new_empty((grad.shape[0], 2, *grad.shape[1:]))
-        torch.mul(grad, b, out=both[:, 0])
-        torch.mul(grad, a, out=both[:, 1])
-        return both[:, 0], both[:, 1]
-
-
-def side_by_side_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * b`` (same shapes ``[B, ...]``). With gradients, the gradients of ``a`` and ``b`` come out
-    as the two halves of each row of one buffer: the layout reads a combine unit's quotients and
-    remainders as consecutive column blocks of the kernel's output, so they reach the kernel as one
-    tensor, without the copy that joining two separate gradients would take (about 1/8 of a step
-    at the benchmark's shape).
-
-    >>> a, b = torch.randn(3, 4, requires_grad=True), torch.randn(3, 4, requires_grad=True)
-    >>> side_by_side_product(a, b).sum().backward()
-    >>> torch.equal(a.grad, b.detach()), torch.equal(b.grad, a.detach())
-    (True, True)
-    """
-    if a.shape != b.shape or not (a.requires_grad or b.requires_grad) or a.dim() < 1:
-        return a * b
-    return _Product.apply(a, b)
-
-
 @register_compression("qr")
 class QuotientRemainder(CompressionMethod):
-    """Quotient and remainder tables in the fused kernel. Options: ``combine`` (``mult``, ``add``,
-    ``concat``), ``remainder`` (``m``; or a budget)."""
+    """Quotient and remainder tables (``mult``: the quotient table dense, see the module docstring).
+    Options: ``combine`` (``mult``, ``add``, ``concat``), ``remainder`` (``m``; or a budget)."""
 
     description = "quotient-remainder: two small tables, combined per id (Shi et al. 2020)"
 
@@ -103,6 +81,8 @@ class QuotientRemainder(CompressionMethod):
         self.quotients = -(-num_ids // remainder)
         width = dim // 2 if combine == "concat" else dim
         self.widths = (width, dim - width if combine == "concat" else dim)
+        if combine == "mult":
+            self.quotient = nn.Parameter(torch.empty(self.quotients, dim).uniform_(1 - QUOTIENT_INIT, 1 + QUOTIENT_INIT))
 
     @classmethod
     def from_options(cls, num_ids: int, dim: int, options: Mapping[str, Any], budget: int | None) -> QuotientRemainder:
@@ -123,21 +103,37 @@ class QuotientRemainder(CompressionMethod):
         return {"combine": self.combine_mode, "remainder": self.remainder}
 
     def kernel_tables(self) -> list[tuple[int, int]]:
-        return [(self.quotients, self.widths[0]), (self.remainder, self.widths[1])]
+        """``mult``: the remainder table; ``add``, ``concat``: the quotient and the remainder table."""
+        remainders = [(self.remainder, self.widths[1])]
+        return remainders if self.combine_mode == "mult" else [(self.quotients, self.widths[0]), *remainders]
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.combine_mode == "mult":
+            return torch.remainder(ids, self.remainder)[None]
         rows = torch.empty((2, ids.numel()), dtype=torch.int64, device=ids.device)  # no stack: written in place
         torch.floor_divide(ids, self.remainder, out=rows[0])
         torch.remainder(ids, self.remainder, out=rows[1])
         return rows
 
-    def combine(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        quotient, remainder = parts
-        if self.combine_mode == "mult":
-            return side_by_side_product(quotient, remainder)
+    def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
+        """``mult``: the remainder rows times the quotient rows of ``ids // m``, for every group of
+        ``runs`` at once (their quotient tables side by side); ``add``: the sum (when not pooled);
+        ``concat``: the two halves."""
         if self.combine_mode == "add":
-            return quotient + remainder
-        return torch.cat([quotient, remainder], dim=-1)
+            return parts[0] + parts[1]
+        if self.combine_mode == "concat":
+            return torch.cat(list(parts), dim=-1)
+        rows = parts[0] if parts[0].dim() == 3 else parts[0].unsqueeze(1)  # [B, P, D]
+        grid = ids if ids.dim() == 2 else ids.unsqueeze(1)  # [B, P]
+        methods = list(dict.fromkeys(m for m, _ in runs))
+        if len(methods) == 1:
+            index, table = torch.div(grid, self.remainder, rounding_mode="floor"), self.quotient
+        else:
+            first = dict(zip(methods, itertools.accumulate((m.quotients for m in methods), initial=0)))
+            divisors = torch.tensor([m.remainder for m, p in runs for _ in range(p)], device=grid.device)  # type: ignore[attr-defined]
+            starts = torch.tensor([first[m] for m, p in runs for _ in range(p)], device=grid.device)
+            index, table = torch.div(grid, divisors, rounding_mode="floor") + starts, torch.cat([m.quotient for m in methods])  # type: ignore[misc]
+        return row_product(rows, table, index).view(parts[0].shape)
 
     def pools_reads(self) -> bool:
         """``add``: the kernel sums the two rows of an id in one bag (no combine)."""
@@ -151,9 +147,6 @@ class QuotientRemainder(CompressionMethod):
         """``concat``: a prefix within the quotient half is shared by ``m`` ids at a time: no."""
         return self.combine_mode != "concat" or dim > self.widths[0]
 
-    def initialize(self, table: int, weight: torch.Tensor) -> None:
-        if table == 0 and self.combine_mode == "mult":
-            weight.add_(1.0)
-
     def details(self) -> str:
-        return f"{self.combine_mode}: quotient {self.quotients:,} x {self.widths[0]}, remainder {self.remainder:,} x {self.widths[1]}"
+        dense = " (dense)" if self.combine_mode == "mult" else ""
+        return f"{self.combine_mode}: quotient {self.quotients:,} x {self.widths[0]}{dense}, remainder {self.remainder:,} x {self.widths[1]}"
