@@ -17,7 +17,7 @@ SOURCES = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "recsys_embed
 
 def source_tree(target: Path) -> list[str]:
     """A copy of the sources in ``target``; the kernels that `make setup` compiled from the same
-    sources (AutoInt's field attention, DIN's Dice) go where the wheel's build looks for them
+    sources (AutoInt's field attention, DIN's Dice, QR's row product) go where the wheel's build looks for them
     (build/lib.<platform>-<tag>/), their times kept, so setuptools' build_ext takes them as up to
     date instead of compiling them again (a kernel older than its source is compiled again, as in
     any in-tree build). Returns the kernels' paths in the wheel."""
@@ -29,10 +29,11 @@ def source_tree(target: Path) -> list[str]:
             shutil.copy2(REPO / name, target / name)
     build_lib = target / "build" / f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
     kernels = []
-    for kernel in (REPO / "models" / "layers").glob("_*.so"):
-        (build_lib / "recsys_embed" / "models" / "layers").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(kernel, build_lib / "recsys_embed" / "models" / "layers" / kernel.name)
-        kernels.append(f"recsys_embed/models/layers/{kernel.name}")
+    for folder, package in ((REPO / "models" / "layers", "recsys_embed/models/layers"), (REPO / "recsys_embed" / "compression", "recsys_embed/compression")):
+        for kernel in folder.glob("_*.so"):
+            (build_lib / package).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(kernel, build_lib / package / kernel.name)
+            kernels.append(f"{package}/{kernel.name}")
     return kernels
 
 
