@@ -1,6 +1,6 @@
 """Builds the compiled parts, three CPU kernels for x86-64 with AVX2: AutoInt's fused field
-attention, DIN's Dice and QR's row product (elsewhere the package installs without them and the
-models and QR run their Python paths). Metadata: setup.cfg."""
+attention, DIN's Dice and the compression methods' ops (QR's row product, double hashing's rows; elsewhere
+the package installs without them and the models and methods run their Python paths). Metadata: setup.cfg."""
 
 import platform
 
@@ -20,8 +20,8 @@ if platform.machine() in ("x86_64", "AMD64"):
         for name in ("field_attention", "dice")
     ] + [
         CppExtension(
-            "recsys_embed.compression._row_product",
-            ["recsys_embed/compression/row_product.cpp"],
+            "recsys_embed.compression._kernels",
+            ["recsys_embed/compression/kernels.cpp"],
             extra_compile_args=["-O3", "-mavx2", "-mfma"],
         )
     ]

@@ -1,5 +1,5 @@
 """The compiled CPU kernels (``models/layers/field_attention.cpp``, ``models/layers/dice.cpp``,
-``recsys_embed/compression/row_product.cpp``), built by ``setup.py`` on x86-64: importing one
+``recsys_embed/compression/kernels.cpp``), built by ``setup.py`` on x86-64: importing one
 registers its ops under ``torch.ops.recsys_embed``."""
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ MODULES = ["recsys_embed.compression.method", "recsys_embed.compression.registry
            "recsys_embed.compression.qr", "recsys_embed.compression.multiplexed", "recsys_embed.compression.double_hashing",
            "recsys_embed.compression.adaptive", "recsys_embed.compression.mixed_dims", "recsys_embed.compression.robe",
            "recsys_embed.compression.tt_rec", "recsys_embed.compression.dhe", "recsys_embed.compression.dpq",
-           "recsys_embed.compression.lpt", "recsys_embed.compression.lr2vq", "recsys_embed.compression.codebooks"]
+           "recsys_embed.compression.lpt", "recsys_embed.compression.lr2vq", "recsys_embed.compression.codebooks",
+           "recsys_embed.compression.kernels"]
 
 
 def schema() -> Schema:

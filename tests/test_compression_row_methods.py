@@ -19,8 +19,9 @@ from recsys_embed.compression import (
 )
 from recsys_embed.compression.method import ADAM_MOMENTS
 from recsys_embed.compression.mixed_dims import block_sizes
-from recsys_embed.compression.row_product import KERNEL, row_product
+from recsys_embed.compression.kernels import KERNEL, double_hash_rows, row_product
 from recsys_embed.features import FeatureSpec, Schema
+from recsys_embed.hashing import hash_int_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 DIM = 16
@@ -298,3 +299,19 @@ def test_row_product_kernel_checks_its_inputs() -> None:
         torch.ops.recsys_embed.row_product_forward(rows, torch.zeros(4, 3, dtype=torch.long), table)
     with pytest.raises(RuntimeError, match=r"row_product: table must be contiguous float32 \[T, 8\]"):
         torch.ops.recsys_embed.row_product_forward(rows, torch.zeros(4, 2, dtype=torch.long), torch.randn(3, 4))
+
+
+@pytest.mark.skipif(not KERNEL, reason="the compiled ops are built on x86-64 with AVX2 only")
+def test_double_hash_rows_kernel_equals_the_eager_hash() -> None:
+    """Bit for bit the rows of ``hash_int_torch`` (high and low 32 bits, each modulo its table), seeds
+    above 2^63 and ids up to 2^63 - 1 included; the eager path is the one for other devices."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.cat([torch.randint(0, 2**62, (5000,), generator=gen), torch.arange(300), torch.tensor([2**63 - 1])])
+    for salt in ["", "item_id", "x" * 40]:
+        seed = seed_of(salt)
+        h = hash_int_torch(ids, seed)
+        expected = torch.stack([((h >> 32) & 0xFFFFFFFF) % 1000, (h & 0xFFFFFFFF) % 99_991])
+        assert torch.equal(double_hash_rows(ids, seed, 1000, 99_991), expected), salt
+    assert any(seed_of(s) >= 2**63 for s in ["", "item_id", "x" * 40])
+    with pytest.raises(RuntimeError, match=r"double_hash_rows: table rows must lie in \[1, 2\^31\), got 0 and 5"):
+        torch.ops.recsys_embed.double_hash_rows(ids, 1, 0, 5)

@@ -39,9 +39,10 @@ from typing import Any
 import torch
 
 from recsys_embed.compression.hashing import budget_rows
+from recsys_embed.compression.kernels import double_hash_rows
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import hash_int_torch, seed_of
+from recsys_embed.hashing import seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 COMBINES = ("sum", "concat")
@@ -83,11 +84,7 @@ class DoubleHashing(CompressionMethod):
         return [(rows, self.width) for rows in self.table_rows]
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        h = hash_int_torch(ids, self.seed)
-        rows = torch.empty((2, ids.numel()), dtype=torch.int64, device=ids.device)  # no stack: written in place
-        torch.remainder((h >> 32) & 0xFFFFFFFF, self.table_rows[0], out=rows[0])
-        torch.remainder(h & 0xFFFFFFFF, self.table_rows[1], out=rows[1])
-        return rows
+        return double_hash_rows(ids, self.seed, *self.table_rows)
 
     def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         first, second = parts

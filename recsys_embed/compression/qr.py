@@ -16,7 +16,7 @@ Storage. ``add`` and ``concat``: both tables in the fused kernel (``add`` reads 
 as one bag the kernel sums). ``mult``: the remainder table in the fused kernel, one read per id
 like an exact table; the quotient table (``ceil(n / m)`` rows: about ``1 / budget`` of them at a
 budget) is a dense parameter that the dense optimizer trains, applied to the kernel's rows by
-:func:`~recsys_embed.compression.row_product.row_product` (one pass each way). A second kernel
+:func:`~recsys_embed.compression.kernels.row_product` (one pass each way). A second kernel
 read per id costs the fused kernel about 0.4x an exact table's step at the tables benchmark's
 shape; the product with a small table costs a tenth of that. The quotient rows start near 1
 (``1 + U(-0.05, 0.05)``) so the product starts as small as an exact table's rows.
@@ -34,7 +34,7 @@ from torch import nn
 
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.compression.row_product import row_product
+from recsys_embed.compression.kernels import row_product
 
 COMBINES = ("mult", "add", "concat")
 QUOTIENT_INIT = 0.05  # mult: quotient rows start uniform in [1 - QUOTIENT_INIT, 1 + QUOTIENT_INIT]

@@ -1,16 +1,21 @@
-// The product of rows with rows of a small table, out[b, p] = rows[b, p] * table[index[b, p]]
-// (QR's quotient-remainder product, qr.py), in one pass forward and one pass backward on CPU:
-// where the eager ops gather table rows into a [B, P, D] tensor, multiply, and in backward
-// multiply twice and scatter-add, each streaming [B, P, D] tensors through memory.
-// rows [B, P, D] float32 with unit stride in D (a view of the fbgemm kernel's output columns),
-// index [B, P] int64 in [0, T), table [T, D] float32 contiguous.
-// Ops: torch.ops.recsys_embed.row_product_{forward,backward}; row_product.py holds the autograd
-// function, the math and the path for other devices and dtypes.
+// The compiled CPU ops of the compression methods (kernels.py holds their autograd functions, the
+// math and the eager paths for other devices and dtypes; each is checked against them):
+//
+// * row_product_{forward,backward}: out[b, p] = rows[b, p] * table[index[b, p]] (QR's
+//   quotient-remainder product, qr.py) in one pass forward and one pass backward, where the eager
+//   ops gather table rows into a [B, P, D] tensor, multiply, and in backward multiply twice and
+//   scatter-add, each streaming [B, P, D] tensors through memory. rows [B, P, D] float32 with unit
+//   stride in D (a view of the fbgemm kernel's output columns), index [B, P] int64 in [0, T),
+//   table [T, D] float32 contiguous.
+// * double_hash_rows: double hashing's two rows of each id (double_hashing.py), the SplitMix64
+//   hash of recsys_embed/hashing.py and both modulos in one pass, where the eager path runs about
+//   fifteen int64 ops over the ids.
 #include <Python.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <tuple>
 
 namespace {
@@ -80,19 +85,53 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   return {grad_rows, grad_table};
 }
 
+// SplitMix64 of id ^ seed (recsys_embed/hashing.py: hash_int_np, the same 64 bits).
+inline uint64_t splitmix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+// rows [2, N]: (h >> 32) mod first, (h & 0xFFFFFFFF) mod second, h = splitmix64(id ^ seed)
+at::Tensor double_hash_rows(const at::Tensor& ids, int64_t seed, int64_t first, int64_t second) {
+  TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "double_hash_rows: ids must be int64 [N], got ",
+              ids.scalar_type(), " ", ids.sizes());
+  TORCH_CHECK(first >= 1 && first < (1LL << 31) && second >= 1 && second < (1LL << 31),
+              "double_hash_rows: table rows must lie in [1, 2^31), got ", first, " and ", second);
+  const at::Tensor in = ids.contiguous();
+  const int64_t N = in.numel();
+  at::Tensor rows = at::empty({2, N}, in.options());
+  const int64_t* x = in.data_ptr<int64_t>();
+  int64_t* r0 = rows.data_ptr<int64_t>();
+  int64_t* r1 = r0 + N;
+  const uint64_t s = static_cast<uint64_t>(seed);
+  const uint32_t m0 = static_cast<uint32_t>(first), m1 = static_cast<uint32_t>(second);
+  at::parallel_for(0, N, 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const uint64_t h = splitmix64(static_cast<uint64_t>(x[i]) ^ s);
+      r0[i] = static_cast<uint32_t>(h >> 32) % m0;
+      r1[i] = static_cast<uint32_t>(h) % m1;
+    }
+  });
+  return rows;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(recsys_embed, m) {
   m.def("row_product_forward(Tensor rows, Tensor index, Tensor table) -> Tensor");
   m.def("row_product_backward(Tensor grad, Tensor rows, Tensor index, Tensor table) -> (Tensor, Tensor)");
+  m.def("double_hash_rows(Tensor ids, int seed, int first, int second) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(recsys_embed, CPU, m) {
   m.impl("row_product_forward", &forward);
   m.impl("row_product_backward", &backward);
+  m.impl("double_hash_rows", &double_hash_rows);
 }
 
 // An importable module, so that importing it registers the ops above.
-PyMODINIT_FUNC PyInit__row_product() {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_row_product", "recsys_embed row product ops", -1, nullptr};
+PyMODINIT_FUNC PyInit__kernels() {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "recsys_embed compression ops", -1, nullptr};
   return PyModule_Create(&module);
 }
