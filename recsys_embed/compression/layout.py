@@ -282,7 +282,8 @@ class CompressedTables(TableLayout):
             pooled = spec.name in self.pooled  # the kernel summed the reads (an empty slot: an empty bag, zeros)
             grid = None if full and not spec.is_sequence else ids[spec.name].view(slots, batch).T  # [B, P]
             if spec.name in kernel_vectors:
-                vectors = kernel_vectors[spec.name].reshape(shape)
+                vectors = kernel_vectors[spec.name]
+                vectors = vectors if vectors.shape == shape else vectors.reshape(shape)  # no autograd node when it fits
             else:
                 grid = ids[spec.name].view(slots, batch).T
                 vectors = computed[spec.name].reshape(shape)
