@@ -16,9 +16,9 @@ Storage. ``add`` and ``concat``: both tables in the fused kernel (``add`` reads 
 as one bag the kernel sums). ``mult``: the remainder table in the fused kernel, one read per id
 like an exact table; the quotient table (``ceil(n / m)`` rows: about ``1 / budget`` of them at a
 budget) is a dense parameter that the dense optimizer trains, applied to the kernel's rows by
-:func:`~recsys_embed.compression.kernels.row_product` (one pass each way). A second kernel
-read per id costs the fused kernel about 0.4x an exact table's step at the tables benchmark's
-shape; the product with a small table costs a tenth of that. The quotient rows start near 1
+:func:`~recsys_embed.compression.kernels.row_product` (one pass each way). At the tables
+benchmark's shape a second kernel read per id would cost 0.4-0.5x an exact table's step, the
+row product costs about 0.15x (``benchmarks/tables.py``). The quotient rows start near 1
 (``1 + U(-0.05, 0.05)``) so the product starts as small as an exact table's rows.
 """
 
