@@ -315,3 +315,10 @@ def test_double_hash_rows_kernel_equals_the_eager_hash() -> None:
     assert any(seed_of(s) >= 2**63 for s in ["", "item_id", "x" * 40])
     with pytest.raises(RuntimeError, match=r"double_hash_rows: table rows must lie in \[1, 2\^31\), got 0 and 5"):
         torch.ops.recsys_embed.double_hash_rows(ids, 1, 0, 5)
+
+
+def test_qr_mult_state_of_the_two_table_kernel_layout_is_refused_clearly() -> None:
+    """A QR ``mult`` state from when the quotient table was a kernel table (no ``quotient`` tensor of
+    its own) does not load as something else: the error names the tensors and the likely cause."""
+    with pytest.raises(ValueError, match=r"qr state: tensors \[\] do not fit the method's \['quotient'\] \(state saved by another version of qr\?"):
+        QuotientRemainder.from_state(3000, DIM, {}, {"method": "qr", "combine": "mult", "remainder": 289})

@@ -112,7 +112,8 @@ class CompressionMethod(nn.Module, abc.ABC):
         expected = set(method.state_dict())
         if set(tensors) != expected:
             raise ValueError(
-                f"{cls._name()} state: tensors {sorted(tensors)} do not fit the method's {sorted(expected)}"
+                f"{cls._name()} state: tensors {sorted(tensors)} do not fit the method's {sorted(expected)} "
+                f"(state saved by another version of {cls._name()}? e.g. QR 'mult' before its quotient factors were dense)"
             )
         method.load_state_dict(dict(tensors))
         return method
