@@ -9,7 +9,7 @@ ROWS   ?= 1000000
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-nodeps.txt setup.cfg setup.py pyproject.toml models/layers/field_attention.cpp \
-          models/layers/dice.cpp models/layers/avx2_math.h
+          models/layers/dice.cpp models/layers/avx2_math.h recsys_embed/compression/kernels.cpp
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check setuptools==84.2.1 wheel==0.48.0
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
