@@ -15,8 +15,8 @@ hashing ``sum``, QR ``add``, every one-read method) has ONE slot block whose bag
 rows of each id, summed by the kernel (no combine; a read of ``-1`` leaves a smaller bag, an
 empty slot an empty bag). The others have a slot block per read and are combined: the features
 of methods with one :meth:`~CompressionMethod.combine_key` (a unit) in one call over all their
-slots, their blocks ordered per read so that each read is one ``[B, positions, d]`` view of the
-kernel's output. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
+slots (with the slots' ids and the method of each run of positions), their blocks ordered per
+read so that each read is one ``[B, positions, d]`` view of the kernel's output. Categorical feature f gives ``pooled[f]`` ``[B, D]``,
 sequence s gives ``sequences[s]`` ``[B, L, D]`` and ``masks[s]``; empty slots are zeros.
 Categorical bags hold at most one id (per-id methods such as QR's product do not commute with
 pooling).
