@@ -19,9 +19,9 @@ from recsys_embed.compression import (
 )
 from recsys_embed.compression.method import ADAM_MOMENTS
 from recsys_embed.compression.mixed_dims import block_sizes
-from recsys_embed.compression.kernels import KERNEL, double_hash_rows, row_product
+from recsys_embed.compression.kernels import KERNEL, double_hash_rows, hash_buckets, row_product
 from recsys_embed.features import FeatureSpec, Schema
-from recsys_embed.hashing import hash_int_torch, seed_of
+from recsys_embed.hashing import bucket_torch, hash_int_torch, seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 DIM = 16
@@ -322,3 +322,18 @@ def test_qr_mult_state_of_the_two_table_kernel_layout_is_refused_clearly() -> No
     its own) does not load as something else: the error names the tensors and the likely cause."""
     with pytest.raises(ValueError, match=r"qr state: tensors \[\] do not fit the method's \['quotient'\] \(state saved by another version of qr\?"):
         QuotientRemainder.from_state(3000, DIM, {}, {"method": "qr", "combine": "mult", "remainder": 289})
+
+
+@pytest.mark.skipif(not KERNEL, reason="the compiled ops are built on x86-64 with AVX2 only")
+def test_hash_buckets_kernel_equals_the_eager_buckets() -> None:
+    """Bit for bit ``bucket_torch`` (the hashing trick's and the adaptive hybrid's rows, DHE's
+    hashes of a 2-d ``[N, k]``), negative and extreme int64 values included."""
+    gen = torch.Generator().manual_seed(1)
+    values = torch.cat([torch.randint(-(2**62), 2**62, (5000,), generator=gen), torch.tensor([2**63 - 1, -(2**63), 0, 1])])
+    for salt in ["", "hashing"]:
+        for buckets in [1, 7, 1000, 2**31 - 1]:
+            assert torch.equal(hash_buckets(values, seed_of(salt), buckets), bucket_torch(values, seed_of(salt), buckets)), (salt, buckets)
+    grid = torch.randint(0, 10_000, (50, 8), generator=gen) ^ torch.arange(8)
+    assert torch.equal(hash_buckets(grid, 0, 97), bucket_torch(grid, 0, 97)) and hash_buckets(grid, 0, 97).shape == (50, 8)
+    with pytest.raises(RuntimeError, match=r"hash_buckets: buckets must lie in \[1, 2\^31\), got 0"):
+        torch.ops.recsys_embed.hash_buckets(values, 1, 0)

@@ -38,9 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from recsys_embed.compression.kernels import hash_buckets
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import bucket_torch, hash_int_torch, seed_of
+from recsys_embed.hashing import hash_int_torch, seed_of
 
 ENCODINGS = ("uniform", "gaussian")
 ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU}
@@ -121,7 +122,7 @@ class DeepHashEmbedding(CompressionMethod):
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         """The dense hash encoding ``[N, k]`` of ids ``[N]`` (no parameters)."""
         # hash j of x is splitmix64(x ^ seed_j): bucket_torch with seed 0 of x ^ seed_j, all k at once
-        buckets = bucket_torch(ids[:, None] ^ self.seeds, 0, self.buckets).to(torch.float32)  # [N, k]
+        buckets = hash_buckets(ids[:, None] ^ self.seeds, 0, self.buckets).to(torch.float32)  # [N, k]
         if self.encoding == "uniform":
             return buckets * (2 / (self.buckets - 1)) - 1
         p = (buckets + 1) / self.buckets  # (0, 1]

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
+from recsys_embed.compression.kernels import hash_buckets
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import bucket_torch, seed_of
+from recsys_embed.hashing import seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 
@@ -56,7 +57,7 @@ class HashingTrick(CompressionMethod):
         return [(self.rows, self.dim)]
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return bucket_torch(ids, self.seed, self.rows)[None]
+        return hash_buckets(ids, self.seed, self.rows)[None]
 
     def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         return parts[0]

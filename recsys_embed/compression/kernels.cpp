@@ -7,9 +7,11 @@
 //   scatter-add, each streaming [B, P, D] tensors through memory. rows [B, P, D] float32 with unit
 //   stride in D (a view of the fbgemm kernel's output columns), index [B, P] int64 in [0, T),
 //   table [T, D] float32 contiguous.
-// * double_hash_rows: double hashing's two rows of each id (double_hashing.py), the SplitMix64
-//   hash of recsys_embed/hashing.py and both modulos in one pass, where the eager path runs about
-//   fifteen int64 ops over the ids.
+// * hash_buckets: splitmix64(value ^ seed) mod buckets (unsigned) of every value (the hashing
+//   trick's and the adaptive hybrid's rows, DHE's k hashes), and double_hash_rows: double
+//   hashing's two rows of each id (double_hashing.py), the SplitMix64 hash of
+//   recsys_embed/hashing.py and the modulos in one pass, where the eager path runs about fifteen
+//   int64 ops over the ids.
 #include <Python.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -93,6 +95,21 @@ inline uint64_t splitmix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// out[i] = splitmix64(values[i] ^ seed) mod buckets, unsigned (hashing.py: bucket_torch)
+at::Tensor hash_buckets(const at::Tensor& values, int64_t seed, int64_t buckets) {
+  TORCH_CHECK(values.scalar_type() == at::kLong, "hash_buckets: values must be int64, got ", values.scalar_type());
+  TORCH_CHECK(buckets >= 1 && buckets < (1LL << 31), "hash_buckets: buckets must lie in [1, 2^31), got ", buckets);
+  const at::Tensor in = values.contiguous();
+  at::Tensor out = at::empty_like(in);
+  const int64_t* x = in.data_ptr<int64_t>();
+  int64_t* o = out.data_ptr<int64_t>();
+  const uint64_t s = static_cast<uint64_t>(seed), b = static_cast<uint64_t>(buckets);
+  at::parallel_for(0, in.numel(), 4096, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) o[i] = static_cast<int64_t>(splitmix64(static_cast<uint64_t>(x[i]) ^ s) % b);
+  });
+  return out;
+}
+
 // rows [2, N]: (h >> 32) mod first, (h & 0xFFFFFFFF) mod second, h = splitmix64(id ^ seed)
 at::Tensor double_hash_rows(const at::Tensor& ids, int64_t seed, int64_t first, int64_t second) {
   TORCH_CHECK(ids.dim() == 1 && ids.scalar_type() == at::kLong, "double_hash_rows: ids must be int64 [N], got ",
@@ -122,11 +139,13 @@ at::Tensor double_hash_rows(const at::Tensor& ids, int64_t seed, int64_t first, 
 TORCH_LIBRARY_FRAGMENT(recsys_embed, m) {
   m.def("row_product_forward(Tensor rows, Tensor index, Tensor table) -> Tensor");
   m.def("row_product_backward(Tensor grad, Tensor rows, Tensor index, Tensor table) -> (Tensor, Tensor)");
+  m.def("hash_buckets(Tensor values, int seed, int buckets) -> Tensor");
   m.def("double_hash_rows(Tensor ids, int seed, int first, int second) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(recsys_embed, CPU, m) {
   m.impl("row_product_forward", &forward);
   m.impl("row_product_backward", &backward);
+  m.impl("hash_buckets", &hash_buckets);
   m.impl("double_hash_rows", &double_hash_rows);
 }
 

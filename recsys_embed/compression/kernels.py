@@ -9,9 +9,12 @@ AVX2) and the eager paths that define them (other devices and dtypes, or no comp
       d table[t]   = sum over (b, p) with index[b, p] = t of grad[b, p] * rows[b, p]
 
   one pass each way (the eager ops stream several ``[B, P, D]`` tensors);
-* :func:`double_hash_rows` (double hashing's two rows of each id): the 64-bit SplitMix64 hash
-  ``h`` of ``id ^ seed`` (:func:`recsys_embed.hashing.hash_int_torch`), then
-  ``(h >> 32) mod M1`` and ``(h & (2^32 - 1)) mod M2``, one pass over the ids.
+* :func:`hash_buckets` (the hashing trick's and the adaptive hybrid's rows, DHE's hashes): the
+  64-bit SplitMix64 hash ``h`` of ``value ^ seed`` modulo ``buckets``, unsigned
+  (:func:`recsys_embed.hashing.bucket_torch`, bit for bit), one pass over the values;
+* :func:`double_hash_rows` (double hashing's two rows of each id): the same ``h`` of
+  ``id ^ seed`` (:func:`recsys_embed.hashing.hash_int_torch`), then ``(h >> 32) mod M1`` and
+  ``(h & (2^32 - 1)) mod M2``, one pass over the ids.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 import torch
 
-from recsys_embed.hashing import hash_int_torch
+from recsys_embed.hashing import bucket_torch, hash_int_torch
 from recsys_embed.kernels import load_kernel
 
 KERNEL = load_kernel("recsys_embed.compression._kernels")
@@ -59,6 +62,23 @@ def row_product(rows: torch.Tensor, table: torch.Tensor, index: torch.Tensor) ->
     return _RowProduct.apply(rows, table.contiguous(), index)
 
 
+def _signed(seed: int) -> int:
+    """A 64-bit seed as the int64 an op's ``int`` argument takes (the same bits)."""
+    return seed - (1 << 64) if seed >= 1 << 63 else seed
+
+
+def hash_buckets(values: torch.Tensor, seed: int, buckets: int) -> torch.Tensor:
+    """``bucket_torch(values, seed, buckets)``: the bucket in ``[0, buckets)`` of every int64 value
+    (compiled for ``buckets < 2^31``, every table's row count).
+
+    >>> hash_buckets(torch.tensor([0, 1, 2]), seed=7, buckets=1000).tolist()
+    [487, 592, 618]
+    """
+    if KERNEL and values.device.type == "cpu" and values.dtype == torch.int64 and buckets < 1 << 31:
+        return torch.ops.recsys_embed.hash_buckets(values, _signed(seed), buckets)
+    return bucket_torch(values, seed, buckets)
+
+
 def double_hash_rows(ids: torch.Tensor, seed: int, first: int, second: int) -> torch.Tensor:
     """``[2, N]`` int64: the row of each id ``[N]`` in a table of ``first`` and one of ``second``
     rows (both below ``2^31``), from the high and the low 32 bits of one hash.
@@ -67,7 +87,7 @@ def double_hash_rows(ids: torch.Tensor, seed: int, first: int, second: int) -> t
     [[0, 1, 8], [567, 816, 650]]
     """
     if KERNEL and ids.device.type == "cpu" and ids.dtype == torch.int64 and ids.dim() == 1:
-        return torch.ops.recsys_embed.double_hash_rows(ids, seed - (1 << 64) if seed >= 1 << 63 else seed, first, second)
+        return torch.ops.recsys_embed.double_hash_rows(ids, _signed(seed), first, second)
     h = hash_int_torch(ids, seed)
     rows = torch.empty((2, ids.numel()), dtype=torch.int64, device=ids.device)  # no stack: written in place
     torch.remainder((h >> 32) & 0xFFFFFFFF, first, out=rows[0])
