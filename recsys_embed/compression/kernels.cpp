@@ -7,8 +7,8 @@
 //   scatter-add, each streaming [B, P, D] tensors through memory. rows [B, P, D] float32 with unit
 //   stride in D (a view of the fbgemm kernel's output columns), index [B, P] int64 in [0, T),
 //   table [T, D] float32 contiguous.
-// * hash_buckets: splitmix64(value ^ seed) mod buckets (unsigned) of every value (the hashing
-//   trick's and the adaptive hybrid's rows, DHE's k hashes), and double_hash_rows: double
+// * hash_buckets: splitmix64(value ^ seed) mod buckets (unsigned) of every value (the hashes of
+//   every method but double hashing's pair), and double_hash_rows: double
 //   hashing's two rows of each id (double_hashing.py), the SplitMix64 hash of
 //   recsys_embed/hashing.py and the modulos in one pass, where the eager path runs about fifteen
 //   int64 ops over the ids.

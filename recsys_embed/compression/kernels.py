@@ -9,7 +9,7 @@ AVX2) and the eager paths that define them (other devices and dtypes, or no comp
       d table[t]   = sum over (b, p) with index[b, p] = t of grad[b, p] * rows[b, p]
 
   one pass each way (the eager ops stream several ``[B, P, D]`` tensors);
-* :func:`hash_buckets` (the hashing trick's and the adaptive hybrid's rows, DHE's hashes): the
+* :func:`hash_buckets` (the hashes of every method but double hashing's pair): the
   64-bit SplitMix64 hash ``h`` of ``value ^ seed`` modulo ``buckets``, unsigned
   (:func:`recsys_embed.hashing.bucket_torch`, bit for bit), one pass over the values;
 * :func:`double_hash_rows` (double hashing's two rows of each id): the same ``h`` of

@@ -373,7 +373,8 @@ class CompressedTables(TableLayout):
             else:
                 unit_ids = grids[0] if unit.features[0] in self.sequences else grids[0].reshape(batch)
             runs = [(m, self.slots[f]) for m, f in zip(methods, unit.features)]
-            combined = methods[0].combine([unit_parts[j] for j in range(len(unit_parts))], unit_ids.clamp(min=0), runs)  # type: ignore[operator]
+            unit_ids = unit_ids if full else unit_ids.clamp(min=0)  # an empty slot (-1) reads as id 0, zeroed later
+            combined = methods[0].combine([unit_parts[j] for j in range(len(unit_parts))], unit_ids, runs)  # type: ignore[operator]
             if len(unit.features) == 1:
                 vectors[unit.features[0]] = combined
             else:  # one combine for all the unit's slots, split per feature (adjacent gradients pass through)

@@ -113,7 +113,7 @@ class CompressionMethod(nn.Module, abc.ABC):
         if set(tensors) != expected:
             raise ValueError(
                 f"{cls._name()} state: tensors {sorted(tensors)} do not fit the method's {sorted(expected)} "
-                f"(state saved by another version of {cls._name()}? e.g. QR 'mult' before its quotient factors were dense)"
+                f"(state saved by another version of {cls._name()}?)"
             )
         method.load_state_dict(dict(tensors))
         return method

@@ -51,9 +51,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from recsys_embed.compression.kernels import hash_buckets
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import bucket_torch, seed_of
+from recsys_embed.hashing import seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 WHERE = "mixed_dims"
@@ -173,7 +174,7 @@ class MixedDimensions(CompressionMethod):
         block = torch.bucketize(ids, self.starts[1:], right=True)  # [N], s_b <= id < s_{b+1}
         local = ids - self.starts[block]
         for b in self.hashed:
-            local = torch.where(block == b, bucket_torch(ids, self.seed, self.rows[b]), local)
+            local = torch.where(block == b, hash_buckets(ids, self.seed, self.rows[b]), local)
         return torch.full((len(self.sizes), ids.numel()), -1, dtype=torch.int64, device=ids.device).scatter_(0, block[None], local[None])
 
     def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:

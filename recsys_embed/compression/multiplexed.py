@@ -24,9 +24,10 @@ from typing import Any
 import torch
 
 from recsys_embed.compression.hashing import budget_rows
+from recsys_embed.compression.kernels import hash_buckets
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import bucket_torch, seed_of
+from recsys_embed.hashing import seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 
@@ -79,7 +80,7 @@ class Multiplexed(CompressionMethod):
         return None if self.shared is None else f"multiplexed/{self.shared}"
 
     def kernel_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.stack([bucket_torch(ids, seed_of(f"{self.salt}/{self.group}/{j}"), self.rows) for j in range(self.probes)])
+        return torch.stack([hash_buckets(ids, seed_of(f"{self.salt}/{self.group}/{j}"), self.rows) for j in range(self.probes)])
 
     def combine(self, parts: Sequence[torch.Tensor], ids: torch.Tensor, runs: Sequence[tuple[CompressionMethod, int]]) -> torch.Tensor:
         return parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=-1)

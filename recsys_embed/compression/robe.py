@@ -40,9 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from recsys_embed.compression.kernels import hash_buckets
 from recsys_embed.compression.method import CompressionMethod, MethodConfigError, check_options, check_sizing, option
 from recsys_embed.compression.registry import register_compression
-from recsys_embed.hashing import bucket_torch, seed_of
+from recsys_embed.hashing import seed_of
 from recsys_embed.tables.accounting import expected_collision_rate
 
 INIT_SCALE = 0.05
@@ -93,7 +94,7 @@ class RandomOffsetBlock(CompressionMethod):
     def positions(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(index [N * D], sign [N, D / Z, 1])``: where each weight of each id's vector is read, and each chunk's sign."""
         keys = ids[:, None] * self.chunks + torch.arange(self.chunks, device=ids.device)  # [N, D/Z]
-        hashed = bucket_torch(keys, self.seed, 2 * self.size)  # h + S [g < 0]
+        hashed = hash_buckets(keys, self.seed, 2 * self.size)  # h + S [g < 0]
         signs = 1 - 2 * (hashed >= self.size).to(self.array.dtype)
         index = (hashed[..., None] + self._within) % self.size  # [N, D/Z, Z]
         return index.view(-1), signs[..., None]
