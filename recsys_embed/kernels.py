@@ -12,7 +12,11 @@ import torch
 
 def load_kernel(module: str) -> bool:
     """Import the compiled module ``module`` (e.g. ``recsys_embed.models.layers._dice``); whether it
-    is there and the CPU runs its AVX2 code (False: the caller runs its Python path)."""
+    is there and the CPU runs its AVX2 code (False: the caller runs its Python path).
+
+    >>> load_kernel("recsys_embed.compression._no_such_kernel")
+    False
+    """
     if importlib.util.find_spec(module) is None:
         return False
     importlib.import_module(module)

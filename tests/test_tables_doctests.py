@@ -1,4 +1,4 @@
-"""Every docstring example of the table layouts, table accounting, imports and artifacts runs."""
+"""Every docstring example of the table layouts, table accounting, imports, artifacts and the kernel loader runs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ MODULES = [
     "recsys_embed.tables.accounting",
     "recsys_embed.tables.imports",
     "recsys_embed.artifacts",
+    "recsys_embed.kernels",
 ]
 
 
