@@ -176,3 +176,17 @@ def test_one_combine_over_the_features_of_methods_alike_equals_a_combine_per_fea
             assert torch.allclose(got[key], expected[key], atol=1e-6), (seed, key)
         for a, b in zip(batched.kernel.weights(), own.kernel.weights()):
             assert torch.allclose(a, b, atol=1e-6), seed
+
+
+class OldSignatureConcat(DoubleHashing):
+    """A plugin written against the earlier contract, ``combine(parts)``."""
+
+    method_name = "old_signature_concat"
+
+    def combine(self, parts):  # type: ignore[override]
+        return torch.cat(list(parts), dim=-1)
+
+
+def test_a_combine_of_the_earlier_signature_fails_naming_the_method() -> None:
+    with pytest.raises(PluginError, match=r"compression method 'old_signature_concat' .*failed on a probe of 2 ids: TypeError: .*combine\(\) takes 2 positional arguments"):
+        CompressedTables(schema(), IDS, {"item_id": OldSignatureConcat(IDS["item_id"], DIM, rows=400, combine="concat")})
